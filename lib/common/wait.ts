@@ -1,0 +1,43 @@
+/** Polling with a deadline: the one way we wait for a condition (never a fixed sleep). */
+
+export class TimeoutError extends Error {
+  constructor(what: string, ms: number, last?: unknown) {
+    const detail = last === undefined ? "" : ` (last: ${last instanceof Error ? last.message : String(last)})`;
+    super(`timed out after ${ms} ms waiting for ${what}${detail}`);
+    this.name = "TimeoutError";
+  }
+}
+
+export interface WaitOptions {
+  /** Give up after this many milliseconds. */
+  timeoutMs: number;
+  /** Pause between polls. */
+  intervalMs?: number;
+  /** Shown in the timeout error. */
+  what?: string;
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `check` until it returns a value other than undefined/false/null, and returns that value.
+ * A thrown error counts as "not yet" and is reported if the deadline passes.
+ */
+export async function waitUntil<T>(
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  opts: WaitOptions,
+): Promise<T> {
+  const deadline = Date.now() + opts.timeoutMs;
+  const interval = opts.intervalMs ?? 50;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== null && value !== false) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() >= deadline) throw new TimeoutError(opts.what ?? "condition", opts.timeoutMs, last);
+    await sleep(Math.min(interval, Math.max(1, deadline - Date.now())));
+  }
+}
