@@ -19,11 +19,10 @@ const release = join(dist, "release");
 
 const workers = [...new Bun.Glob("lib/**/*.worker.ts").scanSync({ cwd: root })].sort();
 const arch = process.arch === "x64" ? "x64" : process.arch === "arm64" ? "arm64" : process.arch;
-const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version as string;
 
 mkdirSync(dist, { recursive: true });
 const started = performance.now();
-await $`${process.execPath} build --compile --minify --bytecode --define WOLF_VERSION=${JSON.stringify(version)} cmd/wolf.ts ${workers} --outfile ${join(dist, "wolf")}`
+await $`${process.execPath} build --compile --minify --bytecode --format=esm cmd/wolf.ts ${workers} --outfile ${join(dist, "wolf")}`
   .cwd(root)
   .quiet();
 

@@ -1,0 +1,38 @@
+/**
+ * The `[cluster]` config section, shared by wolf scale and wolf disk (one definition, two users).
+ * Each subsystem picks its own default ports so both can run on one machine.
+ */
+import { randomBytes } from "node:crypto";
+import { bool, checkHostPort, checkIPv4, int, oneOf, section, str, strList } from "../common/config/index.ts";
+
+export function clusterSection(defaults: { port: number; discoveryPort: number; name: string }) {
+  return section("Cluster membership, election and log shipping (shared by every node of this cluster).", {
+    name: str("Cluster name. Nodes only talk to nodes with the same name and secret.", defaults.name, {
+      pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/,
+      patternHint: "letters, digits, '.', '_' or '-' (max 63)",
+    }),
+    secret: str(
+      "Shared secret that authenticates every cluster frame and discovery beacon (hex, >= 32 chars).\n`init` generates one; copy the same value to every node of the cluster.",
+      "",
+      {
+        pattern: /^[0-9a-f]{32,}$/,
+        patternHint: "at least 32 lowercase hex characters (run `wolf <sub> init` to generate one)",
+        generate: () => randomBytes(32).toString("hex"),
+        secret: true,
+      },
+    ),
+    node_id: int("This node's ID (1-1023), unique in the cluster. The lowest eligible ID leads.", 1, { min: 1, max: 1023 }),
+    bind_address: str("Address the cluster transport listens on.", "0.0.0.0", { check: checkIPv4 }),
+    advertise_address: str("Address other nodes use to reach this one (\"\" = first non-loopback IPv4).", "", {
+      check: (v) => (v === "" ? undefined : checkIPv4(v)),
+    }),
+    port: int("TCP port of the cluster transport.", defaults.port, { min: 1, max: 65535 }),
+    peers: strList("Static peers as host:port (optional with discovery on).", [], { item: checkHostPort }),
+    discovery: bool("Find peers by authenticated UDP broadcast beacons on the LAN.", true),
+    discovery_port: int("UDP port for discovery beacons.", defaults.discoveryPort, { min: 1, max: 65535 }),
+    heartbeat_ms: int("Heartbeat interval in milliseconds.", 500, { min: 50, max: 60_000 }),
+    dead_after_ms: int("A node silent this long is Offline and removed from the view (ms).", 30_000, { min: 1_000 }),
+    quorum: oneOf("Majority rule: auto = on with 3+ configured nodes; never = one survivor keeps serving", ["auto", "always", "never"] as const, "auto"),
+    never_leader: bool("Never let this node become leader.", false),
+  });
+}

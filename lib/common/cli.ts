@@ -1,0 +1,174 @@
+/**
+ * The CLI runner around citty: resolves the sub-command chain, prints help, rejects unknown
+ * commands and flags with a suggestion, and turns every error into one line on stderr plus a
+ * stable exit code. Subcommand files in cmd/ only declare commands.
+ */
+import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
+import { asWolfError, NotImplementedError, UsageError, WolfError } from "./errors.ts";
+import { colorEnabled } from "./log.ts";
+import { nearest } from "./config/suggest.ts";
+
+type AnyCommand = CommandDef<any>;
+
+async function resolve<T>(value: T | Promise<T> | (() => T) | (() => Promise<T>) | undefined): Promise<T | undefined> {
+  return typeof value === "function" ? await (value as () => T | Promise<T>)() : await value;
+}
+
+function aliasesOf(def: ArgsDef[string]): string[] {
+  const alias = (def as { alias?: string | string[] }).alias;
+  return alias === undefined ? [] : Array.isArray(alias) ? alias : [alias];
+}
+
+function takesValue(flag: string, args: ArgsDef): boolean {
+  const name = flag.replace(/^-{1,2}/, "");
+  for (const [key, def] of Object.entries(args)) {
+    if (def.type !== "string" && def.type !== "enum") continue;
+    if (key === name || aliasesOf(def).includes(name)) return true;
+  }
+  return false;
+}
+
+interface Resolved {
+  chain: AnyCommand[];
+  names: string[];
+  rest: string[];
+}
+
+/** Follows positional words through subCommands, like citty does, remembering the chain. */
+async function resolveChain(root: AnyCommand, argv: string[]): Promise<Resolved> {
+  const chain = [root];
+  const names: string[] = [];
+  let rest = argv;
+  for (;;) {
+    const cmd = chain[chain.length - 1]!;
+    const subs = await resolve(cmd.subCommands);
+    if (!subs || Object.keys(subs).length === 0) return { chain, names, rest };
+    const args: ArgsDef = (await resolve(cmd.args)) ?? {};
+    let index = -1;
+    for (let i = 0; i < rest.length; i++) {
+      const word = rest[i]!;
+      if (word === "--") break;
+      if (word.startsWith("-")) {
+        if (!word.includes("=") && takesValue(word, args)) i++;
+        continue;
+      }
+      index = i;
+      break;
+    }
+    if (index < 0) return { chain, names, rest };
+    const word = rest[index]!;
+    const sub = subs[word];
+    if (!sub) {
+      const visible = [];
+      for (const [name, c] of Object.entries(subs)) {
+        const meta = await resolve((await resolve(c))?.meta);
+        if (!meta?.hidden) visible.push(name);
+      }
+      const guess = nearest(word, visible);
+      const where = ["wolf", ...names].join(" ");
+      throw new UsageError(
+        `unknown command "${word}" for "${where}"${guess ? `; did you mean "${guess}"?` : ""}`,
+        `available: ${visible.join(", ")}. Run "${where} --help".`,
+      );
+    }
+    chain.push((await resolve(sub))!);
+    names.push(word);
+    rest = rest.slice(index + 1);
+  }
+}
+
+const BUILTIN_FLAGS = new Set(["help", "h", "version", "v"]);
+
+/** Rejects flags the leaf command does not declare (citty silently accepts them). */
+async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Promise<void> {
+  const args: ArgsDef = (await resolve(leaf.args)) ?? {};
+  const known = new Map<string, ArgsDef[string]>();
+  for (const [key, def] of Object.entries(args)) {
+    if (def.type === "positional") continue;
+    known.set(key, def);
+    for (const alias of aliasesOf(def)) known.set(alias, def);
+  }
+  for (let i = 0; i < rest.length; i++) {
+    const word = rest[i]!;
+    if (word === "--") break;
+    if (!word.startsWith("-") || word === "-" || /^-\d/.test(word)) continue;
+    const name = word.replace(/^-{1,2}/, "").split("=")[0]!;
+    if (BUILTIN_FLAGS.has(name)) continue;
+    const def = known.get(name) ?? (name.startsWith("no-") ? known.get(name.slice(3)) : undefined);
+    if (!def) {
+      const guess = nearest(name, [...known.keys()].filter((k) => k.length > 1));
+      throw new UsageError(
+        `unknown option "${word}" for "wolf ${names.join(" ")}"${guess ? `; did you mean "--${guess}"?` : ""}`,
+        `run "wolf ${names.join(" ")} --help" for the options`,
+      );
+    }
+    if (!word.includes("=") && (def.type === "string" || def.type === "enum")) {
+      const value = rest[i + 1];
+      if (value === undefined) throw new UsageError(`option "${word}" needs a value`);
+      i++;
+    }
+  }
+}
+
+async function usageText(resolved: Resolved): Promise<string> {
+  const leaf = resolved.chain[resolved.chain.length - 1]!;
+  const parent = resolved.chain.length > 1 ? resolved.chain[resolved.chain.length - 2] : undefined;
+  const text = await renderUsage(leaf, parent);
+  // citty names a command by its parent only ("ctl scale"); show the full path ("wolf ctl scale").
+  if (resolved.names.length < 2) return text;
+  const short = resolved.names.slice(-2).join(" ");
+  return text.replaceAll(short, ["wolf", ...resolved.names].join(" "));
+}
+
+function printError(err: WolfError): void {
+  const red = colorEnabled() ? (s: string) => `\x1b[31m${s}\x1b[39m` : (s: string) => s;
+  process.stderr.write(`${red("wolf: error:")} ${err.message}\n`);
+  if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+  if (process.env.WOLF_DEBUG && err.stack) process.stderr.write(`${err.stack}\n`);
+}
+
+/** Runs the CLI and returns the exit code (the caller exits; daemons keep running until done). */
+export async function runCli(root: AnyCommand, argv: string[], version: string): Promise<number> {
+  try {
+    if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
+      process.stdout.write(`wolf ${version} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
+      return 0;
+    }
+    const resolved = await resolveChain(root, argv);
+    const leaf = resolved.chain[resolved.chain.length - 1]!;
+    const wantsHelp = resolved.rest.some((a) => a === "--help" || a === "-h");
+    const hasRun = typeof leaf.run === "function";
+    if (wantsHelp || (!hasRun && resolved.rest.filter((a) => !a.startsWith("-")).length === 0)) {
+      const text = await usageText(resolved);
+      // No verb given: show the help but fail, so scripts notice a missing verb.
+      if (wantsHelp) {
+        process.stdout.write(`${text}\n`);
+        return 0;
+      }
+      process.stderr.write(`${text}\n`);
+      throw new UsageError(`missing command for "wolf ${resolved.names.join(" ")}"`.replace(/ "$/, '"'));
+    }
+    await checkFlags(leaf, resolved.rest, resolved.names);
+    await runCommand(leaf, { rawArgs: resolved.rest });
+    return 0;
+  } catch (err) {
+    const e = err instanceof WolfError ? err : (err as { name?: string }).name === "CLIError" ? new UsageError((err as Error).message) : asWolfError(err);
+    printError(e);
+    return e.exitCode;
+  }
+}
+
+/**
+ * A verb the product specifies but that is not built yet: it documents its options in --help and
+ * fails clearly (exit 3) instead of pretending to succeed.
+ */
+export function notBuilt<A extends ArgsDef>(path: string, description: string, issue: string, args?: A): CommandDef<A> {
+  const name = path.split(" ").pop()!;
+  return {
+    meta: { name, description: `${description} [not built yet]` },
+    args,
+    run() {
+      throw new NotImplementedError(`wolf ${path}`, issue);
+    },
+  };
+}

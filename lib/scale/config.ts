@@ -1,0 +1,58 @@
+/** `scale.toml`: wolf scale (MariaDB replication, proxy, load balancer). */
+import { clusterSection } from "../cluster/config.ts";
+import {
+  apiSection,
+  bool,
+  checkHostPort,
+  checkOptionalAbsolutePath,
+  defineSchema,
+  type InferFields,
+  int,
+  nodeSection,
+  oneOf,
+  section,
+  str,
+} from "../common/config/index.ts";
+
+export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replication, failover, MySQL proxy and load balancer.", {
+  node: nodeSection({ dataDir: "/var/lib/wolf/scale" }),
+  cluster: clusterSection({ name: "wolf-scale", port: 7654, discoveryPort: 7655 }),
+  database: section("The local MariaDB this node manages.", {
+    host: str("MariaDB host (ignored when socket is set).", "127.0.0.1"),
+    port: int("MariaDB port.", 3306, { min: 1, max: 65535 }),
+    socket: str("MariaDB unix socket (\"\" = use host:port).", "", { check: checkOptionalAbsolutePath }),
+    user: str("User with replication and write privileges.", "root"),
+    password: str("Password of that user.", "", { secret: true }),
+    health_interval_ms: int("How often the leader checks its MariaDB (ms).", 1000, { min: 100 }),
+  }),
+  wal: section("Write-ahead log of captured transactions.", {
+    dir: str("WAL directory (\"\" = <data_dir>/wal).", "", { check: checkOptionalAbsolutePath }),
+    segment_size_mb: int("Size at which a WAL segment is closed and a new one started (MiB).", 64, { min: 1, max: 4096 }),
+    fsync: bool("fsync each group commit (turn off only for throwaway data).", true),
+    batch_max: int("Most entries written in one group commit.", 512, { min: 1 }),
+    batch_wait_ms: int("Longest an entry waits for its group commit (ms).", 2, { min: 0, max: 1000 }),
+    compression: oneOf("Record compression", ["lz4", "none"] as const, "lz4"),
+    retention_hours: int("Keep WAL segments at least this many hours (0 = no time limit).", 168, { min: 0 }),
+    retention_mb: int("Keep at most this much WAL (MiB, 0 = no size limit); older segments are pruned.", 10_240, { min: 0 }),
+  }),
+  replication: section("How writes are captured and acknowledged.", {
+    mode: oneOf("wal = wolf manages writes; binlog = capture an existing database's binlog", ["wal", "binlog"] as const, "wal"),
+    ack: oneOf("Followers that must hold a write durably before a client gets OK", ["none", "one", "majority", "all"] as const, "one"),
+    ack_timeout_ms: int("Longest a write waits for its acknowledgements before failing (ms).", 5000, { min: 100 }),
+    lag_threshold: int("A follower this many entries behind is Lagging.", 1000, { min: 1 }),
+    binlog_file: str("binlog mode: binlog file to start from (\"\" = current).", ""),
+    binlog_position: int("binlog mode: position in that file.", 4, { min: 4 }),
+  }),
+  api: apiSection({ listen: "127.0.0.1:8080" }),
+  proxy: section("MySQL-protocol proxy on every node.", {
+    enabled: bool("Run the proxy.", true),
+    listen: str("Address:port the proxy listens on.", "0.0.0.0:8007", { check: checkHostPort }),
+    max_connections: int("Most client connections.", 1000, { min: 1 }),
+  }),
+  lb: section("Load balancer (`wolf scale lb`).", {
+    listen: str("Address:port the load balancer listens on.", "0.0.0.0:8008", { check: checkHostPort }),
+    health_interval_ms: int("Health-check interval (ms).", 1000, { min: 100 }),
+  }),
+});
+
+export type ScaleConfig = InferFields<typeof scaleSchema.fields>;
