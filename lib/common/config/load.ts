@@ -53,6 +53,10 @@ function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fiel
     if (spec.kind === "field") {
       if (value === undefined) {
         if (spec.required) throw new ConfigError(`missing required key "${key}" (${spec.doc})`, { file, key: path });
+        // Per-installation values (secrets) have no usable default: a missing one is an error.
+        if (spec.generate && !spec.parse(spec.default).ok) {
+          throw new ConfigError(`missing key "${key}" (${spec.doc.split("\n")[0]})`, { file, key: path, hint: `\`wolf <subsystem> init\` generates one` });
+        }
         out[key] = structuredClone(spec.default);
         continue;
       }
