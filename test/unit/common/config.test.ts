@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   bool,
+  type ConfigSchema,
+  type Fields,
   defaultConfig,
   defineSchema,
   generatedValues,
@@ -118,7 +120,7 @@ describe("config schema", () => {
 });
 
 describe("subsystem schemas", () => {
-  for (const s of [scaleSchema, diskSchema, netSchema]) {
+  for (const s of [scaleSchema, diskSchema, netSchema] as ConfigSchema<Fields>[]) {
     test(`${s.name}: the file init writes validates, with generated secrets`, () => {
       const text = renderConfig(s, generatedValues(s));
       const config = parseConfig(s, text, `${s.name}.toml`) as Record<string, any>;

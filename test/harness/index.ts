@@ -1,0 +1,38 @@
+/** The integration-test harness: namespaces as hosts, MariaDB instances, running dist/wolf. */
+export {
+  Host,
+  TestNet,
+  hasNetnsSupport,
+  namespacePids,
+  netnsSkipReason,
+  sweepStaleNamespaces,
+  type AddHostOptions,
+  type TestNetOptions,
+} from "./netns.ts";
+export { mariadbTemplate, startMariaDB, type MariaDBInstance, type MariaDBOptions, type Row } from "./mariadb.ts";
+export { freePort, freePorts } from "./ports.ts";
+export {
+  REPO_ROOT,
+  WOLF_BIN,
+  WolfProcess,
+  ensureBuilt,
+  runWolf,
+  runWolfOnce,
+  wolfBinaryStale,
+  type RunWolfOptions,
+} from "./wolf.ts";
+export {
+  HARNESS_ROOT,
+  execArgv,
+  onExitCleanup,
+  pidAlive,
+  runCleanups,
+  runCleanupsAsync,
+  runDir,
+  sweepStaleRuns,
+  terminatePid,
+  trackPid,
+  untrackPid,
+  type ExecOptions,
+  type ExecResult,
+} from "./procs.ts";
