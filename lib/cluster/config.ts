@@ -3,7 +3,7 @@
  * Each subsystem picks its own default ports so both can run on one machine.
  */
 import { randomBytes } from "node:crypto";
-import { bool, checkHostPort, checkIPv4, int, oneOf, section, str, strList } from "../common/config/index.ts";
+import { bool, checkHostPort, checkIPv4, type InferFields, int, oneOf, section, str, strList } from "../common/config/index.ts";
 
 export function clusterSection(defaults: { port: number; discoveryPort: number; name: string }) {
   return section("Cluster membership, election and log shipping (shared by every node of this cluster).", {
@@ -34,5 +34,14 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
     dead_after_ms: int("A node silent this long is Offline and removed from the view (ms).", 30_000, { min: 1_000 }),
     quorum: oneOf("Majority rule: auto = on with 3+ configured nodes; never = one survivor keeps serving", ["auto", "always", "never"] as const, "auto"),
     never_leader: bool("Never let this node become leader.", false),
+    bootstrap_expect: int(
+      "Form a brand-new cluster once this many nodes with empty logs see each other (the lowest ID writes the\nfirst voter set). 0 = join an existing cluster (the leader adds this node), or use `start --bootstrap`.",
+      0,
+      { min: 0, max: 1023 },
+    ),
+    lag_entries: int("A follower more than this many entries behind the leader is Lagging (or Syncing after a start).", 1000, { min: 1 }),
   });
 }
+
+/** The `[cluster]` section as loaded. */
+export type ClusterConfig = InferFields<ReturnType<typeof clusterSection>["fields"]>;

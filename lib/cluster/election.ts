@@ -1,0 +1,98 @@
+/**
+ * Election rules: Raft's safety with a deterministic preference for the lowest node ID.
+ *
+ * Terms. Every leadership has a term, persisted (with the vote) in the StableStore before any
+ * message that depends on it is sent. Every message carries the sender's term. A node that sees a
+ * higher term adopts it and steps down at once; a message with a lower term is refused. A leader
+ * counts an acknowledgement only from a reply in its own term, so a deposed leader (one that has
+ * not yet heard of the newer term) can never get anything acknowledged: the followers that acked
+ * the new leader's election now refuse its term. That is the fencing.
+ *
+ * Quorum. `cluster.quorum = auto | always | never`; auto means on when the voter set has 3 or more
+ * nodes. With quorum on, a candidate needs votes from a majority of the voters, an entry is
+ * committed once a majority of the voters store it (and it is from the leader's current term;
+ * earlier entries commit with it), and a leader that has not heard from a majority for
+ * 3 heartbeats steps down (check-quorum), so a minority side never has a working leader.
+ * With quorum off (1–2 nodes, or `never`) the documented behaviour is "one survivor keeps serving":
+ * a candidate needs the votes of every voter it has heard from in the last 3 heartbeats, and
+ * entries commit once every such live voter stores them. A true partition then yields one leader
+ * per side (in different terms); after healing the higher term wins and a node whose *applied*
+ * entries were overwritten is marked NeedsMigration instead of silently diverging.
+ *
+ * Eligibility. A node may campaign only if it is a voter in its current config, `never_leader` is
+ * off, it is not NeedsMigration and its FSM has not failed. A voter grants its vote only to a
+ * candidate whose log is at least as up to date as its own (higher last term, or equal last term
+ * and last LSN >= its own), at most once per term. Because an entry is acknowledged only when a
+ * majority stores it, every majority of voters contains a node holding it, so a node that lacks an
+ * acknowledged entry cannot win: "holds every acknowledged entry" is enforced by the votes.
+ *
+ * Pre-vote and leader lease. Before bumping its term a node asks for pre-votes (same checks, no
+ * state change). A voter that heard from a live leader within 2 heartbeats refuses (pre-)votes,
+ * so a node returning from a partition cannot depose a healthy leader or inflate terms.
+ *
+ * Lowest ID first. A follower's election timeout is 2 heartbeats + rank × ½ heartbeat + jitter
+ * (0..½ heartbeat), where rank = how many lower-ID voters are alive and eligible with a log at least
+ * as up to date as ours (from their pings). When its timer fires while such a lower node is alive
+ * it defers (at most twice in a row, so an unreachable "alive" node cannot block elections).
+ * Hence after a leader failure the lowest eligible survivor normally wins in about 2.5 heartbeats.
+ *
+ * Handover. A leader that sees a lower-ID voter that has been caught up (within `lag_entries`) and
+ * reachable for 2 heartbeats starts a handover: it refuses new appends, waits until that node holds
+ * its last entry, sends it TimeoutNow and steps down *before* the other node can win (so there is
+ * never a window with two leaders). The target campaigns at once in term + 1 with the handover
+ * flag, which lets voters skip the lease check. If the target is not caught up within 2 heartbeats
+ * the leader resumes and retries later with exponential backoff (up to 64 heartbeats).
+ */
+import type { Lsn, Term } from "./types.ts";
+
+export type QuorumMode = "auto" | "always" | "never";
+
+/** Timings derived from the heartbeat interval (ms). */
+export function timings(heartbeatMs: number) {
+  return {
+    heartbeatMs,
+    /** Followers wait this long without a leader before (pre-)voting; also the leader lease voters honour. */
+    electionBaseMs: 2 * heartbeatMs,
+    rankStepMs: heartbeatMs / 2,
+    jitterMs: heartbeatMs / 2,
+    /** A peer not heard from for this long is Dropped (suspected) and not "alive". */
+    suspectAfterMs: 3 * heartbeatMs,
+    /** A leader without a majority of acks for this long steps down. */
+    checkQuorumMs: 3 * heartbeatMs,
+    /** RPC timeout for append and vote requests. */
+    requestTimeoutMs: 2 * heartbeatMs,
+    /** A caught-up lower ID must stay so for this long before a handover starts. */
+    handoverStableMs: 2 * heartbeatMs,
+    handoverTimeoutMs: 2 * heartbeatMs,
+    handoverBackoffMinMs: 4 * heartbeatMs,
+    handoverBackoffMaxMs: 64 * heartbeatMs,
+  };
+}
+export type Timings = ReturnType<typeof timings>;
+
+export function quorumOn(mode: QuorumMode, voterCount: number): boolean {
+  if (mode === "always") return true;
+  if (mode === "never") return false;
+  return voterCount >= 3;
+}
+
+export function majority(voterCount: number): number {
+  return Math.floor(voterCount / 2) + 1;
+}
+
+/** Raft's up-to-date check: is the candidate's log at least as complete as the voter's? */
+export function logUpToDate(candidate: { lastTerm: Term; lastLsn: Lsn }, voter: { lastTerm: Term; lastLsn: Lsn }): boolean {
+  return candidate.lastTerm > voter.lastTerm || (candidate.lastTerm === voter.lastTerm && candidate.lastLsn >= voter.lastLsn);
+}
+
+/**
+ * Votes a candidate needs. Quorum on: a majority of the voters. Quorum off: every voter that is
+ * alive from the candidate's point of view (at least itself).
+ */
+export function votesNeeded(quorum: boolean, voterCount: number, aliveVoters: number): number {
+  return quorum ? majority(voterCount) : Math.max(1, aliveVoters);
+}
+
+export function electionTimeoutMs(t: Timings, rank: number, random: number): number {
+  return t.electionBaseMs + rank * t.rankStepMs + random * t.jitterMs;
+}

@@ -1,0 +1,46 @@
+/** The plain status object `node.status()` returns (JSON-safe; `wolf ctl` prints it). */
+import type { Lsn, NodeId, NodeState, Role, Term } from "./types.ts";
+
+export interface PeerStatus {
+  id: NodeId;
+  addr: string;
+  /** As this node sees it (liveness thresholds applied to what the peer reports). */
+  state: NodeState;
+  role: Role | null;
+  voter: boolean;
+  /** On the leader: the LSN the peer is known to hold; elsewhere: what the peer last reported. */
+  lsn: Lsn;
+  /** Entries behind the leader's last LSN. */
+  lag: number;
+  lastSeenMsAgo: number | null;
+}
+
+export interface ClusterStatus {
+  id: NodeId;
+  role: Role;
+  term: Term;
+  state: NodeState;
+  leader: NodeId | null;
+  lastLsn: Lsn;
+  lastTerm: Term;
+  commitLsn: Lsn;
+  appliedLsn: Lsn;
+  /** Whether majority rules are in force right now. */
+  quorum: boolean;
+  voters: NodeId[];
+  neverLeader: boolean;
+  /** Set while this leader is handing leadership to a lower ID. */
+  handoverTo: NodeId | null;
+  /** Why this node stopped applying, if it did. */
+  applyError: string | null;
+  peers: PeerStatus[];
+  /** Transport counters: frames dropped for bad authentication, oversize, etc. */
+  transport: Record<string, number>;
+}
+
+/** One line per node for logs and `wolf ctl … status`. */
+export function formatStatus(s: ClusterStatus): string {
+  const head = `node ${s.id}: ${s.role} ${s.state} term ${s.term} leader ${s.leader ?? "-"} lsn ${s.lastLsn} commit ${s.commitLsn} applied ${s.appliedLsn}`;
+  const peers = s.peers.map((p) => `  node ${p.id} ${p.addr || "?"} ${p.state}${p.voter ? "" : " (learner)"} lsn ${p.lsn} lag ${p.lag}`);
+  return [head, ...peers].join("\n");
+}
