@@ -24,6 +24,18 @@ export const diskSchema = defineSchema("disk", "wolf disk — FUSE distributed f
     mode: oneOf("shared = every data node has every chunk; replicated = `factor` copies", ["shared", "replicated"] as const, "shared"),
     factor: int("Copies of each chunk in replicated mode.", 2, { min: 1, max: 16 }),
     cache_mb: int("Memory for cached chunks (MiB).", 256, { min: 0 }),
+    write_buffer_mb: int("Memory for written data not yet stored as chunks (MiB); writers wait above it.", 256, { min: 16 }),
+    sync_on_close: bool("close() of a file that was written returns only once its data and metadata are on disk.", true),
+    checkpoint_mb: int("Journal size (MiB) after which the metadata is checkpointed (restart replays at most this).", 64, { min: 1 }),
+  }),
+  fuse: section("The FUSE mount.", {
+    attr_timeout_ms: int(
+      "How long the kernel may cache attributes and names (ms). Every change of a single-node drive goes\nthrough this kernel, so a long cache is safe and saves a round trip per stat.",
+      10_000,
+      { min: 0, max: 3_600_000 },
+    ),
+    allow_other: bool("Let every user access the mount (permissions are still enforced by the kernel).", true),
+    read_ahead_kb: int("Kernel read-ahead for the mount (KiB); 0 keeps the kernel default.", 1024, { min: 0, max: 65_536 }),
   }),
   drives: tables(
     "Drives: independent filesystems on this node. `wolf disk mount --drive NAME` picks one.",

@@ -1,0 +1,521 @@
+/**
+ * A FUSE mount served from this process over the raw /dev/fuse protocol (no libfuse).
+ *
+ * A reader Worker blocks in read(2) on the fd and posts each request here; each request is handled
+ * by an async function over lib/disk/fs and answered with one write(2) whenever it is done, so
+ * many requests are in flight at once and replies may follow slow work (disk, later network).
+ * FORGET, BATCH_FORGET and INTERRUPT get no reply.
+ *
+ * Locks: POSIX and flock locks are kernel-local (we do not negotiate FUSE_POSIX_LOCKS /
+ * FUSE_FLOCK_LOCKS), which is exact for a single-node mount.
+ *
+ * Never touch the mount from this process's JS thread: the thread that would answer is the one
+ * waiting (deadlock). Tests and tools use other processes.
+ */
+import { closeSync, writevSync } from "node:fs";
+import { findMount, isDeadMount, setReadAhead } from "../mounts.ts";
+import { logger } from "../../common/log.ts";
+import { startWorker } from "../../common/workers.ts";
+import { abortConnection, EBUSY, EINVAL, MNT_DETACH, mountFuse, unmount } from "../../../native/fuse.ts";
+import { errnoOf, FsError } from "../errors.ts";
+import type { DiskFs, SetAttr } from "../fs.ts";
+import {
+  attrOut,
+  direntPlusSize,
+  direntSize,
+  ENTRY_OUT_SIZE,
+  entryOut,
+  FATTR,
+  FOPEN_KEEP_CACHE,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_WRITE_KILL_SUIDGID,
+  InitFlag,
+  initOut,
+  Op,
+  OP_NAMES,
+  openOut,
+  outHeader,
+  Request,
+  statfsOut,
+  u32Out,
+  u64Out,
+  writeDirent,
+  writeEntry,
+} from "./protocol.ts";
+
+const log = logger("disk:fuse");
+
+const ENOSYS = 38;
+const NOTIFY_INVAL_INODE = 2;
+const ERANGE = 34;
+const EPROTO = 71;
+
+export const MAX_WRITE = 1024 * 1024;
+const READ_BUFFER = MAX_WRITE + 64 * 1024;
+
+export interface FuseSessionOptions {
+  mountpoint: string;
+  /** Shown in /proc/mounts, e.g. "wolf:default". */
+  source: string;
+  /** How long the kernel may cache attributes and names (ms). */
+  attrTimeoutMs?: number;
+  entryTimeoutMs?: number;
+  allowOther?: boolean;
+  /** Kernel read-ahead for the mount (KiB); 0 keeps the default (128). */
+  readAheadKb?: number;
+}
+
+export interface FuseStats {
+  requests: number;
+  errors: number;
+  inFlight: number;
+  /** Per operation: count, request bytes, total handling time (ms). */
+  ops: Record<string, { count: number; bytes: number; ms: number }>;
+}
+
+export class FuseSession {
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+  private worker?: Worker;
+  private fdOpen = true;
+  /** major:minor of the connection (from mountinfo). */
+  private dev?: string;
+  private initDone = false;
+  private readonly attrMs: number;
+  private readonly entryMs: number;
+  readonly stats: FuseStats = { requests: 0, errors: 0, inFlight: 0, ops: {} };
+
+  private constructor(
+    readonly fs: DiskFs,
+    private readonly fd: number,
+    readonly opts: FuseSessionOptions,
+  ) {
+    this.attrMs = opts.attrTimeoutMs ?? 1000;
+    this.entryMs = opts.entryTimeoutMs ?? 1000;
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  /** Mounts `fs` at `opts.mountpoint` and starts serving. A dead mount left there is detached first. */
+  static async mount(fs: DiskFs, opts: FuseSessionOptions): Promise<FuseSession> {
+    if (isDeadMount(opts.mountpoint)) {
+      log.warn(`${opts.mountpoint}: detaching a mount whose daemon died`);
+      unmount(opts.mountpoint, MNT_DETACH);
+    }
+    const fd = mountFuse(opts.mountpoint, { source: opts.source, subtype: "wolf", allowOther: opts.allowOther, maxRead: MAX_WRITE });
+    const session = new FuseSession(fs, fd, opts);
+    try {
+      session.worker = await startWorker("lib/disk/fuse-reader.worker.ts");
+    } catch (err) {
+      unmount(opts.mountpoint, MNT_DETACH);
+      closeSync(fd);
+      throw err;
+    }
+    session.worker.onmessage = (event: MessageEvent) => session.onMessage(event.data);
+    session.worker.postMessage({ fd, bufferSize: READ_BUFFER });
+    session.dev = findMount(opts.mountpoint)?.dev;
+    // Sequential reads come in read-ahead sized requests: 128 KiB by default is many small ones.
+    setReadAhead(opts.mountpoint, opts.readAheadKb ?? 1024);
+    return session;
+  }
+
+  private onMessage(data: unknown): void {
+    if (data instanceof Uint8Array) {
+      const req = new Request(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      this.stats.requests++;
+      this.stats.inFlight++;
+      const started = performance.now();
+      void this.handle(req).finally(() => {
+        this.stats.inFlight--;
+        const name = OP_NAMES[req.opcode] ?? String(req.opcode);
+        const op = (this.stats.ops[name] ??= { count: 0, bytes: 0, ms: 0 });
+        op.count++;
+        op.bytes += req.len;
+        op.ms += performance.now() - started;
+      });
+      return;
+    }
+    const msg = data as { closed?: boolean; errno?: number };
+    if (msg.closed) {
+      if (msg.errno) log.error(`reading /dev/fuse failed: errno ${msg.errno}`);
+      this.finish();
+    }
+  }
+
+  private finish(): void {
+    if (!this.fdOpen) return;
+    this.fdOpen = false;
+    this.worker?.terminate();
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+    this.resolveClosed();
+  }
+
+  /**
+   * Unmounts. If the mount is busy (open files, a shell inside), it is detached: it disappears
+   * from the namespace now and the connection ends when the last user lets go.
+   */
+  unmount(): { detached: boolean } {
+    const rc = unmount(this.opts.mountpoint, 0);
+    if (rc === 0 || rc === EINVAL) return { detached: false };
+    if (rc === EBUSY) {
+      log.warn(`${this.opts.mountpoint} is busy; detaching it (it goes away when the last file is closed)`);
+      unmount(this.opts.mountpoint, MNT_DETACH);
+      return { detached: true };
+    }
+    throw new Error(`umount ${this.opts.mountpoint}: errno ${rc}`);
+  }
+
+  /** Ends the connection now (requests in flight fail); used when a detached mount must not wait. */
+  abort(): void {
+    if (this.dev) abortConnection(this.dev);
+    unmount(this.opts.mountpoint, MNT_DETACH);
+    this.finish();
+  }
+
+  private send(unique: bigint, error: number, parts: Uint8Array[] = []): void {
+    if (!this.fdOpen) return;
+    let len = 16;
+    for (const p of parts) len += p.length;
+    try {
+      writevSync(this.fd, [outHeader(len, error, unique), ...parts]);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ENOENT: the request was interrupted and is gone; ENODEV: unmounted meanwhile.
+      if (code !== "ENOENT" && code !== "ENODEV") log.error(`reply to /dev/fuse failed: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Tells the kernel that the attributes it cached for `ino` are stale (FUSE_NOTIFY_INVAL_INODE with
+   * a negative offset: attributes only, no page cache, so it cannot wait on pages a writer holds).
+   */
+  invalidateAttrs(ino: number): void {
+    const body = Buffer.alloc(24);
+    body.writeBigUInt64LE(BigInt(ino), 0);
+    body.writeBigInt64LE(-1n, 8);
+    body.writeBigInt64LE(0n, 16);
+    this.send(0n, NOTIFY_INVAL_INODE, [body]);
+  }
+
+  private ok(req: Request, ...parts: Uint8Array[]): void {
+    this.send(req.unique, 0, parts);
+  }
+
+  private fail(req: Request, errno: number): void {
+    this.send(req.unique, -errno);
+  }
+
+  private async handle(req: Request): Promise<void> {
+    try {
+      await this.dispatch(req);
+    } catch (err) {
+      const errno = errnoOf(err);
+      this.stats.errors++;
+      if (!(err instanceof FsError)) log.error(`${OP_NAMES[req.opcode] ?? req.opcode} on inode ${req.nodeid} failed: ${(err as Error).stack ?? err}`);
+      else if (errno === 5) log.warn(`${OP_NAMES[req.opcode]} on inode ${req.nodeid}: ${(err as Error).message}`);
+      if (req.opcode !== Op.FORGET && req.opcode !== Op.BATCH_FORGET && req.opcode !== Op.INTERRUPT) this.fail(req, errno);
+    }
+  }
+
+  private ctx(req: Request) {
+    return { uid: req.uid, gid: req.gid };
+  }
+
+  private entry(req: Request, ino: number): void {
+    const attr = this.fs.getattr(ino);
+    this.fs.ref(ino);
+    this.ok(req, entryOut(attr, this.entryMs));
+  }
+
+  private async dispatch(req: Request): Promise<void> {
+    const fs = this.fs;
+    const id = req.nodeid;
+    switch (req.opcode) {
+      case Op.INIT:
+        return this.init(req);
+      case Op.LOOKUP: {
+        const name = req.name();
+        return this.entry(req, fs.lookup(id, name).ino);
+      }
+      case Op.FORGET:
+        fs.forget(id, req.u64());
+        return;
+      case Op.BATCH_FORGET: {
+        const count = req.u32();
+        req.skip(4);
+        for (let i = 0; i < count; i++) {
+          const node = req.u64();
+          fs.forget(node, req.u64());
+        }
+        return;
+      }
+      case Op.INTERRUPT:
+        return;
+      case Op.GETATTR:
+        return this.ok(req, attrOut(fs.getattr(id), this.attrMs));
+      case Op.SETATTR:
+        return this.setattr(req);
+      case Op.READLINK:
+        return this.ok(req, Buffer.from(fs.readlink(id), "latin1"));
+      case Op.SYMLINK: {
+        const name = req.name();
+        const target = req.name();
+        return this.entry(req, fs.symlink(id, name, target, this.ctx(req)).ino);
+      }
+      case Op.MKNOD: {
+        const mode = req.u32();
+        const rdev = req.u32();
+        req.skip(8);
+        return this.entry(req, fs.mknod(id, req.name(), mode, rdev, this.ctx(req)).ino);
+      }
+      case Op.MKDIR: {
+        const mode = req.u32();
+        req.skip(4);
+        return this.entry(req, fs.mkdir(id, req.name(), mode, this.ctx(req)).ino);
+      }
+      case Op.UNLINK:
+        fs.unlink(id, req.name());
+        return this.ok(req);
+      case Op.RMDIR:
+        fs.rmdir(id, req.name());
+        return this.ok(req);
+      case Op.RENAME:
+      case Op.RENAME2: {
+        const newDir = req.u64();
+        let flags = 0;
+        if (req.opcode === Op.RENAME2) {
+          flags = req.u32();
+          req.skip(4);
+        }
+        const from = req.name();
+        const to = req.name();
+        fs.rename(id, from, newDir, to, flags);
+        return this.ok(req);
+      }
+      case Op.LINK: {
+        const old = req.u64();
+        return this.entry(req, fs.link(old, id, req.name()).ino);
+      }
+      case Op.OPEN: {
+        const flags = req.u32();
+        const fh = fs.open(id, flags);
+        const dropped = (req.u32() & FUSE_OPEN_KILL_SUIDGID) !== 0 && fs.dropPrivileges(id);
+        this.ok(req, openOut(fh, FOPEN_KEEP_CACHE));
+        if (dropped) this.invalidateAttrs(id);
+        return;
+      }
+      case Op.CREATE: {
+        const flags = req.u32();
+        const mode = req.u32();
+        req.skip(8);
+        const { attr, fh } = fs.create(id, req.name(), mode, this.ctx(req), flags);
+        fs.ref(attr.ino);
+        return this.ok(req, entryOut(attr, this.entryMs), openOut(fh, FOPEN_KEEP_CACHE));
+      }
+      case Op.READ: {
+        req.skip(8);
+        const offset = req.u64();
+        const size = req.u32();
+        return this.ok(req, await fs.read(id, offset, size));
+      }
+      case Op.WRITE: {
+        const fh = req.u64();
+        const offset = req.u64();
+        const size = req.u32();
+        const writeFlags = req.u32();
+        req.skip(8 + 4 + 4);
+        // HANDLE_KILLPRIV_V2: the kernel does not ask for security.capability before every write;
+        // it flags writes by unprivileged processes and we drop the privileges ourselves.
+        const dropped = (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0 && fs.dropPrivileges(id);
+        this.ok(req, u32Out(await fs.write(id, offset, req.rest(size), fh)));
+        if (dropped) this.invalidateAttrs(id);
+        return;
+      }
+      case Op.STATFS:
+        return this.ok(req, statfsOut(fs.statfs()));
+      case Op.FLUSH:
+        await fs.flush(req.u64());
+        return this.ok(req);
+      case Op.RELEASE:
+        await fs.release(req.u64());
+        return this.ok(req);
+      case Op.FSYNC: {
+        req.skip(8);
+        await fs.fsync(id, (req.u32() & 1) !== 0);
+        return this.ok(req);
+      }
+      case Op.FSYNCDIR:
+        await fs.fsyncdir(id);
+        return this.ok(req);
+      case Op.SETXATTR: {
+        const size = req.u32();
+        const flags = req.u32();
+        const name = req.name();
+        fs.setxattr(id, name, req.rest(size), flags);
+        return this.ok(req);
+      }
+      case Op.GETXATTR: {
+        const size = req.u32();
+        req.skip(4);
+        return this.sized(req, size, fs.getxattr(id, req.name()));
+      }
+      case Op.LISTXATTR: {
+        const size = req.u32();
+        const names = fs.listxattr(id);
+        return this.sized(req, size, Buffer.from(names.map((n) => `${n}\0`).join(""), "latin1"));
+      }
+      case Op.REMOVEXATTR:
+        fs.removexattr(id, req.name());
+        return this.ok(req);
+      case Op.OPENDIR:
+        return this.ok(req, openOut(fs.opendir(id), 0));
+      case Op.READDIR:
+      case Op.READDIRPLUS:
+        return this.readdir(req);
+      case Op.RELEASEDIR:
+        fs.releasedir(req.u64());
+        return this.ok(req);
+      case Op.ACCESS:
+        // default_permissions: the kernel checked the mode bits; the inode must exist.
+        fs.getattr(id);
+        return this.ok(req);
+      case Op.FALLOCATE: {
+        req.skip(8);
+        const offset = req.u64();
+        const length = req.u64();
+        await fs.fallocate(id, offset, length, req.u32());
+        return this.ok(req);
+      }
+      case Op.LSEEK: {
+        req.skip(8);
+        const offset = req.u64();
+        return this.ok(req, u64Out(fs.lseek(id, offset, req.u32())));
+      }
+      case Op.SYNCFS:
+        await fs.syncAll();
+        return this.ok(req);
+      case Op.DESTROY:
+        await fs.syncAll();
+        return this.ok(req);
+      default:
+        return this.fail(req, ENOSYS);
+    }
+  }
+
+  /** getxattr/listxattr: size 0 asks for the length; a too-small buffer is ERANGE. */
+  private sized(req: Request, size: number, value: Buffer): void {
+    if (size === 0) return this.ok(req, u32Out(value.length));
+    if (value.length > size) return this.fail(req, ERANGE);
+    this.ok(req, value);
+  }
+
+  private init(req: Request): void {
+    const major = req.u32();
+    const minor = req.u32();
+    const maxReadahead = req.u32();
+    const kernelFlags = req.u32();
+    if (major !== FUSE_KERNEL_VERSION) {
+      log.error(`kernel speaks FUSE ${major}.${minor}; we need ${FUSE_KERNEL_VERSION}.x`);
+      return this.fail(req, EPROTO);
+    }
+    const want =
+      InitFlag.ASYNC_READ |
+      InitFlag.BIG_WRITES |
+      InitFlag.AUTO_INVAL_DATA |
+      InitFlag.DO_READDIRPLUS |
+      InitFlag.READDIRPLUS_AUTO |
+      InitFlag.PARALLEL_DIROPS |
+      InitFlag.MAX_PAGES |
+      InitFlag.CACHE_SYMLINKS |
+      InitFlag.HANDLE_KILLPRIV_V2 |
+      InitFlag.ASYNC_DIO;
+    this.initDone = true;
+    log.debug(`FUSE ${major}.${minor} initialised`);
+    this.ok(
+      req,
+      initOut({
+        minor: Math.min(minor, FUSE_KERNEL_MINOR_VERSION),
+        maxReadahead,
+        flags: want & kernelFlags,
+        maxWrite: MAX_WRITE,
+        maxPages: MAX_WRITE / 4096,
+        maxBackground: 64,
+      }),
+    );
+  }
+
+  get initialised(): boolean {
+    return this.initDone;
+  }
+
+  private async setattr(req: Request): Promise<void> {
+    const valid = req.u32();
+    req.skip(4 + 8); // padding, fh
+    const size = req.u64();
+    req.skip(8); // lock_owner
+    const atime = req.u64();
+    const mtime = req.u64();
+    const ctime = req.u64();
+    const atimensec = req.u32();
+    const mtimensec = req.u32();
+    const ctimensec = req.u32();
+    const mode = req.u32();
+    req.skip(4);
+    const uid = req.u32();
+    const gid = req.u32();
+    const changes: SetAttr = {};
+    if (valid & FATTR.MODE) changes.mode = mode;
+    if (valid & FATTR.UID) changes.uid = uid;
+    if (valid & FATTR.GID) changes.gid = gid;
+    if (valid & FATTR.SIZE) changes.size = size;
+    if (valid & FATTR.ATIME) changes.atime = valid & FATTR.ATIME_NOW ? "now" : [atime, atimensec];
+    if (valid & FATTR.MTIME) changes.mtime = valid & FATTR.MTIME_NOW ? "now" : [mtime, mtimensec];
+    if (valid & FATTR.CTIME) changes.ctime = [ctime, ctimensec];
+    let attr = await this.fs.setattr(req.nodeid, changes);
+    if (valid & FATTR.KILL_SUIDGID) {
+      this.fs.dropPrivileges(req.nodeid);
+      attr = this.fs.getattr(req.nodeid);
+    }
+    this.ok(req, attrOut(attr, this.attrMs));
+  }
+
+  private readdir(req: Request): void {
+    const plus = req.opcode === Op.READDIRPLUS;
+    const fh = req.u64();
+    const offset = req.u64();
+    const size = req.u32();
+    const out = Buffer.alloc(size);
+    let used = 0;
+    for (const e of this.fs.readdir(fh, offset, 4096)) {
+      const name = Buffer.from(e.name, "latin1");
+      const need = plus ? direntPlusSize(name.length) : direntSize(name.length);
+      if (used + need > size) break;
+      if (plus) {
+        const dot = e.name === "." || e.name === "..";
+        if (dot) out.fill(0, used, used + ENTRY_OUT_SIZE);
+        else {
+          let attr;
+          try {
+            attr = this.fs.getattr(e.ino);
+          } catch {
+            continue; // removed since the listing snapshot
+          }
+          writeEntry(out, used, attr, this.entryMs);
+          this.fs.ref(e.ino);
+        }
+        writeDirent(out, used + ENTRY_OUT_SIZE, e.ino, e.next, e.type, name);
+      } else {
+        writeDirent(out, used, e.ino, e.next, e.type, name);
+      }
+      used += need;
+    }
+    this.ok(req, out.subarray(0, used));
+  }
+}
+
+

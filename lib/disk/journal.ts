@@ -1,0 +1,216 @@
+/**
+ * The metadata journal: an append-only, ordered log of MetaOps in segment files
+ * (journal-<first seq>.log). Each record is [u32 length][u32 CRC-32][JSON {"s": seq, "o": op}].
+ * Appends are plain writes; `sync` is a group commit (one fdatasync for every append before it).
+ * On open, records are replayed until the first torn or corrupt one, which is cut off: that is
+ * where the process died, and everything before it that was synced is intact.
+ *
+ * This is the log a later issue ships through lib/cluster: records are self-contained and
+ * numbered, so a follower can apply the same sequence.
+ */
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { logger } from "../common/log.ts";
+import type { MetaOp } from "./meta-state.ts";
+
+const log = logger("disk:journal");
+const SEGMENT_RE = /^journal-(\d{16})\.log$/;
+
+export interface JournalRecord {
+  seq: number;
+  op: MetaOp;
+}
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function datasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+function segmentName(firstSeq: number): string {
+  return `journal-${String(firstSeq).padStart(16, "0")}.log`;
+}
+
+export function encodeRecord(rec: JournalRecord): Buffer {
+  const payload = Buffer.from(JSON.stringify({ s: rec.seq, o: rec.op }));
+  const buf = Buffer.allocUnsafe(8 + payload.length);
+  buf.writeUInt32LE(payload.length, 0);
+  buf.writeUInt32LE(Bun.hash.crc32(payload) >>> 0, 4);
+  payload.copy(buf, 8);
+  return buf;
+}
+
+/** Decodes records from a segment; returns them and the length of the valid prefix. */
+export function decodeRecords(buf: Buffer): { records: JournalRecord[]; validLength: number } {
+  const records: JournalRecord[] = [];
+  let pos = 0;
+  while (pos + 8 <= buf.length) {
+    const len = buf.readUInt32LE(pos);
+    const crc = buf.readUInt32LE(pos + 4);
+    if (pos + 8 + len > buf.length) break;
+    const payload = buf.subarray(pos + 8, pos + 8 + len);
+    if (Bun.hash.crc32(payload) >>> 0 !== crc) break;
+    let doc: { s: number; o: MetaOp };
+    try {
+      doc = JSON.parse(payload.toString());
+    } catch {
+      break;
+    }
+    records.push({ seq: doc.s, op: doc.o });
+    pos += 8 + len;
+  }
+  return { records, validLength: pos };
+}
+
+export class Journal {
+  private fd = -1;
+  private segmentFirst = 0;
+  /** Seq of the last appended record. */
+  lastSeq = 0;
+  /** Seq up to which records are on stable storage. */
+  durableSeq = 0;
+  /** Bytes appended since the last rotation. */
+  segmentBytes = 0;
+  private flushing?: Promise<void>;
+  /** Segments replaced by `rotate` whose fds still need a sync before they are closed. */
+  private readonly retired: number[] = [];
+  /** Runs before each fdatasync (the chunk store makes its renames durable first). */
+  beforeSync?: () => Promise<void>;
+
+  private constructor(readonly dir: string) {}
+
+  private segments(): { first: number; name: string }[] {
+    return readdirSync(this.dir)
+      .map((name) => ({ name, m: SEGMENT_RE.exec(name) }))
+      .filter((s) => s.m)
+      .map((s) => ({ first: Number(s.m![1]), name: s.name }))
+      .sort((a, b) => a.first - b.first);
+  }
+
+  /**
+   * Opens the journal, feeding every record after `afterSeq` to `apply` in order, and positions it
+   * for appending. A torn tail is truncated; records after a gap are discarded (logged).
+   */
+  static open(dir: string, afterSeq: number, apply: (rec: JournalRecord) => void): Journal {
+    const j = new Journal(dir);
+    let expected = afterSeq + 1;
+    let stopped = false;
+    let lastSegment: { first: number; name: string; length: number } | undefined;
+    for (const seg of j.segments()) {
+      const path = join(dir, seg.name);
+      if (stopped) {
+        log.warn(`discarding journal segment ${seg.name}: it follows a damaged record`);
+        unlinkSync(path);
+        continue;
+      }
+      const buf = readFileSync(path);
+      const { records, validLength } = decodeRecords(buf);
+      let keep = validLength;
+      for (const [i, rec] of records.entries()) {
+        if (rec.seq < expected) continue;
+        if (rec.seq !== expected) {
+          log.warn(`journal ${seg.name}: record ${rec.seq} after ${expected - 1} (gap); discarding the rest`);
+          // offset of record i: re-encode lengths of the ones before
+          keep = records.slice(0, i).reduce((n, r) => n + encodeRecord(r).length, 0);
+          stopped = true;
+          break;
+        }
+        apply(rec);
+        expected++;
+      }
+      if (keep < buf.length) {
+        if (!stopped) log.warn(`journal ${seg.name}: cut ${buf.length - keep} bytes of torn or corrupt tail at offset ${keep}`);
+        const fd = openSync(path, "r+");
+        ftruncateSync(fd, keep);
+        fsyncSync(fd);
+        closeSync(fd);
+        stopped = true;
+      }
+      lastSegment = { ...seg, length: keep };
+    }
+    j.lastSeq = j.durableSeq = expected - 1;
+    if (lastSegment && lastSegment.first <= expected) {
+      j.fd = openSync(join(dir, lastSegment.name), "a");
+      j.segmentFirst = lastSegment.first;
+      j.segmentBytes = lastSegment.length;
+    } else {
+      j.startSegment(expected);
+    }
+    return j;
+  }
+
+  private startSegment(firstSeq: number): void {
+    this.fd = openSync(join(this.dir, segmentName(firstSeq)), "a");
+    this.segmentFirst = firstSeq;
+    this.segmentBytes = 0;
+    fsyncDir(this.dir);
+  }
+
+  append(op: MetaOp): number {
+    const seq = this.lastSeq + 1;
+    const buf = encodeRecord({ seq, op });
+    let off = 0;
+    while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    this.lastSeq = seq;
+    this.segmentBytes += buf.length;
+    return seq;
+  }
+
+  /** Resolves once every record appended before the call is durable. */
+  async sync(): Promise<void> {
+    const target = this.lastSeq;
+    while (this.durableSeq < target) {
+      this.flushing ??= this.flushOnce().finally(() => (this.flushing = undefined));
+      await this.flushing;
+    }
+  }
+
+  private async flushOnce(): Promise<void> {
+    const upTo = this.lastSeq;
+    const fd = this.fd;
+    const retired = this.retired.splice(0);
+    await this.beforeSync?.();
+    for (const old of retired) {
+      await datasync(old);
+      closeSync(old);
+    }
+    await datasync(fd);
+    if (upTo > this.durableSeq) this.durableSeq = upTo;
+  }
+
+  /**
+   * Starts a new segment at lastSeq+1 (a checkpoint took its snapshot at lastSeq). The old segment
+   * is synced by the next `sync`, before the new one, so a synced record never follows a lost one.
+   * Segments before the new one may be deleted once that checkpoint is durable (`dropBefore`).
+   */
+  rotate(): number {
+    this.retired.push(this.fd);
+    const first = this.lastSeq + 1;
+    this.startSegment(first);
+    return first;
+  }
+
+  dropBefore(firstSeq: number): void {
+    for (const seg of this.segments()) if (seg.first < firstSeq) unlinkSync(join(this.dir, seg.name));
+  }
+
+  close(): void {
+    for (const old of this.retired.splice(0)) {
+      fdatasyncSync(old);
+      closeSync(old);
+    }
+    if (this.fd >= 0) {
+      fdatasyncSync(this.fd);
+      closeSync(this.fd);
+      this.durableSeq = this.lastSeq;
+      this.fd = -1;
+    }
+  }
+}

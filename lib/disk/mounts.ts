@@ -1,0 +1,93 @@
+/**
+ * Mount table helpers for wolf disk: what is mounted where (/proc/self/mountinfo, never a stat of
+ * the mount itself, which would ask its daemon), unmounting — also a mount whose daemon died
+ * ("Transport endpoint is not connected") — and the kernel read-ahead of a FUSE mount.
+ */
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { EBUSY, EINVAL, MNT_DETACH, unmount } from "../../native/fuse.ts";
+import { WolfError } from "../common/errors.ts";
+import { waitUntil } from "../common/wait.ts";
+
+export interface MountEntry {
+  /** major:minor of the mount's device (FUSE: the connection). */
+  dev: string;
+  mountpoint: string;
+  fstype: string;
+  source: string;
+}
+
+const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+
+export function mountTable(): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    if (!line) continue;
+    const fields = line.split(" ");
+    const sep = fields.indexOf("-");
+    if (sep < 0) continue;
+    out.push({ dev: fields[2]!, mountpoint: unescape(fields[4]!), fstype: fields[sep + 1]!, source: unescape(fields[sep + 2]!) });
+  }
+  return out;
+}
+
+/** The wolf disk mount at `path`, if any (the last one mounted there wins, as in the kernel). */
+export function findMount(path: string): MountEntry | undefined {
+  const target = resolve(path);
+  return mountTable()
+    .filter((m) => m.mountpoint === target)
+    .pop();
+}
+
+export function isWolfMount(m: MountEntry | undefined): m is MountEntry {
+  return m !== undefined && m.fstype === "fuse.wolf";
+}
+
+/** True when the FUSE mount at `path` has lost its daemon. Only stats `path`: call from another process than the daemon. */
+export function isDeadMount(path: string): boolean {
+  try {
+    statSync(path);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOTCONN";
+  }
+}
+
+/** Sets the read-ahead of the FUSE connection behind `mountpoint` (best effort). */
+export function setReadAhead(mountpoint: string, kib: number): boolean {
+  const m = findMount(mountpoint);
+  if (!m || kib <= 0) return false;
+  try {
+    writeFileSync(`/sys/class/bdi/${m.dev}/read_ahead_kb`, String(kib));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `wolf disk unmount`: unmounts a wolf disk mount. A mount whose daemon died is detached
+ * (MNT_DETACH); a busy mount is an error unless `lazy` (then it is detached and goes away when
+ * the last user lets go). Returns what was done.
+ */
+export async function unmountDrive(path: string, opts: { lazy?: boolean; timeoutMs?: number } = {}): Promise<"unmounted" | "detached-dead" | "detached-busy"> {
+  const target = resolve(path);
+  const m = findMount(target);
+  if (!m) throw new WolfError("state", `${target} is not mounted`);
+  if (m.fstype !== "fuse.wolf") throw new WolfError("state", `${target} is a ${m.fstype} mount, not a wolf disk`, { hint: "use umount(8) for other filesystems" });
+  if (isDeadMount(target)) {
+    const rc = unmount(target, MNT_DETACH);
+    if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `detaching ${target} failed (errno ${rc})`);
+    return "detached-dead";
+  }
+  const rc = unmount(target, 0);
+  if (rc === EBUSY) {
+    if (!opts.lazy) throw new WolfError("state", `${target} is busy (open files or a process inside it)`, { hint: "close them, or use --lazy to detach it now" });
+    const rc2 = unmount(target, MNT_DETACH);
+    if (rc2 !== 0) throw new WolfError("io", `detaching ${target} failed (errno ${rc2})`);
+    return "detached-busy";
+  }
+  if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `umount ${target} failed (errno ${rc})`);
+  await waitUntil(() => findMount(target)?.dev !== m.dev, { timeoutMs: opts.timeoutMs ?? 10_000, what: `${target} to disappear from the mount table` });
+  return "unmounted";
+}

@@ -1,0 +1,121 @@
+/**
+ * wolf disk benchmark, side by side with a plain local directory on the same disk:
+ *   fio sequential write/read (1 MiB), random read/write (4 KiB), and a metadata run
+ *   (create/stat/unlink 10k files). Each is run RUNS times per target; medians and ratios printed.
+ *
+ *   node_modules/.bin/bun test/bench/disk/run.ts [--runs N] [--size-mb N]
+ *
+ * Needs fio (apt-get install -y fio) and root (FUSE mount, drop_caches). Not part of `npm test`.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ensureBuilt, execArgv, runDir } from "../../harness/index.ts";
+import { mountDrive } from "../../integration/disk-helpers.ts";
+
+const argv = process.argv.slice(2);
+const opt = (name: string, def: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : def;
+};
+const RUNS = opt("runs", 3);
+const SIZE_MB = opt("size-mb", 512);
+const META_FILES = opt("files", 10_000);
+
+if (!Bun.which("fio")) {
+  console.error("fio is missing: apt-get install -y fio");
+  process.exit(2);
+}
+
+function dropCaches(): void {
+  try {
+    writeFileSync("/proc/sys/vm/drop_caches", "3");
+  } catch {
+    // not root: reads may come from the page cache on both sides alike
+  }
+}
+
+async function fio(dir: string, name: string, args: string[]): Promise<{ mibps: number; iops: number }> {
+  const r = await execArgv(["fio", `--name=${name}`, `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args], { timeoutMs: 600_000 });
+  if (r.code !== 0) throw new Error(`fio ${name} failed: ${r.stderr}${r.stdout}`);
+  const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
+  const side = args.some((a) => /rw=(rand)?write/.test(a)) ? job.write : job.read;
+  return { mibps: side.bw / 1024, iops: side.iops };
+}
+
+/** create/stat/unlink of many empty files, in a child process (never in the daemon's). */
+async function metadata(dir: string): Promise<{ create: number; stat: number; unlink: number }> {
+  const script = `
+    const fs = require("node:fs"); const d = ${JSON.stringify(dir)} + "/meta"; const n = ${META_FILES};
+    fs.mkdirSync(d, { recursive: true });
+    let t = performance.now();
+    for (let i = 0; i < n; i++) fs.closeSync(fs.openSync(d + "/f" + i, "w"));
+    const create = n / ((performance.now() - t) / 1000);
+    t = performance.now();
+    for (let i = 0; i < n; i++) fs.statSync(d + "/f" + i);
+    const stat = n / ((performance.now() - t) / 1000);
+    t = performance.now();
+    for (let i = 0; i < n; i++) fs.unlinkSync(d + "/f" + i);
+    const unlink = n / ((performance.now() - t) / 1000);
+    fs.rmdirSync(d);
+    console.log(JSON.stringify({ create, stat, unlink }));`;
+  const r = await execArgv([process.execPath, "-e", script], { timeoutMs: 600_000 });
+  if (r.code !== 0) throw new Error(`metadata run failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim());
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface Row {
+  name: string;
+  unit: string;
+  wolf: number[];
+  plain: number[];
+}
+
+async function suite(dir: string): Promise<Record<string, number>> {
+  const size = `--size=${SIZE_MB}M`;
+  const out: Record<string, number> = {};
+  out["seq write 1M (MiB/s)"] = (await fio(dir, "seq", ["--rw=write", "--bs=1M", size, "--end_fsync=1"])).mibps;
+  dropCaches();
+  out["seq read 1M (MiB/s)"] = (await fio(dir, "seq", ["--rw=read", "--bs=1M", size])).mibps;
+  dropCaches();
+  out["rand read 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randread", "--bs=4k", size, "--runtime=10", "--time_based"])).iops;
+  out["rand write 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randwrite", "--bs=4k", size, "--runtime=10", "--time_based", "--end_fsync=1"])).iops;
+  rmSync(join(dir, "seq.0.0"), { force: true });
+  const m = await metadata(dir);
+  out["create (files/s)"] = m.create;
+  out["stat (files/s)"] = m.stat;
+  out["unlink (files/s)"] = m.unlink;
+  return out;
+}
+
+await ensureBuilt();
+const drive = await mountDrive();
+const plain = join(runDir(), "plain");
+mkdirSync(plain, { recursive: true });
+const rows = new Map<string, Row>();
+try {
+  for (let run = 1; run <= RUNS; run++) {
+    for (const [label, dir] of [["wolf", drive.mnt], ["plain", plain]] as const) {
+      console.error(`run ${run}/${RUNS}: ${label} (${dir})`);
+      const res = await suite(dir);
+      for (const [name, value] of Object.entries(res)) {
+        const row = rows.get(name) ?? { name, unit: "", wolf: [], plain: [] };
+        row[label].push(value);
+        rows.set(name, row);
+      }
+    }
+  }
+} finally {
+  await drive.cleanup();
+  rmSync(plain, { recursive: true, force: true });
+}
+
+const pad = (s: string, n: number) => s.padEnd(n);
+console.log(`\nwolf disk vs plain directory (same disk), median of ${RUNS} runs, fio psync, ${SIZE_MB} MiB files, ${META_FILES} files for metadata`);
+console.log(`${pad("test", 24)}${pad("wolf", 12)}${pad("plain", 12)}ratio`);
+for (const row of rows.values()) {
+  const w = median(row.wolf);
+  const p = median(row.plain);
+  console.log(`${pad(row.name, 24)}${pad(w.toFixed(0), 12)}${pad(p.toFixed(0), 12)}${(w / p).toFixed(2)}`);
+}
