@@ -2,6 +2,7 @@
 import { defineCommand } from "citty";
 import { notBuilt } from "../lib/common/cli.ts";
 import { configArgs } from "../lib/common/config-commands.ts";
+import { ctlNetCommands } from "../lib/net/ctl.ts";
 
 // ----- scale ---------------------------------------------------------------------------------
 const SCALE = "issue 5: replication";
@@ -58,15 +59,9 @@ const ctlDisk = defineCommand({
 });
 
 // ----- net -----------------------------------------------------------------------------------
-const NET = "issue 4: mesh VPN";
-const netArgs = configArgs("net");
 const ctlNet = defineCommand({
   meta: { name: "net", description: "Operate wolf net" },
-  subCommands: {
-    status: notBuilt("ctl net status", "Daemon and interface status", NET, netArgs),
-    peers: notBuilt("ctl net peers", "Peers with endpoint, last handshake, rx/tx", NET, netArgs),
-    info: notBuilt("ctl net info", "This node's key, address and listen port", NET, netArgs),
-  },
+  subCommands: ctlNetCommands,
 });
 
 export const ctlCommand = defineCommand({
