@@ -322,14 +322,19 @@ export class ClusterNode {
     });
   }
 
-  /** LSN stored durably on at least k voters other than the leader (leader only; 0 otherwise). */
+  /**
+   * Highest LSN acknowledged by at least k voters other than the leader (leader only; 0 otherwise):
+   * stored durably on them and committed, the same rule as waitFor. k = 0 is local durability.
+   */
   ackedBy(k: number): Lsn {
     if (this.role !== "leader") return 0;
     if (k <= 0) return this.store.lastLsn();
     const matches = this.otherVoters()
       .map((id) => this.progress.get(id)?.match ?? 0)
       .sort((a, b) => b - a);
-    return matches[k - 1] ?? 0;
+    // Capped at the commit LSN: an entry from an earlier term can be stored on a majority and still
+    // be overwritten by a later leader (Raft Figure 8) until an entry of this term commits above it.
+    return Math.min(matches[k - 1] ?? 0, this.commitLsn);
   }
 
   /** Drops entries before `lsn` (retention). Only applied entries may go. */
@@ -901,6 +906,10 @@ export class ClusterNode {
   private manageMembers(now: number): void {
     const latest = this.configs[this.configs.length - 1];
     if (latest && latest.lsn > this.commitLsn) return; // a change is still in flight
+    // Not before an entry of our own term committed: a config entry a previous leader left
+    // uncommitted could otherwise still win later, and two single-node changes from different
+    // terms would overlap into voter sets without a common majority (Raft single-server change bug).
+    if (termAt(this.store, this.commitLsn) !== this.term) return;
     const members = this.members();
     if (this.opts.autoJoin) {
       for (const pr of this.progress.values()) {

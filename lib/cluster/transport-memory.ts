@@ -16,6 +16,8 @@ export class SimNetwork {
   private endpoints = new Map<NodeId, MemoryTransport>();
   /** Key from * 65536 + to means `from` cannot reach `to`. */
   private blocked = new Set<number>();
+  /** Per sender, bumped by a power loss: what it sent before that and has not arrived is lost. */
+  private epochs = new Map<NodeId, number>();
   minDelayMs: number;
   maxDelayMs: number;
   lossRate: number;
@@ -55,6 +57,10 @@ export class SimNetwork {
   isolate(id: NodeId, all: NodeId[]): void {
     for (const other of all) if (other !== id) this.block(id, other);
   }
+  /** A power loss at `from`: the messages it sent that are still in flight never arrive. */
+  dropInFlightFrom(from: NodeId): void {
+    this.epochs.set(from, (this.epochs.get(from) ?? 0) + 1);
+  }
   heal(): void {
     this.blocked.clear();
   }
@@ -79,9 +85,10 @@ export class SimNetwork {
       return;
     }
     const delay = this.minDelayMs + this.rng() * (this.maxDelayMs - this.minDelayMs);
+    const epoch = this.epochs.get(from) ?? 0;
     this.clock.setTimeout(() => {
       // Checked again on arrival: a partition or crash that happened in flight also loses it.
-      if (target.closed || this.endpoints.get(to) !== target || !this.canReach(from, to)) {
+      if (target.closed || this.endpoints.get(to) !== target || !this.canReach(from, to) || (this.epochs.get(from) ?? 0) !== epoch) {
         this.stats.lost++;
         return;
       }

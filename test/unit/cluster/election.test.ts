@@ -4,24 +4,10 @@
  */
 import { describe as group, expect, test } from "bun:test";
 import { NotLeaderError } from "../../../lib/cluster/types.ts";
-import { SimCluster } from "./sim.ts";
+import { microtasks, SimCluster, track } from "./sim.ts";
 
 const H = 500;
 const enc = new TextEncoder();
-
-async function microtasks() {
-  for (let i = 0; i < 10; i++) await null;
-}
-
-/** Tracks a promise's outcome so simulated-time tests can inspect it synchronously. */
-function track(p: Promise<void>) {
-  const s = { done: false, error: null as Error | null };
-  p.then(
-    () => (s.done = true),
-    (e: Error) => (s.error = e),
-  );
-  return s;
-}
 
 function cluster(ids: number[], seed = 1, extra: Partial<ConstructorParameters<typeof SimCluster>[0]> = {}) {
   return new SimCluster({ ids, seed, heartbeatMs: H, net: { minDelayMs: 1, maxDelayMs: 5 }, ...extra });
@@ -339,6 +325,40 @@ group("membership and catch-up", () => {
     sim.run(20_000, () => !sim.node(1).voters().includes(3));
     expect(sim.node(1).voters()).toEqual([1, 2, 4]);
     expectNoViolations(sim);
+  });
+
+  test("a new leader changes the voter set only after an entry of its own term committed", () => {
+    // Voters 1-3; node 4 is a learner that comes up while node 2 has just won leadership but its
+    // no-op is not committed yet (node 1 is down, node 2 cannot reach node 3).
+    const sim = new SimCluster({ ids: [1, 2, 3, 4], seed: 5, heartbeatMs: H, bootstrap: false, net: { minDelayMs: 1, maxDelayMs: 5 } });
+    sim.crash(4);
+    for (const id of [1, 2, 3]) sim.node(id).bootstrap([1, 2, 3].map((v) => ({ id: v, addr: `sim:${v}` })));
+    expect(sim.stableLeader(10 * H)).toBe(1);
+    expect(sim.converged(10 * H)).toBe(true); // node 2 knows the config is committed
+    sim.crash(1);
+    expect(
+      sim.run(10 * H, () => {
+        if (!sim.node(2).isLeader()) return false;
+        sim.net.blockOneWay(2, 3);
+        return true;
+      }),
+    ).toBe(true);
+    const term = sim.node(2).currentTerm();
+    const noop = sim.node(2).lastLsn();
+    expect(sim.store(2).get(noop)).toMatchObject({ term, kind: "noop" });
+    sim.restart(4);
+    sim.run(2 * H); // node 4 catches up and stays caught up over more than one leader tick
+    expect(sim.store(4).lastLsn()).toBe(noop);
+    expect(sim.node(2).committed()).toBeLessThan(noop);
+    expect(sim.node(2).lastLsn()).toBe(noop); // no config entry appended before the no-op committed
+    expect(sim.node(2).voters()).toEqual([1, 2, 3]);
+
+    sim.net.heal();
+    sim.run(10 * H, () => sim.node(2).voters().length === 4);
+    expect(sim.node(2).voters()).toEqual([1, 2, 3, 4]);
+    const config = sim.store(2).range(noop + 1, sim.store(2).lastLsn()).find((e) => e.kind === "config");
+    expect(config?.term).toBe(term);
+    expect(sim.violations).toEqual([]);
   });
 
   test("a follower whose entries were pruned is NeedsMigration; migrated() resumes it", () => {

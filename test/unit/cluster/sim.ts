@@ -7,13 +7,62 @@ import { MemoryLogStore } from "../../../lib/cluster/log-store.ts";
 import { ClusterNode, type NodeOptions } from "../../../lib/cluster/node.ts";
 import { MemoryStableStore } from "../../../lib/cluster/stable-store.ts";
 import { SimNetwork, type SimNetworkOptions } from "../../../lib/cluster/transport-memory.ts";
-import type { FSM, LogEntry, Lsn, NodeId, Term } from "../../../lib/cluster/types.ts";
+import type { AckLevel, FSM, LogEntry, Lsn, NodeId, Term } from "../../../lib/cluster/types.ts";
 
 import { setLogLevel } from "../../../lib/common/log.ts";
 
 if (!process.env.WOLF_LOG_LEVEL) setLogLevel("error");
 const dec = new TextDecoder();
 const enc = new TextEncoder();
+
+/** Lets promise callbacks (waitFor outcomes) run between simulated steps. */
+export async function microtasks(): Promise<void> {
+  for (let i = 0; i < 10; i++) await null;
+}
+
+/** Tracks a promise's outcome so simulated-time tests can inspect it synchronously. */
+export function track(p: Promise<void>) {
+  const s = { done: false, error: null as Error | null };
+  p.then(
+    () => (s.done = true),
+    (e: Error) => (s.error = e),
+  );
+  return s;
+}
+
+/** An entry some leader reported acknowledged (committed, ackedBy, or a resolved waitFor). */
+export interface Ack {
+  lsn: Lsn;
+  term: Term;
+  /** describe() of the entry. */
+  payload: string;
+  /** The lowest term of a leader that reported it: every leader of a higher term must hold it. */
+  ackTerm: Term;
+  how: string;
+}
+
+/** A MemoryLogStore that counts changes, so checks over all logs run only after one changed. */
+class SimLogStore extends MemoryLogStore {
+  constructor(private readonly changed: () => void) {
+    super();
+  }
+  override append(entries: LogEntry[]): void {
+    super.append(entries);
+    this.changed();
+  }
+  override truncateAfter(lsn: Lsn): void {
+    super.truncateAfter(lsn);
+    this.changed();
+  }
+}
+
+/** A leader's log at the moment it was elected. */
+interface LeaderLog {
+  id: NodeId;
+  term: Term;
+  base: Lsn;
+  entries: LogEntry[];
+}
 
 /** A durable FSM that checks order: every apply must be lsn = previous + 1. */
 export class RecordingFSM implements FSM {
@@ -60,8 +109,19 @@ export class SimCluster {
   readonly violations: string[] = [];
   /** term -> the node that became leader in it. */
   readonly leaderOfTerm = new Map<Term, NodeId>();
-  /** Every entry some leader reported committed (= acknowledged at ack=majority). */
-  readonly acked = new Map<Lsn, { term: Term; payload: string }>();
+  /**
+   * Every entry some leader reported acknowledged: committed, ackedBy(k >= 1), or a resolved
+   * waitFor (propose with an ack level). Raft's leader completeness, checked by term rather than by
+   * time: an entry acknowledged by the leader of term T is in the log of every leader of a term
+   * above T at its election, at the same LSN with the same term and payload.
+   */
+  readonly acked = new Map<Lsn, Ack>();
+  readonly leaderLogs: LeaderLog[] = [];
+  /** Per running leader instance: its term and the LSN up to which its acknowledgements were recorded. */
+  private readonly recorded = new Map<ClusterNode, { term: Term; upTo: Lsn }>();
+  private logChanges = 0;
+  private checkedAt = { logChanges: -1, acked: -1 };
+  private readonly electableReported = new Set<string>();
   /** Every applied entry by LSN, across nodes: all nodes must apply the same thing. */
   private readonly appliedByLsn = new Map<Lsn, string>();
   readonly elections: { at: number; id: NodeId; term: Term }[] = [];
@@ -74,7 +134,7 @@ export class SimCluster {
     this.rng = seededRng(opts.seed);
     this.net = new SimNetwork(this.clock, seededRng(opts.seed ^ 0x5eed), opts.net);
     for (const id of opts.ids) {
-      const m: SimMember = { id, node: null, store: new MemoryLogStore(), stable: new MemoryStableStore(), fsm: null as unknown as RecordingFSM };
+      const m: SimMember = { id, node: null, store: new SimLogStore(() => this.logChanges++), stable: new MemoryStableStore(), fsm: null as unknown as RecordingFSM };
       m.fsm = new RecordingFSM(id, this);
       this.members.set(id, m);
     }
@@ -128,7 +188,9 @@ export class SimCluster {
     return node;
   }
 
-  crash(id: NodeId): void {
+  /** Stops node `id`; with `powerLoss`, the messages it sent that are still in flight are lost too. */
+  crash(id: NodeId, powerLoss = false): void {
+    if (powerLoss) this.net.dropInFlightFrom(id);
     const m = this.members.get(id)!;
     m.node?.stop();
     m.node = null;
@@ -145,29 +207,59 @@ export class SimCluster {
     const prev = this.leaderOfTerm.get(term);
     if (prev !== undefined && prev !== id) this.violation(`two leaders in term ${term}: ${prev} and ${id}`);
     this.leaderOfTerm.set(term, id);
-    // Leader completeness: every acknowledged entry must be in the new leader's log.
+    // Leader completeness: every entry acknowledged in an earlier term must be in the new leader's log.
     const store = this.store(id);
-    for (const [lsn, a] of this.acked) {
-      if (lsn <= store.base().lsn) continue;
-      const e = store.get(lsn);
-      if (!e || e.term !== a.term) this.violation(`new leader ${id} (term ${term}) lacks acknowledged entry ${lsn} (term ${a.term})`);
+    const log: LeaderLog = { id, term, base: store.base().lsn, entries: store.range(store.base().lsn + 1, store.lastLsn()) };
+    this.leaderLogs.push(log);
+    for (const a of this.acked.values()) if (a.ackTerm < term) this.checkHolds(log, a);
+  }
+
+  private checkHolds(log: LeaderLog, a: Ack): void {
+    if (a.lsn <= log.base) return; // pruned there: applied long ago
+    const e = log.entries[a.lsn - log.base - 1];
+    if (!e || e.term !== a.term || describe(e) !== a.payload) {
+      this.violation(
+        `leader ${log.id} of term ${log.term} has ${e ? describe(e) : "nothing"} at lsn ${a.lsn}, where ${a.payload} was acknowledged (${a.how}) in term ${a.ackTerm}`,
+      );
     }
   }
 
-  /** Records what leaders have committed; runs after every event. */
+  /** Records an acknowledgement and checks it against every leader elected in a later term so far. */
+  acknowledge(lsn: Lsn, entry: { term: Term; payload: string }, ackTerm: Term, how: string): void {
+    const prev = this.acked.get(lsn);
+    if (prev && (prev.term !== entry.term || prev.payload !== entry.payload)) {
+      this.violation(`${how} in term ${ackTerm} acknowledged ${entry.payload} at lsn ${lsn}, where ${prev.payload} was acknowledged (${prev.how}) in term ${prev.ackTerm}`);
+      return;
+    }
+    if (prev && prev.ackTerm <= ackTerm) return;
+    const a: Ack = { lsn, term: entry.term, payload: entry.payload, ackTerm, how };
+    this.acked.set(lsn, a);
+    for (const log of this.leaderLogs) if (log.term > ackTerm && (!prev || log.term <= prev.ackTerm)) this.checkHolds(log, a);
+  }
+
+  /** Records what leaders report acknowledged (commit LSN, ackedBy); runs after every event. */
   private recordCommits(): void {
     for (const m of this.members.values()) {
       const n = m.node;
       if (!n || n.getRole() !== "leader") continue;
-      const commit = n.committed();
-      for (let lsn = commit; lsn > 0 && !this.acked.has(lsn); lsn--) {
-        const e = m.store.get(lsn);
-        if (!e) break;
-        this.acked.set(lsn, { term: e.term, payload: describe(e) });
+      const term = n.currentTerm();
+      let r = this.recorded.get(n);
+      if (!r || r.term !== term) {
+        r = { term, upTo: m.store.base().lsn };
+        this.recorded.set(n, r);
       }
-      const check = this.acked.get(commit);
-      const mine = m.store.get(commit);
-      if (check && mine && check.term !== mine.term) this.violation(`leader ${n.id} committed lsn ${commit} with term ${mine.term}, but term ${check.term} was acknowledged there`);
+      // ackedBy(1) >= ackedBy(k) for every k: the highest LSN reported acknowledged by anyone.
+      const commit = n.committed();
+      const acked = Math.max(commit, n.ackedBy(1));
+      for (let lsn = r.upTo + 1; lsn <= acked; lsn++) {
+        const e = m.store.get(lsn);
+        if (!e) {
+          this.violation(`leader ${n.id} reports lsn ${lsn} acknowledged but does not have it`);
+          break;
+        }
+        this.acknowledge(lsn, { term: e.term, payload: describe(e) }, term, lsn <= commit ? "commit" : "ackedBy");
+      }
+      if (acked > r.upTo) r.upTo = acked;
     }
   }
 
@@ -178,9 +270,60 @@ export class SimCluster {
     else if (prev !== d) this.violation(`node ${id} applied ${d} at lsn ${e.lsn}, another node applied ${prev}`);
   }
 
+  /**
+   * The same invariant for elections that could still happen: a node whose log lacks an acknowledged
+   * entry must never be electable, i.e. its log must not be at least as up to date (Raft's vote rule:
+   * higher last term, or same last term and at least as long) as the logs of a majority of the
+   * voters, itself included. Running or crashed does not matter: crashes and partitions can always
+   * arrange that election. Correct Raft guarantees this at every instant, because the majority that
+   * stores an acknowledged entry also stores an entry of the committing leader's term at or after
+   * it; a leader that commits an older-term entry by counting (Figure 8) breaks it at once, long
+   * before the rare schedule that actually elects such a node. Runs after an event that changed a
+   * log or the acknowledged set, while every running node agrees on a voter set of 3 or more (quorum
+   * on; with fewer, "one survivor keeps serving" is the documented trade-off).
+   */
+  private checkElectable(): void {
+    if (this.checkedAt.logChanges === this.logChanges && this.checkedAt.acked === this.acked.size) return;
+    this.checkedAt = { logChanges: this.logChanges, acked: this.acked.size };
+    if (this.acked.size === 0) return;
+    const up = this.up();
+    if (up.length === 0) return;
+    const voters = this.node(up[0]!).voters();
+    if (voters.length < 3 || up.some((id) => this.node(id).voters().join() !== voters.join())) return;
+    const logs = voters.map((id) => {
+      const store = this.store(id);
+      const lastLsn = store.lastLsn();
+      const lastTerm = lastLsn === store.base().lsn ? store.base().term : store.get(lastLsn)!.term;
+      return { id, store, lastLsn, lastTerm };
+    });
+    const need = Math.floor(voters.length / 2) + 1;
+    for (const n of logs) {
+      let lacks: Ack | undefined;
+      for (const a of this.acked.values()) {
+        if (a.lsn <= n.store.base().lsn) continue;
+        const e = n.store.get(a.lsn);
+        if (!e || e.term !== a.term) {
+          lacks = a;
+          break;
+        }
+      }
+      if (!lacks) continue;
+      const granting = logs.filter((v) => n.lastTerm > v.lastTerm || (n.lastTerm === v.lastTerm && n.lastLsn >= v.lastLsn));
+      const key = `${n.id}@${lacks.lsn}/${lacks.term}`;
+      if (granting.length >= need && !this.electableReported.has(key)) {
+        this.electableReported.add(key);
+        this.violation(
+          `node ${n.id} lacks acknowledged ${lacks.payload} at lsn ${lacks.lsn} (${lacks.how}, term ${lacks.ackTerm}) but could be elected: ` +
+            `its log (last term ${n.lastTerm}, lsn ${n.lastLsn}) is at least as up to date as those of nodes ${granting.map((v) => v.id).join(", ")}`,
+        );
+      }
+    }
+  }
+
   run(ms: number, until?: () => boolean): boolean {
     return this.clock.runFor(ms, () => {
       this.recordCommits();
+      this.checkElectable();
       return until?.() ?? false;
     });
   }
@@ -208,16 +351,29 @@ export class SimCluster {
     return found;
   }
 
-  /** Appends on the current leader(s) (every node that believes it leads), ignoring refusals. */
-  propose(): number {
+  /**
+   * Appends on the current leader(s) (every node that believes it leads), ignoring refusals. With
+   * `ack`, a client waits for that level; when it resolves the entry counts as acknowledged.
+   */
+  propose(ack?: AckLevel): number {
     let n = 0;
     for (const id of this.leaders()) {
+      const node = this.node(id);
+      const text = `p${++this.proposals}@${id}`;
+      let lsn: Lsn;
       try {
-        this.node(id).append(enc.encode(`p${++this.proposals}@${id}`));
-        n++;
+        lsn = node.append(enc.encode(text));
       } catch {
-        // not leader / handing over: a client would retry elsewhere
+        continue; // not leader / handing over: a client would retry elsewhere
       }
+      n++;
+      if (ack === undefined || ack === "none") continue;
+      const term = node.currentTerm();
+      const entry = { term, payload: `${term}/data/${text}` };
+      node.waitFor(lsn, ack).then(
+        () => this.acknowledge(lsn, entry, term, `waitFor(${ack})`),
+        () => {}, // leadership lost: outcome unknown, nothing promised
+      );
     }
     return n;
   }
