@@ -1,11 +1,22 @@
 /** `wolf scale`: MariaDB replication, failover, MySQL proxy, load balancer. Wiring only. */
 import { defineCommand } from "citty";
 import { notBuilt } from "../lib/common/cli.ts";
-import { configArgs, dataDirArg, initCommand, validateCommand } from "../lib/common/config-commands.ts";
+import { configArgs, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
+import { setLogLevel } from "../lib/common/log.ts";
+import { ScaleClient, formatScaleStatus } from "../lib/scale/client.ts";
 import { scaleSchema } from "../lib/scale/config.ts";
+import { runDaemon } from "../lib/scale/daemon.ts";
+import { scaleInfo } from "../lib/scale/info.ts";
 
-const ISSUE = "issue 5: replication";
 const common = { ...configArgs("scale"), ...dataDirArg };
+const json = { json: { type: "boolean", description: "Print JSON" } } as const;
+
+async function start(args: { config?: string; "data-dir"?: string; bootstrap?: boolean }, join?: string): Promise<void> {
+  const { config } = loadFromArgs(scaleSchema, args);
+  if (!process.env.WOLF_LOG_LEVEL) setLogLevel(config.node.log_level);
+  const code = await runDaemon({ config, bootstrap: args.bootstrap, join });
+  process.exit(code);
+}
 
 export const scaleCommand = defineCommand({
   meta: { name: "scale", description: "MariaDB replication, failover, MySQL proxy and load balancer" },
@@ -15,16 +26,33 @@ export const scaleCommand = defineCommand({
       overrides: (args) => (args["node-id"] ? { cluster: { node_id: Number(args["node-id"]) } } : {}),
     }),
     validate: validateCommand(scaleSchema),
-    start: notBuilt("scale start", "Run this node (replication, API, proxy)", ISSUE, {
-      ...common,
-      bootstrap: { type: "boolean", description: "Start a new cluster with this node as its first leader" },
+    start: defineCommand({
+      meta: { name: "start", description: "Run this node (replication, API)" },
+      args: { ...common, bootstrap: { type: "boolean", description: "Start a new cluster with this node as its first leader" } },
+      run: ({ args }) => start(args),
     }),
-    join: notBuilt("scale join", "Join an existing cluster through one of its nodes", ISSUE, {
-      ...common,
-      address: { type: "positional", description: "host:port of a cluster node", required: true },
+    join: defineCommand({
+      meta: { name: "join", description: "Run this node and join an existing cluster through one of its nodes" },
+      args: { ...common, address: { type: "positional", description: "host:port of a cluster node (its [cluster] port)", required: true } },
+      run: ({ args }) => start(args, args.address),
     }),
-    status: notBuilt("scale status", "Show this node's status", ISSUE, common),
-    info: notBuilt("scale info", "Show this node's configuration and versions", ISSUE, common),
+    status: defineCommand({
+      meta: { name: "status", description: "Show this node's status (from the running daemon)" },
+      args: { ...configArgs("scale"), ...json },
+      async run({ args }) {
+        const { file, config } = loadFromArgs(scaleSchema, args);
+        const s = await new ScaleClient(config, file).get<Record<string, unknown>>("/status");
+        process.stdout.write(`${args.json ? JSON.stringify(s, null, 2) : formatScaleStatus(s)}\n`);
+      },
+    }),
+    info: defineCommand({
+      meta: { name: "info", description: "Show this node's configuration, versions and the daemon's state" },
+      args: { ...configArgs("scale") },
+      async run({ args }) {
+        const { file, config } = loadFromArgs(scaleSchema, args);
+        process.stdout.write(`${await scaleInfo(file, config)}\n`);
+      },
+    }),
     proxy: notBuilt("scale proxy", "Run only the MySQL-protocol proxy", "issue: MySQL proxy", {
       ...common,
       listen: { type: "string", description: "host:port to listen on", valueHint: "ADDR" },

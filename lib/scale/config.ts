@@ -14,6 +14,8 @@ import {
   str,
 } from "../common/config/index.ts";
 
+const scaleApi = apiSection({ listen: "127.0.0.1:8080" });
+
 export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replication, failover, MySQL proxy and load balancer.", {
   node: nodeSection({ dataDir: "/var/lib/wolf/scale" }),
   cluster: clusterSection({ name: "wolf-scale", port: 7654, discoveryPort: 7655 }),
@@ -23,7 +25,8 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
     socket: str("MariaDB unix socket (\"\" = use host:port).", "", { check: checkOptionalAbsolutePath }),
     user: str("User with replication and write privileges.", "root"),
     password: str("Password of that user.", "", { secret: true }),
-    health_interval_ms: int("How often the leader checks its MariaDB (ms).", 1000, { min: 100 }),
+    health_interval_ms: int("How often every node checks its MariaDB (ms); a leader whose MariaDB is down steps down.", 1000, { min: 100 }),
+    pool_size: int("Connections the HTTP API keeps to the local MariaDB.", 16, { min: 1, max: 1000 }),
   }),
   wal: section("Write-ahead log of captured transactions.", {
     dir: str("WAL directory (\"\" = <data_dir>/wal).", "", { check: checkOptionalAbsolutePath }),
@@ -40,10 +43,18 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
     ack: oneOf("Followers that must hold a write durably before a client gets OK", ["none", "one", "majority", "all"] as const, "one"),
     ack_timeout_ms: int("Longest a write waits for its acknowledgements before failing (ms).", 5000, { min: 100 }),
     lag_threshold: int("A follower this many entries behind is Lagging.", 1000, { min: 1 }),
+    capture_server_id: int("Replica server id wolf uses to tail the local binlog (0 = 1000000 + node_id); unique among the\nservers and replicas of that MariaDB.", 0, { min: 0, max: 4_294_967_295 }),
     binlog_file: str("binlog mode: binlog file to start from (\"\" = current).", ""),
     binlog_position: int("binlog mode: position in that file.", 4, { min: 4 }),
   }),
-  api: apiSection({ listen: "127.0.0.1:8080" }),
+  api: section(scaleApi.doc, {
+    ...scaleApi.fields,
+    advertise: str(
+      "URL other nodes use to reach this API (writes are forwarded to the leader's API, dumps fetched from a\nhealthy node's). \"\" = http://<listen host, or the cluster advertise address if listening on 0.0.0.0>:<port>.",
+      "",
+      { check: (v) => (v === "" || /^https?:\/\/[^\s/]+$/.test(v) ? undefined : `expected a URL like http://10.0.0.5:8080, got ${JSON.stringify(v)}`) },
+    ),
+  }),
   proxy: section("MySQL-protocol proxy on every node.", {
     enabled: bool("Run the proxy.", true),
     listen: str("Address:port the proxy listens on.", "0.0.0.0:8007", { check: checkHostPort }),

@@ -20,6 +20,9 @@ function toLogEntry(e: WalEntry): LogEntry {
 }
 
 export class WalLogStore implements LogStore {
+  /** Called after entries were removed from the end (a new leader overrode an uncommitted tail) or the log was reset. */
+  onTruncate?: (afterLsn: Lsn) => void;
+
   constructor(readonly wal: Wal) {}
 
   base(): { lsn: Lsn; term: Term } {
@@ -49,7 +52,9 @@ export class WalLogStore implements LogStore {
   }
 
   truncateAfter(lsn: Lsn): void {
+    const had = this.wal.lastLsn;
     this.wal.truncateAfterSync(lsn);
+    if (had > lsn) this.onTruncate?.(lsn);
   }
 
   pruneBefore(lsn: Lsn): void {
@@ -58,6 +63,7 @@ export class WalLogStore implements LogStore {
 
   resetTo(base: { lsn: Lsn; term: Term }): void {
     this.wal.resetSync(base.lsn + 1, base.term);
+    this.onTruncate?.(base.lsn);
   }
 
   close(): void {

@@ -1,0 +1,81 @@
+/** `wolf ctl scale` and `wolf scale status`: talking to the local daemon's API and printing. */
+import { WolfError } from "../common/errors.ts";
+import { localApiUrl } from "./addresses.ts";
+import type { NodeView } from "./api/views.ts";
+import type { ScaleConfig } from "./config.ts";
+
+export class ScaleClient {
+  readonly base: string;
+
+  constructor(
+    private readonly cfg: ScaleConfig,
+    private readonly file: string,
+  ) {
+    this.base = localApiUrl(cfg);
+  }
+
+  async request<T>(method: "GET" | "POST", path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.cfg.api.admin_token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw new WolfError("network", `no wolf scale daemon answers at ${this.base} (${(err as Error).message})`, {
+        hint: `is \`wolf scale start --config ${this.file}\` running? ([api] listen in ${this.file})`,
+      });
+    }
+    const text = await res.text();
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+    if (!res.ok) {
+      const e = data as { error?: string; hint?: string };
+      const code = res.status === 401 ? "auth" : res.status === 400 ? "usage" : "state";
+      throw new WolfError(code, `${method} ${path}: ${e?.error ?? text.slice(0, 300)}`, { hint: e?.hint });
+    }
+    return data as T;
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>("GET", path);
+  }
+  post<T>(path: string, body: unknown = {}, timeoutMs?: number): Promise<T> {
+    return this.request<T>("POST", path, body, timeoutMs);
+  }
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd()).join("\n");
+}
+
+export function formatNodes(nodes: NodeView[]): string {
+  const rows = [["ID", "STATUS", "ROLE", "ADDRESS", "API", "LSN", "LAG"]];
+  for (const n of nodes) {
+    rows.push([`${n.id}${n.self ? "*" : ""}`, String(n.state), n.role ?? "-", n.addr || "?", n.api ?? "-", String(n.lsn), String(n.lag)]);
+  }
+  return table(rows);
+}
+
+// biome-ignore lint: the status view is a plain object
+export function formatScaleStatus(s: any): string {
+  const lines = [
+    `node        ${s.id} (${s.role}, ${s.state}), term ${s.term}, leader ${s.leader ?? "-"}${s.leaderApi ? ` at ${s.leaderApi}` : ""}`,
+    `log         last ${s.lastLsn}, committed ${s.commitLsn}, applied ${s.appliedLsn}; voters ${s.voters.join(", ")}${s.quorum ? " (quorum)" : ""}`,
+    `database    ${s.database.up ? "up" : `DOWN (${s.database.error})`}, MariaDB ${s.database.version}, server_id ${s.database.serverId}`,
+    `replication ack=${s.ack}, mode=${s.mode}${s.writable ? ", accepting writes" : ""}`,
+  ];
+  if (s.capture) lines.push(`capture     ${s.capture.connected ? "connected" : "disconnected"}, ${s.capture.transactions} transactions, at ${s.capture.gtid || "-"}`);
+  lines.push(`writes      ${s.writes.writes} ok, ${s.writes.writeErrors} failed, ${s.writes.ackTimeouts} unacknowledged, ${s.writes.forwarded} forwarded`);
+  if (s.applyError) lines.push(`APPLY STOPPED ${s.applyError}`);
+  if (s.diverged) lines.push(`NEEDS MIGRATION ${s.diverged}`);
+  if (s.held.length) lines.push(`not eligible ${s.held.join(", ")}`);
+  return lines.join("\n");
+}

@@ -1,0 +1,156 @@
+/** `wolf ctl scale …`: the verbs, talking to the local daemon's API (`[api] listen`, token from the config). */
+import { defineCommand } from "citty";
+import { configArgs, loadFromArgs } from "../common/config-commands.ts";
+import { UsageError } from "../common/errors.ts";
+import { LOG_LEVEL_NAMES } from "../common/log.ts";
+import { notBuilt } from "../common/cli.ts";
+import type { NodeView } from "./api/views.ts";
+import { ScaleClient, formatNodes, formatScaleStatus, table } from "./client.ts";
+import { scaleSchema } from "./config.ts";
+import { checkSettings, connectOptions, describeDb, withConnection } from "./db.ts";
+
+const args = { ...configArgs("scale"), json: { type: "boolean", description: "Print JSON" } } as const;
+
+function client(a: { config?: string }): ScaleClient {
+  const { file, config } = loadFromArgs(scaleSchema, a);
+  return new ScaleClient(config, file);
+}
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+
+export const ctlScaleCommands = {
+  list: defineCommand({
+    meta: { name: "list", description: "List cluster members: ID, status, role, address, LSN, lag" },
+    args: { ...args, what: { type: "positional", description: "What to list: servers", required: false, default: "servers" } },
+    async run({ args: a }) {
+      if (a.what !== "servers") throw new UsageError(`cannot list "${a.what}"`, "try: wolf ctl scale list servers");
+      const nodes = await client(a).get<NodeView[]>("/cluster/nodes");
+      out(a.json ? JSON.stringify(nodes, null, 2) : formatNodes(nodes));
+    },
+  }),
+  status: defineCommand({
+    meta: { name: "status", description: "Cluster status as this node sees it" },
+    args,
+    async run({ args: a }) {
+      const c = client(a);
+      const [s, nodes] = await Promise.all([c.get<Record<string, unknown>>("/status"), c.get<NodeView[]>("/cluster/nodes")]);
+      out(a.json ? JSON.stringify({ ...s, nodes }, null, 2) : `${formatScaleStatus(s)}\n\n${formatNodes(nodes)}`);
+    },
+  }),
+  stats: defineCommand({
+    meta: { name: "stats", description: "Live statistics: writes/s, applied entries/s, lag (Ctrl-C to stop)" },
+    args: {
+      ...args,
+      interval: { type: "string", description: "Seconds between lines (default 1)", valueHint: "S" },
+      count: { type: "string", description: "Stop after this many lines (default: run until interrupted)", valueHint: "N" },
+    },
+    async run({ args: a }) {
+      const c = client(a);
+      const every = Math.max(0.1, Number(a.interval ?? 1));
+      const count = a.count === undefined ? Infinity : Number(a.count);
+      if (!Number.isFinite(every) || Number.isNaN(count)) throw new UsageError("--interval and --count take numbers");
+      type S = { writes: { writes: number }; appliedLsn: number; lastLsn: number; role: string; peers: Array<{ id: number; lag: number }> };
+      let prev = await c.get<S>("/status");
+      let t0 = performance.now();
+      out(table([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"]]));
+      for (let i = 0; i < count; i++) {
+        await new Promise((r) => setTimeout(r, every * 1000)); // the reporting interval itself
+        const s = await c.get<S>("/status");
+        const dt = (performance.now() - t0) / 1000;
+        t0 = performance.now();
+        const lag = Math.max(0, ...s.peers.map((p) => p.lag));
+        const row = [
+          new Date().toISOString().slice(11, 19),
+          s.role,
+          ((s.writes.writes - prev.writes.writes) / dt).toFixed(1),
+          ((s.appliedLsn - prev.appliedLsn) / dt).toFixed(1),
+          String(s.lastLsn),
+          String(s.appliedLsn),
+          String(lag),
+        ];
+        out(a.json ? JSON.stringify(s) : table([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"], row]).split("\n")[1]!);
+        prev = s;
+      }
+    },
+  }),
+  promote: defineCommand({
+    meta: { name: "promote", description: "Make this node the leader (the current leader hands over once it is caught up)" },
+    args,
+    async run({ args: a }) {
+      out((await client(a).post<{ message: string }>("/admin/promote")).message);
+    },
+  }),
+  demote: defineCommand({
+    meta: { name: "demote", description: "This node, if it leads, drains writes and hands leadership to a caught-up follower" },
+    args: { ...args, to: { type: "string", description: "Node ID to hand over to (default: the most caught-up)", valueHint: "NODE" } },
+    async run({ args: a }) {
+      const to = a.to === undefined ? undefined : Number(a.to);
+      if (to !== undefined && !Number.isInteger(to)) throw new UsageError(`--to takes a node ID, got "${a.to}"`);
+      out((await client(a).post<{ message: string }>("/admin/demote", { to })).message);
+    },
+  }),
+  "check-config": defineCommand({
+    meta: { name: "check-config", description: "Check the local MariaDB's settings replication needs" },
+    args: { ...args, fix: { type: "boolean", alias: "f", description: "Fix what can be fixed at runtime (SET GLOBAL)" } },
+    async run({ args: a }) {
+      const { config } = loadFromArgs(scaleSchema, a);
+      const opts = connectOptions(config.database);
+      let checks = await checkSettings(opts);
+      if (a.fix) {
+        const fixes = checks.filter((c) => !c.ok && c.fix);
+        if (fixes.length) await withConnection(opts, async (conn) => { for (const f of fixes) await conn.query(f.fix!); });
+        for (const f of fixes) out(`fixed: ${f.fix}`);
+        checks = await checkSettings(opts);
+      }
+      if (a.json) return out(JSON.stringify(checks, null, 2));
+      const rows = [["SETTING", "VALUE", "WANT", "", "WHY"]];
+      for (const c of checks) rows.push([c.name, c.value, c.want, c.ok ? "ok" : c.required ? "REQUIRED" : "recommended", c.note]);
+      out(`${describeDb(config.database)}\n${table(rows)}`);
+      const bad = checks.filter((c) => c.required && !c.ok);
+      if (bad.length) throw new UsageError(`${bad.length} required setting(s) missing: ${bad.map((c) => c.name).join(", ")}`, "fix them in the MariaDB config (and --fix for the runtime ones)");
+    },
+  }),
+  migrate: defineCommand({
+    meta: { name: "migrate", description: "Copy a consistent dump from a healthy node and resume from its LSN" },
+    args: { ...args, from: { type: "string", description: "Node ID (or API URL) to copy from", valueHint: "NODE", required: true } },
+    async run({ args: a }) {
+      out((await client(a).post<{ message: string }>("/admin/migrate", { from: a.from }, 3_600_000)).message);
+    },
+  }),
+  "binlog-setup": defineCommand({
+    meta: { name: "binlog-setup", description: "Print the config snippet for binlog mode from the server's current position" },
+    args,
+    async run({ args: a }) {
+      const { file, config } = loadFromArgs(scaleSchema, a);
+      const s = await withConnection(connectOptions(config.database), async (c) => {
+        const m = (await c.queryObjects("SHOW MASTER STATUS"))[0];
+        const g = (await c.queryObjects("SELECT @@gtid_binlog_pos AS pos, @@log_bin AS lb"))[0]!;
+        return { file: m?.File ?? "", position: Number(m?.Position ?? 4), gtid: g.pos ?? "", logBin: g.lb === "1" };
+      });
+      if (!s.logBin || !s.file) throw new UsageError(`${describeDb(config.database)} has no binary log`, "start it with --log-bin --binlog-format=ROW --server-id=N");
+      if (a.json) return out(JSON.stringify(s));
+      out(`# binlog mode for ${describeDb(config.database)} — add to ${file}:
+# capture starts at the current end of the binlog (GTID ${s.gtid || "none yet"}); give followers a copy
+# of the data as of this point first (or: wolf ctl scale migrate --from <this node> on each follower).
+[replication]
+mode = "binlog"
+binlog_file = "${s.file}"
+binlog_position = ${s.position}`);
+    },
+  }),
+  "tune-mariadb": notBuilt("ctl scale tune-mariadb", "Suggest MariaDB settings", "issue 5: replication (later)", {
+    ...configArgs("scale"),
+    "dry-run": { type: "boolean", description: "Only print" },
+  }),
+  reset: defineCommand({
+    meta: { name: "reset", description: "Clear this node's apply error (after fixing its cause) and apply again" },
+    args: { ...args, force: { type: "boolean", description: "Do not ask" } },
+    async run({ args: a }) {
+      out((await client(a).post<{ message: string }>("/admin/reset")).message);
+    },
+  }),
+  "log-level": notBuilt("ctl scale log-level", "Change the daemon's log level at runtime", "issue 5: replication (later)", {
+    ...configArgs("scale"),
+    level: { type: "positional", description: LOG_LEVEL_NAMES.join("|"), required: true },
+  }),
+};

@@ -1,0 +1,637 @@
+/**
+ * `wolf scale start`: one node of a wolf scale cluster.
+ *
+ *   cluster node (lib/cluster) ── log store: the WAL ── FSM: ScaleFsm (apply on the local MariaDB)
+ *   leader: captures the local MariaDB's binlog into the log (LeaderCapture), checks its MariaDB
+ *           and steps down when it is down; writes through the HTTP API are answered once the
+ *           transaction's entry reached `replication.ack`.
+ *   follower: applies entries in order; forwards API writes to the leader.
+ *
+ * Becoming leader: wait until every entry before this term is applied, make sure this MariaDB has
+ * nothing the cluster lacks (origin.ts), append a marker (API address, own binlog state), then
+ * capture from the own binlog position. Losing leadership: stop capture first, then apply again.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import mysql from "mysql2/promise";
+import type { ClusterNode } from "../cluster/node.ts";
+import { termAt } from "../cluster/replication.ts";
+import { type RunningCluster, startCluster } from "../cluster/start.ts";
+import { FileStableStore } from "../cluster/stable-store.ts";
+import type { AckLevel, ClusterMembers, Lsn, Role, Term } from "../cluster/types.ts";
+import { NotLeaderError } from "../cluster/types.ts";
+import { UsageError, WolfError } from "../common/errors.ts";
+import { logger } from "../common/log.ts";
+import { waitUntil } from "../common/wait.ts";
+import { Wal } from "../wal/wal.ts";
+import { Snowflake } from "./api/snowflake.ts";
+import type { Statement } from "./api/statements.ts";
+import { ClusterControl } from "./cluster-adapter.ts";
+import type { ScaleConfig } from "./config.ts";
+import { connectOptions, describeDb, requireReplicationSettings, withConnection } from "./db.ts";
+import { Directory } from "./directory.ts";
+import { ScaleFsm } from "./fsm.ts";
+import { LeaderCapture } from "./leader-capture.ts";
+import { encodeMarker, type LeaderMarker } from "./marker.ts";
+import { dumpResponse, loadDump } from "./migrate.ts";
+import { MysqlConnection, type ConnectOptions } from "./mysql/connection.ts";
+import { formatOwn } from "./origin.ts";
+import { WalLogStore } from "./wal-logstore.ts";
+import { apiUrlOf } from "./addresses.ts";
+import { startApi } from "./api/server.ts";
+
+const log = logger("scale");
+
+export interface DaemonOptions {
+  config: ScaleConfig;
+  bootstrap?: boolean;
+  /** `wolf scale join <host:port>`: one more static peer. */
+  join?: string;
+}
+
+export interface WriteOptions {
+  database?: string;
+  /** Overrides replication.ack for this write (header X-Wolf-Ack). */
+  ack?: AckLevel;
+  /** Multi-statement text (no params) is allowed for /sql. */
+  multi?: boolean;
+}
+
+export interface WriteOutcome {
+  result: unknown;
+  gtid: string | null;
+  lsn: Lsn | null;
+  ack: string;
+  ms: number;
+}
+
+interface Counters {
+  writes: number;
+  writeErrors: number;
+  forwarded: number;
+  ackTimeouts: number;
+}
+
+export class ScaleDaemon {
+  readonly nodeId: number;
+  readonly apiUrl: string;
+  readonly connect: ConnectOptions;
+  readonly snowflake: Snowflake;
+  readonly directory: Directory;
+  readonly counters: Counters = { writes: 0, writeErrors: 0, forwarded: 0, ackTimeouts: 0 };
+  readonly startedAt = Date.now();
+  node!: ClusterNode;
+  control!: ClusterControl;
+  running!: RunningCluster;
+  fsm!: ScaleFsm;
+  wal!: Wal;
+  store!: WalLogStore;
+  pool!: mysql.Pool;
+  capture: LeaderCapture | undefined;
+  /** Leader and capturing: writes are accepted. */
+  leaderReady = false;
+  dbUp = true;
+  dbError: string | null = null;
+  /** Why this node needs a migration, when it does. */
+  diverged: string | null = null;
+  mariadbVersion = "";
+  private leaderGen = 0;
+  private activeGen = -1;
+  private inflightWrites = 0;
+  private writesBlocked = false;
+  private timers: Array<ReturnType<typeof setInterval>> = [];
+  private healthConn: MysqlConnection | undefined;
+  private healthBusy = false;
+  private stopped = false;
+  /** Leader's API by node id, from markers (followers forward there). */
+  private leaderApis = new Map<number, { api: string; term: Term }>();
+  private api: ReturnType<typeof startApi> | undefined;
+
+  private constructor(readonly cfg: ScaleConfig) {
+    this.nodeId = cfg.cluster.node_id;
+    this.connect = connectOptions(cfg.database);
+    this.snowflake = new Snowflake(this.nodeId);
+    this.apiUrl = apiUrlOf(cfg);
+    mkdirSync(cfg.node.data_dir, { recursive: true, mode: 0o750 });
+    this.directory = new Directory(join(cfg.node.data_dir, "nodes.json"), { id: this.nodeId, api: this.apiUrl });
+  }
+
+  static async start(opts: DaemonOptions): Promise<ScaleDaemon> {
+    const d = new ScaleDaemon(opts.config);
+    try {
+      await d.init(opts);
+    } catch (err) {
+      await d.stop();
+      throw err;
+    }
+    return d;
+  }
+
+  private async init(opts: DaemonOptions): Promise<void> {
+    const cfg = this.cfg;
+    const where = describeDb(cfg.database);
+    log.info(`node ${this.nodeId}: waiting for ${where}`);
+    await waitUntil(() => withConnection(this.connect, async (c) => (this.mariadbVersion = c.serverVersion) || true), {
+      timeoutMs: 300_000,
+      intervalMs: 500,
+      what: `${where} to accept connections (check [database] in the config)`,
+    });
+    await requireReplicationSettings(this.connect, where);
+
+    this.wal = await Wal.open({
+      dir: cfg.wal.dir || join(cfg.node.data_dir, "wal"),
+      fsync: cfg.wal.fsync,
+      segmentBytes: cfg.wal.segment_size_mb * 1024 * 1024,
+      compression: cfg.wal.compression,
+      retention: { maxAgeHours: cfg.wal.retention_hours, maxBytes: cfg.wal.retention_mb * 1024 * 1024 },
+      // Never drop what this node has not applied yet.
+      protectFromLsn: () => (this.node ? this.node.applied() + 1 : 1),
+    });
+    this.store = new WalLogStore(this.wal);
+    this.store.onTruncate = () => this.fsm?.invalidateOrigin();
+    const stable = new FileStableStore(join(cfg.node.data_dir, "cluster-state.json"));
+    this.fsm = await ScaleFsm.open({
+      connect: this.connect,
+      nodeId: this.nodeId,
+      store: this.store,
+      baselineFile: join(cfg.node.data_dir, "origin.json"),
+      onMarker: (m) => this.onMarker(m),
+      onDiverged: (msg) => this.markDiverged(msg),
+      onApplied: () => this.fsm.isLazy && this.control?.pushCommit(),
+    });
+    const origin = await this.fsm.originCheck();
+    const clusterCfg = { ...cfg.cluster, peers: [...cfg.cluster.peers, ...(opts.join ? [opts.join] : [])] };
+    this.running = await startCluster(clusterCfg, { logStore: this.store, stableStore: stable, fsm: this.fsm }, { bootstrap: opts.bootstrap });
+    this.node = this.running.node;
+    this.node.events.onRoleChange = (role, term) => this.onRoleChange(role, term);
+    this.control = new ClusterControl(this.node);
+    if (origin.message && origin.ref.foreignAfter) this.markDiverged(`${origin.message}, and the log holds other nodes' transactions after them: it diverged`);
+    else if (origin.message) log.warn(`${origin.message}; they are captured if this node leads next, otherwise it will need a migration`);
+
+    this.pool = this.makePool();
+
+    this.api = startApi(this);
+    this.timers.push(setInterval(() => void this.healthCheck(), cfg.database.health_interval_ms));
+    this.timers.push(setInterval(() => void this.register(), 2000));
+    this.timers.push(setInterval(() => void this.preferLowerId(), cfg.cluster.heartbeat_ms));
+    void this.register();
+    this.timers.push(setInterval(() => this.directory.save(), 5000));
+    for (const t of this.timers) t.unref?.();
+    log.info(`node ${this.nodeId}: ready — cluster ${this.running.address}, API ${this.apiUrl}, ${where} (server_id ${this.fsm.serverId}), ack=${cfg.replication.ack}`);
+  }
+
+  private makePool(): mysql.Pool {
+    return mysql.createPool({
+      ...(this.connect.socketPath ? { socketPath: this.connect.socketPath } : { host: this.connect.host, port: this.connect.port }),
+      user: this.connect.user,
+      password: this.connect.password,
+      multipleStatements: true,
+      dateStrings: true,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      connectionLimit: this.cfg.database.pool_size,
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leadership
+
+  private onRoleChange(role: Role, term: Term): void {
+    if (role === "leader") this.control.suppressAutoHandover();
+    const gen = ++this.leaderGen;
+    if (role === "leader") void this.activate(gen, term);
+    else if (this.activeGen >= 0 || this.capture) void this.deactivate();
+  }
+
+  private isLeaderIn(gen: number): boolean {
+    return gen === this.leaderGen && this.node.getRole() === "leader" && !this.stopped;
+  }
+
+  private async activate(gen: number, term: Term): Promise<void> {
+    const t0 = Date.now();
+    try {
+      // 1. Everything before this term (and our own noop) applied here first.
+      const outcome = await waitUntil(
+        () => (!this.isLeaderIn(gen) ? "lost" : this.node.applied() >= this.node.lastLsn() && !this.fsm.busy ? "applied" : undefined),
+        { timeoutMs: 120_000, intervalMs: 10, what: "the new leader to apply every entry it holds" },
+      );
+      if (outcome === "lost") return;
+      if (!this.dbUp) return this.control.stepDown(`its MariaDB is down: ${this.dbError}`);
+      // 2. Our MariaDB must hold nothing the cluster lacks, unless we can still capture it now.
+      const origin = await this.fsm.originCheck();
+      if (!this.isLeaderIn(gen)) return;
+      if (origin.message && origin.ref.foreignAfter) return this.markDiverged(`${origin.message}: it diverged`);
+      const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+      let resume = origin.message ? origin.ref.pos : pos;
+      const own = formatOwn(origin.message ? origin.ref.own : this.fsm.actualOwn);
+      if (this.cfg.replication.mode === "binlog" && this.cfg.replication.binlog_file && !this.logHasData()) {
+        const f = this.cfg.replication.binlog_file.replace(/[^A-Za-z0-9._-]/g, "");
+        resume = await withConnection(this.connect, async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${this.cfg.replication.binlog_position}) AS p`))[0]!.p ?? "");
+        log.info(`binlog mode: first capture starts at ${this.cfg.replication.binlog_file}:${this.cfg.replication.binlog_position} (GTID ${resume || "beginning"})`);
+      }
+      if (!this.isLeaderIn(gen)) return;
+      if (origin.message) log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
+      // 3. Marker, then capture.
+      const marker: LeaderMarker = { v: 1, node: this.nodeId, term, serverId: this.fsm.serverId, api: this.apiUrl, pos: resume, own, at: Date.now() };
+      const markerLsn = this.node.append(encodeMarker(marker));
+      this.fsm.enterLazy();
+      const capture = new LeaderCapture(
+        this.node,
+        {
+          connect: this.connect,
+          serverId: this.cfg.replication.capture_server_id || 1_000_000 + this.nodeId,
+          resumeFrom: resume,
+          heartbeatMs: 1000,
+        },
+        undefined,
+      );
+      capture.startAt(resume, this.fsm.serverId, markerLsn);
+      capture.onFailed = (err) => {
+        if (!this.isLeaderIn(gen)) return;
+        this.control.hold("capture failed", true);
+        setTimeout(() => this.control.hold("capture failed", false), 10_000).unref?.();
+        this.control.stepDown(`binlog capture failed: ${err.message}`);
+      };
+      this.capture = capture;
+      this.activeGen = gen;
+      capture.start();
+      if (!this.isLeaderIn(gen)) return void this.deactivate();
+      this.leaderReady = true;
+      log.info(`node ${this.nodeId}: leading term ${term}; capturing from GTID ${resume || "(binlog start)"} after ${Date.now() - t0} ms`);
+    } catch (err) {
+      log.error(`node ${this.nodeId}: could not start leading: ${(err as Error).message}`);
+      if (this.isLeaderIn(gen)) this.control.stepDown((err as Error).message);
+    }
+  }
+
+  private async deactivate(): Promise<void> {
+    this.leaderReady = false;
+    this.activeGen = -1;
+    const capture = this.capture;
+    this.capture = undefined;
+    await capture?.stop();
+    this.fsm.leaveLazy();
+    // Sessions remember their last GTID; start the next leadership with fresh ones.
+    const old = this.pool;
+    this.pool = this.makePool();
+    void old.end().catch(() => {});
+  }
+
+  private logHasData(): boolean {
+    for (let lsn = this.store.lastLsn(); lsn > this.store.base().lsn; lsn--) if (this.store.get(lsn)?.kind === "data") return true;
+    return this.store.base().lsn > 0;
+  }
+
+  private onMarker(m: LeaderMarker): void {
+    this.leaderApis.set(m.node, { api: m.api, term: m.term });
+    this.directory.set(m.node, m.api);
+    this.directory.save();
+    if (m.node !== this.nodeId) void this.register(); // tell the new leader where our API is
+    if (m.node !== this.nodeId && m.serverId === this.fsm.serverId) {
+      log.error(`node ${m.node}'s MariaDB has the same server_id (${m.serverId}) as ours: give every node's MariaDB its own --server-id`);
+    }
+  }
+
+  private markDiverged(message: string): void {
+    if (this.diverged === null) log.error(`node ${this.nodeId}: ${message}. Run: wolf ctl scale migrate --from <healthy node>`);
+    this.diverged = message;
+    this.control?.markNeedsMigration();
+  }
+
+  /** The leader's API URL, if known. */
+  leaderApi(): string | undefined {
+    const id = this.node.leader();
+    if (id === null) return undefined;
+    return this.directory.get(id) ?? this.leaderApis.get(id)?.api;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Health, registration
+
+  private async healthCheck(): Promise<void> {
+    if (this.healthBusy || this.stopped) return;
+    this.healthBusy = true;
+    const timeout = Math.max(1000, this.cfg.database.health_interval_ms * 2);
+    try {
+      this.healthConn ??= await MysqlConnection.connect({ ...this.connect, connectTimeoutMs: timeout });
+      const conn = this.healthConn;
+      await Promise.race([
+        conn.query("SELECT 1"),
+        new Promise((_, reject) => setTimeout(() => reject(new WolfError("network", `no answer within ${timeout} ms`)), timeout).unref?.()),
+      ]);
+      this.setDbUp(true, null);
+    } catch (err) {
+      this.healthConn?.destroy();
+      this.healthConn = undefined;
+      this.setDbUp(false, (err as Error).message);
+    } finally {
+      this.healthBusy = false;
+    }
+  }
+
+  private setDbUp(up: boolean, error: string | null): void {
+    this.dbError = error;
+    if (up === this.dbUp) return;
+    this.dbUp = up;
+    this.control.hold("database down", !up);
+    if (up) {
+      log.info(`node ${this.nodeId}: MariaDB is back`);
+      return;
+    }
+    log.error(`node ${this.nodeId}: MariaDB is down (${error}); this node will not lead until it is back`);
+    if (this.node.getRole() === "leader") {
+      this.leaderReady = false;
+      this.control.stepDown(`its MariaDB is down: ${error}`);
+    }
+  }
+
+  /**
+   * Tells the leader (or, if its API is not known yet, any node we know) where our API is, and
+   * learns every node's API from the answer.
+   */
+  private async register(): Promise<void> {
+    if (this.stopped || this.node.getRole() === "leader") return;
+    const others = this.directory.all().filter((e) => e.id !== this.nodeId);
+    const api = this.leaderApi() ?? others[this.registerRound++ % Math.max(1, others.length)]?.api;
+    if (!api || api === this.apiUrl) return;
+    try {
+      const res = await fetch(`${api}/cluster/register`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${this.cfg.api.admin_token}`, "content-type": "application/json" },
+        body: JSON.stringify({ id: this.nodeId, api: this.apiUrl }),
+        signal: AbortSignal.timeout(2000),
+      });
+      if (res.ok) {
+        this.directory.merge(((await res.json()) as { nodes: [] }).nodes);
+        this.directory.save();
+      }
+    } catch {
+      // the leader is changing or unreachable; next round
+    }
+  }
+  private registerRound = 0;
+
+  // ---------------------------------------------------------------------------------------------
+  // Writes (leader)
+
+  /** Waits (briefly) for this node to be a capturing leader; throws NotLeaderError otherwise. */
+  async awaitLeaderReady(timeoutMs: number): Promise<void> {
+    const ok = await waitUntil(
+      () => (this.leaderReady && !this.writesBlocked ? true : this.node.getRole() === "leader" ? undefined : "no"),
+      { timeoutMs, intervalMs: 10, what: "this node to start capturing as leader" },
+    ).catch(() => "no" as const);
+    if (ok !== true) throw new NotLeaderError(`node ${this.nodeId} is not the leader`, this.node.leader());
+  }
+
+  /** Runs a write on the leader's MariaDB and waits until its entry reached the ack level. */
+  async write(stmt: Statement, opts: WriteOptions = {}): Promise<WriteOutcome> {
+    const t0 = performance.now();
+    const ackTimeout = this.cfg.replication.ack_timeout_ms;
+    await this.awaitLeaderReady(Math.min(ackTimeout, 5000));
+    const capture = this.capture!;
+    this.inflightWrites++;
+    let result: unknown;
+    let gtid = "";
+    try {
+      const conn = await this.pool.getConnection();
+      let reusable = !opts.database;
+      try {
+        if (opts.database) await conn.query(`USE \`${opts.database.replace(/`/g, "``")}\``);
+        if (stmt.params.length > 0) [result] = await conn.execute(stmt.sql, stmt.params);
+        else [result] = await conn.query(stmt.sql);
+        const [rows] = await conn.query("SELECT @@last_gtid AS g, @@in_transaction AS t");
+        const st = (rows as Array<{ g: string; t: number | string }>)[0]!;
+        gtid = st.g ?? "";
+        if (Number(st.t) === 1) {
+          await conn.query("ROLLBACK");
+          throw new UsageError("the statements left a transaction open; it was rolled back (end it with COMMIT in the same request)");
+        }
+      } catch (err) {
+        reusable = false;
+        throw err;
+      } finally {
+        if (reusable) conn.release();
+        else conn.destroy();
+      }
+    } catch (err) {
+      this.counters.writeErrors++;
+      throw err;
+    } finally {
+      this.inflightWrites--;
+    }
+    this.counters.writes++;
+    const ack = opts.ack ?? this.cfg.replication.ack;
+    if (!gtid) return { result, gtid: null, lsn: null, ack, ms: performance.now() - t0 };
+    try {
+      const lsn = await capture.lsnOf(gtid, ackTimeout);
+      const left = Math.max(1, ackTimeout - (performance.now() - t0));
+      await this.node.waitFor(lsn, ack, left);
+      return { result, gtid, lsn, ack, ms: performance.now() - t0 };
+    } catch (err) {
+      this.counters.ackTimeouts++;
+      throw new WolfError("state", `committed on the leader as ${gtid} but not acknowledged (ack=${ack}): ${(err as Error).message}`, {
+        hint: "the outcome is unknown: check for the row before retrying a non-idempotent write",
+      });
+    }
+  }
+
+  /** A read on this node's MariaDB (local, may lag the leader). */
+  async read(sql: string, params: unknown[], database?: string): Promise<unknown> {
+    const conn = await this.pool.getConnection();
+    try {
+      if (database) await conn.query(`USE \`${database.replace(/`/g, "``")}\``);
+      await conn.query("SET SESSION TRANSACTION READ ONLY");
+      await conn.query("START TRANSACTION READ ONLY");
+      try {
+        const [rows] = params.length ? await conn.execute(sql, params as never[]) : await conn.query(sql);
+        return rows;
+      } finally {
+        await conn.query("ROLLBACK").catch(() => {});
+      }
+    } finally {
+      conn.destroy();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Admin
+
+  /** Make this node the leader (the current leader hands over once this node is caught up). */
+  async promote(): Promise<string> {
+    this.control.hold("demoted", false);
+    if (this.node.getRole() === "leader") return `node ${this.nodeId} already leads`;
+    const api = this.leaderApi();
+    if (!api) throw new WolfError("state", "no leader right now; retry shortly");
+    const res = await fetch(`${api}/admin/handover`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.cfg.api.admin_token}`, "content-type": "application/json" },
+      body: JSON.stringify({ to: this.nodeId }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const body = (await res.json()) as { ok: boolean; error?: string };
+    if (!body.ok) throw new WolfError("state", `the leader refused the handover: ${body.error}`);
+    await waitUntil(() => this.node.getRole() === "leader", { timeoutMs: 10_000, what: `node ${this.nodeId} to become leader` });
+    return `node ${this.nodeId} leads (term ${this.node.currentTerm()})`;
+  }
+
+  /** Leader: hand leadership to `to` after draining writes (clean: nothing captured is lost). */
+  async handOver(to: number | undefined, holdMs: number): Promise<string> {
+    if (this.node.getRole() !== "leader") throw new WolfError("state", `node ${this.nodeId} is not the leader`);
+    const target = to ?? this.bestFollower();
+    if (target === undefined) throw new WolfError("state", "no caught-up follower to hand leadership to");
+    this.writesBlocked = true;
+    this.control.hold("demoted", true);
+    try {
+      await waitUntil(() => this.inflightWrites === 0, { timeoutMs: 10_000, what: "writes in progress to finish" });
+      const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+      await waitUntil(() => !pos || this.capture?.stats.gtidState === pos, { timeoutMs: 10_000, what: "capture to reach the binlog end" });
+      if (!this.control.handOverTo(target)) throw new WolfError("state", `node ${target} is not a follower this leader replicates to`);
+      await waitUntil(() => this.node.getRole() !== "leader", { timeoutMs: 10_000, what: "the handover" });
+    } finally {
+      this.writesBlocked = false;
+      if (this.node.getRole() === "leader") this.control.suppressAutoHandover(); // a timed-out core handover re-arms it
+      setTimeout(() => this.control.hold("demoted", false), holdMs).unref?.();
+    }
+    return `node ${this.nodeId} handed leadership to node ${target}`;
+  }
+
+  /**
+   * The lowest eligible ID leads: once a lower-ID voter has been caught up and reachable for a
+   * few heartbeats, hand leadership to it — after draining writes, so nothing committed in our
+   * MariaDB is left uncaptured.
+   */
+  private async preferLowerId(): Promise<void> {
+    if (!this.leaderReady || this.handingOver || this.stopped) return;
+    const now = Date.now();
+    const s = this.node.status();
+    const stableMs = 4 * this.cfg.cluster.heartbeat_ms;
+    const candidate = s.peers
+      .filter((p) => p.id < this.nodeId && p.voter && p.state === "Active" && p.lag === 0 && (p.lastSeenMsAgo ?? Infinity) < 2 * this.cfg.cluster.heartbeat_ms)
+      .filter((p) => !this.running.node.membership.peers.get(p.id)?.info?.neverLeader)
+      .sort((a, b) => a.id - b.id)[0];
+    if (!candidate) {
+      this.lowerSince.clear();
+      return;
+    }
+    const since = this.lowerSince.get(candidate.id) ?? now;
+    this.lowerSince.set(candidate.id, since);
+    if (now - since < stableMs || now < this.nextHandbackAt) return;
+    this.handingOver = true;
+    try {
+      log.info(`node ${this.nodeId}: handing leadership back to node ${candidate.id} (lower ID, caught up)`);
+      await this.handOver(candidate.id, 0);
+    } catch (err) {
+      this.nextHandbackAt = Date.now() + 10 * this.cfg.cluster.heartbeat_ms;
+      log.info(`node ${this.nodeId}: handover to node ${candidate.id} did not happen (${(err as Error).message}); retrying later`);
+    } finally {
+      this.handingOver = false;
+      this.lowerSince.clear();
+    }
+  }
+  private handingOver = false;
+  private nextHandbackAt = 0;
+  private readonly lowerSince = new Map<number, number>();
+
+  private bestFollower(): number | undefined {
+    const s = this.node.status();
+    const ok = s.peers.filter((p) => p.voter && p.state === "Active").sort((a, b) => b.lsn - a.lsn || a.id - b.id);
+    return ok[0]?.id;
+  }
+
+  /** Operator: clear an apply error (after fixing its cause) and apply again. */
+  reset(): string {
+    if (this.control.retryApply()) return "apply error cleared; applying again";
+    return "nothing to reset (no apply error)";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Migration
+
+  /** Source side: a consistent dump of this follower, with the LSN it corresponds to. */
+  async dump(): Promise<Response> {
+    const s = this.node.status();
+    if (s.role === "leader" && s.voters.length > 1) {
+      throw new WolfError("state", `node ${this.nodeId} leads; take the dump from a follower (its database runs ahead of the log)`);
+    }
+    if (this.diverged || s.state === "NeedsMigration") throw new WolfError("state", `node ${this.nodeId} needs a migration itself`);
+    if (s.applyError) throw new WolfError("state", `node ${this.nodeId} stopped applying: ${s.applyError}`);
+    const release = await this.fsm.pause();
+    try {
+      const lsn = await this.fsm.syncProgress();
+      const term = termAt(this.store, lsn);
+      if (term === undefined) throw new WolfError("state", `entry ${lsn} is no longer in this node's log`);
+      const members: ClusterMembers = {
+        voters: s.voters.map((id) => ({ id, addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? "") })),
+      };
+      return await dumpResponse(this.cfg.database, this.connect, { lsn, term, members, node: this.nodeId }, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /** Target side: replace this node's data with a healthy node's dump and resume from its LSN. */
+  async migrateFrom(from: string): Promise<string> {
+    if (this.node.getRole() === "leader") throw new WolfError("state", `node ${this.nodeId} leads; it cannot be migrated (demote it first)`);
+    if (!/^https?:\/\//.test(from) && !this.directory.get(Number(from))) await this.register();
+    const url = /^https?:\/\//.test(from) ? from.replace(/\/$/, "") : this.directory.get(Number(from));
+    if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
+    if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");
+    this.control.hold("migrating", true);
+    this.control.markNeedsMigration();
+    const release = await this.fsm.pause();
+    const t0 = Date.now();
+    try {
+      await waitUntil(() => !this.control.applying(), { timeoutMs: 60_000, what: "the entry being applied to finish" });
+      const res = await fetch(`${url}/dump`, { headers: { authorization: `Bearer ${this.cfg.api.admin_token}` } });
+      if (!res.ok || !res.body) {
+        const text = await res.text().catch(() => "");
+        throw new WolfError("network", `${url}/dump answered ${res.status}: ${text.slice(0, 500)}`);
+      }
+      const lsn = Number(res.headers.get("x-wolf-lsn"));
+      const term = Number(res.headers.get("x-wolf-term"));
+      const members = JSON.parse(res.headers.get("x-wolf-members") ?? "null") as ClusterMembers | null;
+      if (!Number.isInteger(lsn) || !Number.isInteger(term)) throw new WolfError("protocol", `${url}/dump sent no LSN/term headers`);
+      const bytes = await loadDump(this.cfg.database, this.connect, res.body, lsn);
+      this.node.migrated(lsn, term, members ?? undefined);
+      await this.fsm.reload({ lsn, own: "", pos: "" });
+      this.diverged = null;
+      const msg = `node ${this.nodeId} migrated from ${url}: ${bytes} bytes loaded in ${Date.now() - t0} ms; resuming after LSN ${lsn}`;
+      log.info(msg);
+      return msg;
+    } finally {
+      release();
+      this.control.hold("migrating", false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.leaderReady = false;
+    for (const t of this.timers) clearInterval(t);
+    this.api?.stop(true);
+    await this.capture?.stop().catch(() => {});
+    this.running?.stop();
+    this.fsm?.close();
+    this.healthConn?.destroy();
+    await this.pool?.end().catch(() => {});
+    this.directory.save();
+    await this.wal?.close().catch(() => {});
+  }
+}
+
+/** `wolf scale start`: runs the node until SIGTERM/SIGINT. */
+export async function runDaemon(opts: DaemonOptions): Promise<number> {
+  const d = await ScaleDaemon.start(opts);
+  return await new Promise<number>((resolve) => {
+    const finish = (sig: string) => {
+      log.info(`node ${d.nodeId}: ${sig}; stopping`);
+      void d.stop().then(() => resolve(0));
+    };
+    process.once("SIGTERM", () => finish("SIGTERM"));
+    process.once("SIGINT", () => finish("SIGINT"));
+  });
+}

@@ -1,0 +1,119 @@
+/** The local MariaDB: connection settings from `[database]`, a settings check, and small helpers. */
+import { WolfError } from "../common/errors.ts";
+import type { ConnectOptions } from "./mysql/connection.ts";
+import { MysqlConnection } from "./mysql/connection.ts";
+import type { ScaleConfig } from "./config.ts";
+
+export function connectOptions(db: ScaleConfig["database"]): ConnectOptions {
+  return db.socket
+    ? { socketPath: db.socket, user: db.user, password: db.password }
+    : { host: db.host, port: db.port, user: db.user, password: db.password };
+}
+
+export function describeDb(db: ScaleConfig["database"]): string {
+  return db.socket ? `MariaDB at ${db.socket}` : `MariaDB at ${db.host}:${db.port}`;
+}
+
+/** Command-line arguments for the mariadb / mariadb-dump clients (password goes in MYSQL_PWD). */
+export function clientArgs(db: ScaleConfig["database"]): { args: string[]; env: Record<string, string> } {
+  const args = ["--no-defaults", db.socket ? `--socket=${db.socket}` : `--host=${db.host}`, ...(db.socket ? [] : [`--port=${db.port}`]), `--user=${db.user}`];
+  return { args, env: db.password ? { MYSQL_PWD: db.password } : {} };
+}
+
+export async function withConnection<T>(opts: ConnectOptions, fn: (c: MysqlConnection) => Promise<T>): Promise<T> {
+  const conn = await MysqlConnection.connect(opts);
+  try {
+    return await fn(conn);
+  } finally {
+    conn.close();
+  }
+}
+
+export interface SettingCheck {
+  name: string;
+  value: string;
+  want: string;
+  ok: boolean;
+  /** Required for replication (vs. recommended for durability). */
+  required: boolean;
+  /** SET GLOBAL statement that fixes it at runtime, if it can be. */
+  fix?: string;
+  note: string;
+}
+
+/** What replication needs from the local MariaDB (and what durability recommends). */
+export async function checkSettings(opts: ConnectOptions): Promise<SettingCheck[]> {
+  return withConnection(opts, async (c) => {
+    const v = (
+      await c.queryObjects(
+        "SELECT @@log_bin AS log_bin, @@binlog_format AS binlog_format, @@server_id AS server_id, @@binlog_row_image AS row_image, " +
+          "@@sync_binlog AS sync_binlog, @@innodb_flush_log_at_trx_commit AS flush, @@log_bin_compress AS compress, @@binlog_checksum AS checksum, @@version AS version",
+      )
+    )[0]!;
+    return [
+      { name: "log_bin", value: v.log_bin!, want: "1", ok: v.log_bin === "1", required: true, note: "start mariadbd with --log-bin (binlog capture)" },
+      {
+        name: "binlog_format",
+        value: v.binlog_format!,
+        want: "ROW",
+        ok: v.binlog_format === "ROW",
+        required: true,
+        fix: "SET GLOBAL binlog_format = 'ROW'",
+        note: "row events replay identically (NOW(), UUID(), RAND(), triggers)",
+      },
+      {
+        name: "server_id",
+        value: v.server_id!,
+        want: "unique, not 1 on every node",
+        ok: v.server_id !== "0",
+        required: true,
+        note: "each node's MariaDB needs its own server_id (--server-id=N); own transactions are recognised by it",
+      },
+      {
+        name: "binlog_row_image",
+        value: v.row_image!,
+        want: "FULL",
+        ok: v.row_image === "FULL",
+        required: true,
+        fix: "SET GLOBAL binlog_row_image = 'FULL'",
+        note: "followers locate rows by their full before-image",
+      },
+      {
+        name: "log_bin_compress",
+        value: v.compress!,
+        want: "0",
+        ok: v.compress === "0",
+        required: true,
+        fix: "SET GLOBAL log_bin_compress = OFF",
+        note: "compressed events are not supported by capture",
+      },
+      {
+        name: "sync_binlog",
+        value: v.sync_binlog!,
+        want: "1",
+        ok: v.sync_binlog === "1",
+        required: false,
+        fix: "SET GLOBAL sync_binlog = 1",
+        note: "a power loss must not lose committed transactions from the binlog",
+      },
+      {
+        name: "innodb_flush_log_at_trx_commit",
+        value: v.flush!,
+        want: "1",
+        ok: v.flush === "1",
+        required: false,
+        fix: "SET GLOBAL innodb_flush_log_at_trx_commit = 1",
+        note: "durable commits",
+      },
+    ];
+  });
+}
+
+/** Refuses to run replication on a MariaDB that cannot be captured. */
+export async function requireReplicationSettings(opts: ConnectOptions, where: string): Promise<void> {
+  const bad = (await checkSettings(opts)).filter((s) => s.required && !s.ok);
+  if (bad.length === 0) return;
+  throw new WolfError("config", `${where}: ${bad.map((s) => `${s.name} is ${s.value}, needs ${s.want} (${s.note})`).join("; ")}`, {
+    hint: "run `wolf ctl scale check-config` (with -f to fix what can be fixed at runtime)",
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * The leader's capture: tails the local MariaDB's binlog (BinlogCapture) into the cluster log, so
+ * every transaction becomes one entry in the leader's term, and tells writers which LSN their
+ * transaction got (by GTID), so they can wait for the acknowledgement level before answering.
+ */
+import type { ClusterNode } from "../cluster/node.ts";
+import type { Lsn } from "../cluster/types.ts";
+import { WolfError } from "../common/errors.ts";
+import { BinlogCapture, type CaptureStats } from "./binlog/capture.ts";
+import { parseGtidState } from "./binlog/grouper.ts";
+import type { CapturedTxn } from "./binlog/txn.ts";
+import type { ConnectOptions } from "./mysql/connection.ts";
+
+interface GtidWaiter {
+  domain: number;
+  seq: bigint;
+  resolve: (lsn: Lsn) => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const RECENT = 65_536;
+
+export class LeaderCapture {
+  private readonly capture: BinlogCapture;
+  /** Per replication domain: newest captured own sequence number and its LSN. */
+  private readonly reached = new Map<number, { seq: bigint; lsn: Lsn }>();
+  private readonly recent = new Map<string, Lsn>();
+  private waiters: GtidWaiter[] = [];
+  private failure: Error | undefined;
+  /** Called once if capture stops for good while running (the daemon steps down). */
+  onFailed?: (err: Error) => void;
+
+  constructor(
+    private readonly node: ClusterNode,
+    opts: { connect: ConnectOptions; serverId: number; resumeFrom: string; heartbeatMs?: number },
+    private readonly onCaptured?: (txn: CapturedTxn, lsn: Lsn) => void,
+  ) {
+    this.capture = new BinlogCapture({
+      connect: opts.connect,
+      serverId: opts.serverId,
+      resumeFrom: opts.resumeFrom,
+      heartbeatMs: opts.heartbeatMs ?? 1000,
+      reconnectMs: 200,
+      sink: async (data, txn) => {
+        const lsn = this.node.append(data); // throws NotLeaderError once leadership is gone
+        this.noteCaptured(txn, lsn);
+        await this.node.waitFor(lsn, "none");
+        return lsn;
+      },
+    });
+  }
+
+  /**
+   * Capture starts after `pos`: own transactions up to it are already in the log (at or before
+   * `lsn`, the marker), so a writer waiting for one of them is answered at once.
+   */
+  startAt(pos: string, serverId: number, lsn: Lsn): void {
+    for (const g of parseGtidState(pos)) if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, lsn });
+  }
+
+  get stats(): CaptureStats {
+    return this.capture.stats;
+  }
+
+  start(): void {
+    this.capture.start();
+    const watch = setInterval(() => {
+      const err = this.capture.failed;
+      if (!err) return;
+      clearInterval(watch);
+      this.fail(err);
+      this.onFailed?.(err);
+    }, 100);
+    this.watch = watch;
+  }
+  private watch: ReturnType<typeof setInterval> | undefined;
+
+  private noteCaptured(txn: CapturedTxn, lsn: Lsn): void {
+    const { domainId, seqNo } = txn.gtid;
+    this.reached.set(domainId, { seq: seqNo, lsn });
+    const key = `${domainId}-${txn.gtid.serverId}-${seqNo}`;
+    this.recent.set(key, lsn);
+    if (this.recent.size > RECENT) this.recent.delete(this.recent.keys().next().value!);
+    this.onCaptured?.(txn, lsn);
+    if (this.waiters.length === 0) return;
+    const keep: GtidWaiter[] = [];
+    for (const w of this.waiters) {
+      if (w.domain === domainId && w.seq <= seqNo) {
+        clearTimeout(w.timer);
+        w.resolve(w.seq === seqNo ? lsn : (this.recent.get(`${domainId}-${txn.gtid.serverId}-${w.seq}`) ?? lsn));
+      } else keep.push(w);
+    }
+    this.waiters = keep;
+  }
+
+  /** LSN of the entry holding the transaction with this GTID ("d-s-n"), once captured. */
+  lsnOf(gtid: string, timeoutMs: number): Promise<Lsn> {
+    const m = /^(\d+)-(\d+)-(\d+)$/.exec(gtid);
+    if (!m) return Promise.reject(new WolfError("internal", `not a GTID: "${gtid}"`));
+    const domain = Number(m[1]);
+    const seq = BigInt(m[3]!);
+    const known = this.recent.get(gtid);
+    if (known !== undefined) return Promise.resolve(known);
+    const r = this.reached.get(domain);
+    if (r && r.seq >= seq) return Promise.resolve(r.lsn); // older than our memory: a later LSN covers it
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const w: GtidWaiter = {
+        domain,
+        seq,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          reject(new WolfError("state", `transaction ${gtid} was committed on the leader but not captured within ${timeoutMs} ms; outcome unknown`));
+        }, timeoutMs),
+      };
+      this.waiters.push(w);
+    });
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new WolfError("state", `capture stopped before the transaction was in the log (${err.message}); outcome unknown`));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.watch) clearInterval(this.watch);
+    this.fail(new WolfError("state", "this node stopped leading"));
+    await this.capture.stop();
+  }
+}
