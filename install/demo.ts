@@ -1,12 +1,14 @@
 /**
- * The README's demo: builds dist/wolf and walks through what works today, using the binary exactly
- * as a user would. Each subsystem adds its own step here as it lands (a local cluster in network
- * namespaces, a mounted drive, a mesh); every step cleans up after itself.
+ * The README's demo: builds dist/wolf and walks through what works, using the binary exactly as a
+ * user would: configs, a local wolf scale cluster (3 MariaDB + 3 nodes), a mounted wolf disk drive,
+ * and a 3-node wolf net mesh in network namespaces. Every step cleans up after itself, also when
+ * it fails. `bun install/demo.ts scale net` runs only the named steps.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { demoNet } from "./demo-net.ts";
 
 const root = join(import.meta.dir, "..");
 const wolf = join(root, "dist", "wolf");
@@ -24,11 +26,7 @@ function run(args: string[], opts: { allowFail?: boolean } = {}): string {
   return result.stdout;
 }
 
-function main(): void {
-  title("build");
-  const build = spawnSync(process.execPath, [join(root, "install", "build.ts")], { stdio: "inherit" });
-  if (build.status !== 0) process.exit(build.status ?? 1);
-
+function basicsDemo(): void {
   title("wolf --help");
   run(["--version"]);
   run(["--help"]);
@@ -94,6 +92,19 @@ async function scaleDemo(): Promise<void> {
   }
 }
 
-main();
-await scaleDemo();
+async function netDemo(): Promise<void> {
+  title("wolf net: a 3-node mesh in network namespaces, joined by invite");
+  await demoNet();
+}
+
+const steps: Record<string, () => void | Promise<void>> = { basics: basicsDemo, scale: scaleDemo, net: netDemo };
+const wanted = process.argv.slice(2);
+for (const name of wanted) if (!(name in steps)) throw new Error(`unknown demo step ${name}; steps: ${Object.keys(steps).join(", ")}`);
+
+title("build");
+const build = spawnSync(process.execPath, [join(root, "install", "build.ts")], { stdio: "inherit" });
+if (build.status !== 0) process.exit(build.status ?? 1);
+for (const [name, step] of Object.entries(steps)) {
+  if (wanted.length === 0 || wanted.includes(name)) await step();
+}
 process.stdout.write("\ndemo done\n");
