@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { demoDisk } from "./demo-disk.ts";
 import { demoNet } from "./demo-net.ts";
 
 const root = join(import.meta.dir, "..");
@@ -92,12 +93,17 @@ async function scaleDemo(): Promise<void> {
   }
 }
 
+async function diskDemo(): Promise<void> {
+  title("wolf disk: mount a drive, copy a tree into it, status, unmount");
+  await demoDisk(wolf, run);
+}
+
 async function netDemo(): Promise<void> {
   title("wolf net: a 3-node mesh in network namespaces, joined by invite");
   await demoNet();
 }
 
-const steps: Record<string, () => void | Promise<void>> = { basics: basicsDemo, scale: scaleDemo, net: netDemo };
+const steps: Record<string, () => void | Promise<void>> = { basics: basicsDemo, scale: scaleDemo, disk: diskDemo, net: netDemo };
 const wanted = process.argv.slice(2);
 for (const name of wanted) if (!(name in steps)) throw new Error(`unknown demo step ${name}; steps: ${Object.keys(steps).join(", ")}`);
 

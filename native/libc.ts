@@ -165,3 +165,21 @@ export function boundPort(fd: number): number {
 export function closeFd(fd: number): void {
   if (fd >= 0) libc().close(fd);
 }
+
+// ---- wolf disk: chunk file writeback ------------------------------------------------------------
+
+export const SYNC_FILE_RANGE_WRITE = 2;
+
+let fileSyms: ReturnType<typeof openFileSyms>["symbols"] | undefined;
+function openFileSyms() {
+  return dlopen("libc.so.6", { sync_file_range: { args: [i32, FFIType.i64, FFIType.i64, u32], returns: i32 } });
+}
+
+/**
+ * sync_file_range(2): with SYNC_FILE_RANGE_WRITE, starts writeback of a file's dirty pages without
+ * waiting for it (a later fdatasync then finds little left to do). Returns 0 or -errno.
+ */
+export function syncFileRange(fd: number, offset: number, nbytes: number, flags = SYNC_FILE_RANGE_WRITE): number {
+  fileSyms ??= openFileSyms().symbols;
+  return fileSyms.sync_file_range(fd, offset, nbytes, flags) === 0 ? 0 : -errno();
+}

@@ -36,6 +36,10 @@ export const diskSchema = defineSchema("disk", "wolf disk — FUSE distributed f
     ),
     allow_other: bool("Let every user access the mount (permissions are still enforced by the kernel).", true),
     read_ahead_kb: int("Kernel read-ahead for the mount (KiB); 0 keeps the kernel default.", 1024, { min: 0, max: 65_536 }),
+    writeback_cache: bool(
+      "Let the kernel buffer writes and send them in large batches (small and random writes run at page-cache\nspeed; close and fsync still write everything back first). Costs one round trip on the first stat\nafter a close (the kernel re-reads the block count).",
+      true,
+    ),
   }),
   drives: tables(
     "Drives: independent filesystems on this node. `wolf disk mount --drive NAME` picks one.",

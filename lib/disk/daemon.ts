@@ -12,6 +12,7 @@ import { daemonFile, type Drive, resolveDrive } from "./drives.ts";
 import { DiskFs } from "./fs.ts";
 import { FuseSession } from "./fuse/session.ts";
 import { findMount, isDeadMount, isWolfMount } from "./mounts.ts";
+import { formatProfile } from "./profile.ts";
 
 const log = logger("disk");
 
@@ -74,6 +75,7 @@ export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string
       entryTimeoutMs: config.fuse.attr_timeout_ms,
       allowOther: config.fuse.allow_other,
       readAheadKb: config.fuse.read_ahead_kb,
+      writebackCache: config.fuse.writeback_cache,
     });
   } catch (err) {
     await fs.close();
@@ -109,6 +111,7 @@ export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string
     process.off("SIGTERM", onSignal);
     await fs.close();
     rmSync(daemonFile(drive), { force: true });
+    if (process.env.WOLF_DISK_PROFILE === "1") process.stderr.write(`wolf disk profile:\n${formatProfile()}\n`);
   }
   log.info(`unmounted ${mountpoint}; drive "${drive.name}" is clean`);
 }

@@ -12,6 +12,7 @@ import { closeSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync
 import { join } from "node:path";
 import { logger } from "../common/log.ts";
 import type { MetaOp } from "./meta-state.ts";
+import { profile, record } from "./profile.ts";
 
 const log = logger("disk:journal");
 const SEGMENT_RE = /^journal-(\d{16})\.log$/;
@@ -47,9 +48,10 @@ export function encodeRecord(rec: JournalRecord): Buffer {
   return buf;
 }
 
-/** Decodes records from a segment; returns them and the length of the valid prefix. */
-export function decodeRecords(buf: Buffer): { records: JournalRecord[]; validLength: number } {
+/** Decodes records from a segment; returns them, where each starts, and the length of the valid prefix. */
+export function decodeRecords(buf: Buffer): { records: JournalRecord[]; offsets: number[]; validLength: number } {
   const records: JournalRecord[] = [];
+  const offsets: number[] = [];
   let pos = 0;
   while (pos + 8 <= buf.length) {
     const len = buf.readUInt32LE(pos);
@@ -64,9 +66,22 @@ export function decodeRecords(buf: Buffer): { records: JournalRecord[]; validLen
       break;
     }
     records.push({ seq: doc.s, op: doc.o });
+    offsets.push(pos);
     pos += 8 + len;
   }
-  return { records, validLength: pos };
+  return { records, offsets, validLength: pos };
+}
+
+const DURABLE_FILE = "durable";
+
+/** The seq up to which a sync is known to have completed (0 if unknown). */
+function readDurableMark(dir: string): number {
+  try {
+    const n = Number.parseInt(readFileSync(join(dir, DURABLE_FILE), "latin1"), 10);
+    return Number.isFinite(n) && n > 0 ? n : 0;
+  } catch {
+    return 0;
+  }
 }
 
 export class Journal {
@@ -81,8 +96,10 @@ export class Journal {
   private flushing?: Promise<void>;
   /** Segments replaced by `rotate` whose fds still need a sync before they are closed. */
   private readonly retired: number[] = [];
-  /** Runs before each fdatasync (the chunk store makes its renames durable first). */
+  /** Runs before each fdatasync (the chunk store makes the chunks written so far durable first). */
   beforeSync?: () => Promise<void>;
+  /** `durable`: the last seq a completed sync covered, rewritten (not synced) after each sync. */
+  private markFd = -1;
 
   private constructor(readonly dir: string) {}
 
@@ -97,9 +114,15 @@ export class Journal {
   /**
    * Opens the journal, feeding every record after `afterSeq` to `apply` in order, and positions it
    * for appending. A torn tail is truncated; records after a gap are discarded (logged).
+   *
+   * Records past the last completed sync (the `durable` mark) may have reached the disk before
+   * the chunks they name (chunks are synced in batches, just before the journal): `check` decides
+   * whether such a record is whole, and the journal is cut at the first one that is not — it was
+   * never synced, so nobody was promised it.
    */
-  static open(dir: string, afterSeq: number, apply: (rec: JournalRecord) => void): Journal {
+  static open(dir: string, afterSeq: number, apply: (rec: JournalRecord) => void, check?: (rec: JournalRecord) => boolean): Journal {
     const j = new Journal(dir);
+    const trusted = readDurableMark(dir);
     let expected = afterSeq + 1;
     let stopped = false;
     let lastSegment: { first: number; name: string; length: number } | undefined;
@@ -111,14 +134,19 @@ export class Journal {
         continue;
       }
       const buf = readFileSync(path);
-      const { records, validLength } = decodeRecords(buf);
+      const { records, offsets, validLength } = decodeRecords(buf);
       let keep = validLength;
       for (const [i, rec] of records.entries()) {
         if (rec.seq < expected) continue;
         if (rec.seq !== expected) {
           log.warn(`journal ${seg.name}: record ${rec.seq} after ${expected - 1} (gap); discarding the rest`);
-          // offset of record i: re-encode lengths of the ones before
-          keep = records.slice(0, i).reduce((n, r) => n + encodeRecord(r).length, 0);
+          keep = offsets[i]!;
+          stopped = true;
+          break;
+        }
+        if (rec.seq > trusted && check && !check(rec)) {
+          log.warn(`journal ${seg.name}: record ${rec.seq} names data that never reached the disk (not synced before the crash); discarding it and the rest`);
+          keep = offsets[i]!;
           stopped = true;
           break;
         }
@@ -160,6 +188,8 @@ export class Journal {
     while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
     this.lastSeq = seq;
     this.segmentBytes += buf.length;
+    profile.journalAppends++;
+    profile.journalAppendBytes += buf.length;
     return seq;
   }
 
@@ -181,8 +211,23 @@ export class Journal {
       await datasync(old);
       closeSync(old);
     }
+    const started = performance.now();
     await datasync(fd);
-    if (upTo > this.durableSeq) this.durableSeq = upTo;
+    record(profile.journalSyncs, performance.now() - started);
+    if (upTo > this.durableSeq) {
+      this.durableSeq = upTo;
+      this.writeMark();
+    }
+  }
+
+  private writeMark(): void {
+    try {
+      if (this.markFd < 0) this.markFd = openSync(join(this.dir, DURABLE_FILE), "w", 0o600);
+      writeSync(this.markFd, `${String(this.durableSeq).padStart(16, "0")}\n`, 0);
+    } catch (err) {
+      // Only costs recovery time (more records are checked): keep going.
+      log.warn(`writing the journal's durable mark failed: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -211,6 +256,11 @@ export class Journal {
       closeSync(this.fd);
       this.durableSeq = this.lastSeq;
       this.fd = -1;
+      this.writeMark();
+    }
+    if (this.markFd >= 0) {
+      closeSync(this.markFd);
+      this.markFd = -1;
     }
   }
 }

@@ -22,6 +22,8 @@ export interface MetadataOptions {
   /** Take a checkpoint once the journal holds this many bytes. */
   checkpointBytes?: number;
   now?: () => Time;
+  /** Recovery: whether a journal record past the last completed sync is whole (see Journal.open). */
+  check?: (op: MetaOp) => boolean;
 }
 
 export function nowTime(): Time {
@@ -87,10 +89,16 @@ export class Metadata {
     // A new drive gets its checkpoint at once: it records the chunk size and the root for good.
     if (!cp) writeCheckpointSync(dir, 0, state);
     let replayed = 0;
-    const journal = Journal.open(dir, cp?.seq ?? 0, (rec) => {
-      state.apply(rec.op);
-      replayed++;
-    });
+    const check = opts.check;
+    const journal = Journal.open(
+      dir,
+      cp?.seq ?? 0,
+      (rec) => {
+        state.apply(rec.op);
+        replayed++;
+      },
+      check && ((rec) => check(rec.op)),
+    );
     log.debug(`metadata loaded: ${state.inodes.size} inodes, checkpoint seq ${cp?.seq ?? 0}, ${replayed} journal ops replayed in ${Math.round(performance.now() - started)} ms`);
     return new Metadata(dir, state, journal, opts);
   }

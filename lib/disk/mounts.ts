@@ -55,10 +55,15 @@ export function isDeadMount(path: string): boolean {
 
 /** Sets the read-ahead of the FUSE connection behind `mountpoint` (best effort). */
 export function setReadAhead(mountpoint: string, kib: number): boolean {
+  return kib > 0 && setBdiKnob(mountpoint, "read_ahead_kb", kib);
+}
+
+/** Writes /sys/class/bdi/<dev>/<knob> of the mount at `mountpoint` (best effort: needs root). */
+export function setBdiKnob(mountpoint: string, knob: "read_ahead_kb" | "max_ratio", value: number): boolean {
   const m = findMount(mountpoint);
-  if (!m || kib <= 0) return false;
+  if (!m) return false;
   try {
-    writeFileSync(`/sys/class/bdi/${m.dev}/read_ahead_kb`, String(kib));
+    writeFileSync(`/sys/class/bdi/${m.dev}/${knob}`, String(value));
     return true;
   } catch {
     return false;

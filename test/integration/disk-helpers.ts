@@ -25,7 +25,8 @@ export async function sh(script: string, opts: { cwd?: string; timeoutMs?: numbe
   return r.stdout;
 }
 
-export async function mountDrive(extraConfig = ""): Promise<MountedDrive> {
+/** `extraConfig` is appended to the generated disk.toml; `edit` may rewrite it (e.g. flip a key). */
+export async function mountDrive(extraConfig = "", edit?: (toml: string) => string): Promise<MountedDrive> {
   const root = mkdtempSync(join(runDir(), "disk-"));
   const config = join(root, "disk.toml");
   const dataDir = join(root, "data");
@@ -36,6 +37,10 @@ export async function mountDrive(extraConfig = ""): Promise<MountedDrive> {
   if (extraConfig) {
     const { appendFileSync } = await import("node:fs");
     appendFileSync(config, `\n${extraConfig}\n`);
+  }
+  if (edit) {
+    const { readFileSync, writeFileSync } = await import("node:fs");
+    writeFileSync(config, edit(readFileSync(config, "utf8")));
   }
   const drive: MountedDrive = {
     root,

@@ -72,6 +72,19 @@ describe("wolf disk mount", () => {
     expect(out).toBe('user.color="blue"\nuser.size="42"\n1\n640 1234 5678 2001-02-03 04:05:06.123456789 +0000\n');
   });
 
+  test("cp -a keeps modes, owners and times (POSIX ACLs are refused, not stored as xattrs)", async () => {
+    const out = await sh(
+      `mkdir -p /tmp/wolf-cpa.$$/d && echo hi > /tmp/wolf-cpa.$$/d/f && chmod 0754 /tmp/wolf-cpa.$$/d/f && chmod 0751 /tmp/wolf-cpa.$$/d
+       chown 123:456 /tmp/wolf-cpa.$$/d/f && touch -d '2002-03-04 05:06:07 UTC' /tmp/wolf-cpa.$$/d/f
+       cp -a /tmp/wolf-cpa.$$/d cpa && stat -c '%A %a %u %g %Y' cpa cpa/f && ls -l cpa | tail -1 | cut -c1-11; rm -rf /tmp/wolf-cpa.$$`,
+      { cwd: drive.mnt },
+    );
+    const [dir, file, lsMode] = out.split("\n");
+    expect(dir).toMatch(/^drwxr-x--x 751 0 0 \d+$/);
+    expect(file).toBe("-rwxr-xr-- 754 123 456 1015218367");
+    expect(lsMode).toBe("-rwxr-xr-- "); // no "+": no ACL was stored
+  });
+
   test("the kernel enforces modes (default_permissions); an unprivileged write drops set-user-ID", async () => {
     const out = await sh(
       `mkdir -p perm && echo secret > perm/root-only && chmod 0600 perm/root-only && chmod 0755 perm

@@ -102,7 +102,20 @@ export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
 export const FOPEN_DIRECT_IO = 1 << 0;
 export const FOPEN_KEEP_CACHE = 1 << 1;
 
-/** A request: header fields plus a cursor over the body. */
+/**
+ * A request the codec cannot decode (shorter than its header or than the fields its opcode
+ * needs, a name without its NUL). The session answers it with EINVAL (`errno`) and goes on.
+ */
+export class ProtocolError extends Error {
+  readonly code = "EINVAL";
+  readonly errno = 22;
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/** A request: header fields plus a cursor over the body. Reading past its end is a ProtocolError. */
 export class Request {
   readonly len: number;
   readonly opcode: number;
@@ -115,6 +128,7 @@ export class Request {
   private readonly view: DataView;
 
   constructor(readonly buf: Buffer) {
+    if (buf.length < IN_HEADER_SIZE) throw new ProtocolError(`FUSE request of ${buf.length} bytes is shorter than its ${IN_HEADER_SIZE}-byte header`);
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.len = this.view.getUint32(0, true);
     this.opcode = this.view.getUint32(4, true);
@@ -123,15 +137,28 @@ export class Request {
     this.uid = this.view.getUint32(24, true);
     this.gid = this.view.getUint32(28, true);
     this.pid = this.view.getUint32(32, true);
+    if (this.len !== buf.length) throw new ProtocolError(`FUSE ${this.opName} request says it is ${this.len} bytes long but ${buf.length} were read`);
+  }
+
+  get opName(): string {
+    return OP_NAMES[this.opcode] ?? `opcode ${this.opcode}`;
+  }
+
+  private need(n: number, what: string): void {
+    if (this.pos + n > this.buf.length) {
+      throw new ProtocolError(`FUSE ${this.opName} request too short: ${what} needs ${n} bytes at offset ${this.pos}, the request has ${this.buf.length}`);
+    }
   }
 
   u32(): number {
+    this.need(4, "a 32-bit field");
     const v = this.view.getUint32(this.pos, true);
     this.pos += 4;
     return v;
   }
 
   u64(): number {
+    this.need(8, "a 64-bit field");
     const v = this.view.getBigUint64(this.pos, true);
     this.pos += 8;
     // Offsets beyond 2^53 are refused later (EFBIG/EINVAL); keep them large instead of wrapping.
@@ -139,21 +166,23 @@ export class Request {
   }
 
   skip(n: number): void {
+    this.need(n, "padding");
     this.pos += n;
   }
 
   /** A NUL-terminated name, as a latin1 (byte-preserving) string. */
   name(): string {
     const end = this.buf.indexOf(0, this.pos);
-    const stop = end < 0 ? this.buf.length : end;
-    const s = this.buf.toString("latin1", this.pos, stop);
-    this.pos = stop + 1;
+    if (end < 0) throw new ProtocolError(`FUSE ${this.opName} request: name at offset ${this.pos} has no terminating NUL`);
+    const s = this.buf.toString("latin1", this.pos, end);
+    this.pos = end + 1;
     return s;
   }
 
-  /** The rest of the body (write data, xattr values), without copying. */
+  /** The rest of the body (write data, xattr values), without copying; `length` bytes of it must be there. */
   rest(length?: number): Buffer {
-    const end = length === undefined ? this.buf.length : Math.min(this.pos + length, this.buf.length);
+    if (length !== undefined) this.need(length, "its data");
+    const end = length === undefined ? this.buf.length : this.pos + length;
     const out = this.buf.subarray(this.pos, end);
     this.pos = end;
     return out;

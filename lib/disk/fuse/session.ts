@@ -6,6 +6,10 @@
  * many requests are in flight at once and replies may follow slow work (disk, later network).
  * FORGET, BATCH_FORGET and INTERRUPT get no reply.
  *
+ * Measured and rejected: polling a non-blocking clone of the fd (FUSE_DEV_IOC_CLONE) from this
+ * thread for a while after each reply, to save the Worker hop for back-to-back requests. On two
+ * busy cores the polling thread takes the CPU the client needs: round trips got slower.
+ *
  * Locks: POSIX and flock locks are kernel-local (we do not negotiate FUSE_POSIX_LOCKS /
  * FUSE_FLOCK_LOCKS), which is exact for a single-node mount.
  *
@@ -13,11 +17,12 @@
  * waiting (deadlock). Tests and tools use other processes.
  */
 import { closeSync, writevSync } from "node:fs";
-import { findMount, isDeadMount, setReadAhead } from "../mounts.ts";
+import { findMount, isDeadMount, setBdiKnob, setReadAhead } from "../mounts.ts";
 import { logger } from "../../common/log.ts";
 import { startWorker } from "../../common/workers.ts";
 import { abortConnection, EBUSY, EINVAL, MNT_DETACH, mountFuse, unmount } from "../../../native/fuse.ts";
 import { errnoOf, FsError } from "../errors.ts";
+import { profile, recordOp } from "../profile.ts";
 import type { DiskFs, SetAttr } from "../fs.ts";
 import {
   attrOut,
@@ -37,6 +42,7 @@ import {
   OP_NAMES,
   openOut,
   outHeader,
+  ProtocolError,
   Request,
   statfsOut,
   u32Out,
@@ -65,6 +71,14 @@ export interface FuseSessionOptions {
   allowOther?: boolean;
   /** Kernel read-ahead for the mount (KiB); 0 keeps the default (128). */
   readAheadKb?: number;
+  /**
+   * Let the kernel buffer writes in its page cache and send them in large batches
+   * (FUSE_WRITEBACK_CACHE). close() and fsync() still write everything back first, so
+   * sync_on_close and fsync keep their meaning. Default true.
+   */
+  writebackCache?: boolean;
+  /** Share (%) of the kernel's dirty-page limit this mount may use (the kernel gives FUSE 1%). */
+  dirtyMaxRatio?: number;
 }
 
 export interface FuseStats {
@@ -117,22 +131,35 @@ export class FuseSession {
     session.dev = findMount(opts.mountpoint)?.dev;
     // Sequential reads come in read-ahead sized requests: 128 KiB by default is many small ones.
     setReadAhead(opts.mountpoint, opts.readAheadKb ?? 1024);
+    // FUSE mounts may hold 1% of the dirty-page limit: random writes would be written back (and
+    // sent to us) page by page as soon as a few MiB are dirty.
+    if (opts.writebackCache !== false) setBdiKnob(opts.mountpoint, "max_ratio", opts.dirtyMaxRatio ?? 40);
     return session;
   }
 
   private onMessage(data: unknown): void {
     if (data instanceof Uint8Array) {
-      const req = new Request(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      let req: Request;
+      try {
+        req = new Request(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      } catch (err) {
+        // Without a readable header there is no request id to answer.
+        log.error(`dropping an undecodable request: ${(err as Error).message}`);
+        return;
+      }
       this.stats.requests++;
       this.stats.inFlight++;
+      profile.requests++;
       const started = performance.now();
       void this.handle(req).finally(() => {
         this.stats.inFlight--;
         const name = OP_NAMES[req.opcode] ?? String(req.opcode);
         const op = (this.stats.ops[name] ??= { count: 0, bytes: 0, ms: 0 });
+        const ms = performance.now() - started;
         op.count++;
         op.bytes += req.len;
-        op.ms += performance.now() - started;
+        op.ms += ms;
+        recordOp(name, ms, req.len);
       });
       return;
     }
@@ -216,7 +243,8 @@ export class FuseSession {
     } catch (err) {
       const errno = errnoOf(err);
       this.stats.errors++;
-      if (!(err instanceof FsError)) log.error(`${OP_NAMES[req.opcode] ?? req.opcode} on inode ${req.nodeid} failed: ${(err as Error).stack ?? err}`);
+      if (err instanceof ProtocolError) log.warn(err.message);
+      else if (!(err instanceof FsError)) log.error(`${OP_NAMES[req.opcode] ?? req.opcode} on inode ${req.nodeid} failed: ${(err as Error).stack ?? err}`);
       else if (errno === 5) log.warn(`${OP_NAMES[req.opcode]} on inode ${req.nodeid}: ${(err as Error).message}`);
       if (req.opcode !== Op.FORGET && req.opcode !== Op.BATCH_FORGET && req.opcode !== Op.INTERRUPT) this.fail(req, errno);
     }
@@ -433,7 +461,8 @@ export class FuseSession {
       InitFlag.MAX_PAGES |
       InitFlag.CACHE_SYMLINKS |
       InitFlag.HANDLE_KILLPRIV_V2 |
-      InitFlag.ASYNC_DIO;
+      InitFlag.ASYNC_DIO |
+      (this.opts.writebackCache !== false ? InitFlag.WRITEBACK_CACHE : 0);
     this.initDone = true;
     log.debug(`FUSE ${major}.${minor} initialised`);
     this.ok(

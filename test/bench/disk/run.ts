@@ -3,7 +3,7 @@
  *   fio sequential write/read (1 MiB), random read/write (4 KiB), and a metadata run
  *   (create/stat/unlink 10k files). Each is run RUNS times per target; medians and ratios printed.
  *
- *   node_modules/.bin/bun test/bench/disk/run.ts [--runs N] [--size-mb N]
+ *   node_modules/.bin/bun test/bench/disk/run.ts [--runs N] [--size-mb N] [--files N] [--no-writeback]
  *
  * Needs fio (apt-get install -y fio) and root (FUSE mount, drop_caches). Not part of `npm test`.
  */
@@ -18,6 +18,8 @@ const opt = (name: string, def: number) => {
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
 const RUNS = opt("runs", 3);
+/** --no-writeback: the wolf side without the kernel's writeback cache ([fuse] writeback_cache = false). */
+const NO_WRITEBACK = argv.includes("--no-writeback");
 const SIZE_MB = opt("size-mb", 512);
 const META_FILES = opt("files", 10_000);
 
@@ -90,7 +92,7 @@ async function suite(dir: string): Promise<Record<string, number>> {
 }
 
 await ensureBuilt();
-const drive = await mountDrive();
+const drive = await mountDrive("", NO_WRITEBACK ? (toml) => toml.replace(/^writeback_cache = true$/m, "writeback_cache = false") : undefined);
 const plain = join(runDir(), "plain");
 mkdirSync(plain, { recursive: true });
 const rows = new Map<string, Row>();
@@ -112,10 +114,11 @@ try {
 }
 
 const pad = (s: string, n: number) => s.padEnd(n);
-console.log(`\nwolf disk vs plain directory (same disk), median of ${RUNS} runs, fio psync, ${SIZE_MB} MiB files, ${META_FILES} files for metadata`);
-console.log(`${pad("test", 24)}${pad("wolf", 12)}${pad("plain", 12)}ratio`);
+console.log(`\nwolf disk${NO_WRITEBACK ? " (writeback_cache = false)" : ""} vs plain directory (same disk), median of ${RUNS} runs, fio psync, ${SIZE_MB} MiB files, ${META_FILES} files for metadata`);
+console.log(`${pad("test", 24)}${pad("wolf", 12)}${pad("plain", 12)}${pad("ratio", 8)}runs (wolf / plain)`);
 for (const row of rows.values()) {
   const w = median(row.wolf);
   const p = median(row.plain);
-  console.log(`${pad(row.name, 24)}${pad(w.toFixed(0), 12)}${pad(p.toFixed(0), 12)}${(w / p).toFixed(2)}`);
+  const runs = row.wolf.map((x, i) => `${x.toFixed(0)}/${row.plain[i]!.toFixed(0)}`).join("  ");
+  console.log(`${pad(row.name, 24)}${pad(w.toFixed(0), 12)}${pad(p.toFixed(0), 12)}${pad((w / p).toFixed(2), 8)}${runs}`);
 }

@@ -1,9 +1,10 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FsError } from "../../../lib/disk/errors.ts";
 import { type DiskFs, RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE, XATTR_CREATE } from "../../../lib/disk/fs.ts";
 import { S_IFLNK, S_IFMT, S_IFREG } from "../../../lib/disk/meta-state.ts";
+import { profile } from "../../../lib/disk/profile.ts";
 import { CTX, openFs, prng, ROOT, tempDir } from "./helpers.ts";
 
 const KiB = 1024;
@@ -93,6 +94,44 @@ describe("lib/disk/fs", () => {
     for (let i = 0; i < 16; i++) await fs.write(ino, 2 * MiB + i * 4 * KiB, Buffer.alloc(4 * KiB, i + 1), fh);
     await fs.release(fh);
     expect(puts).toEqual([64 * KiB]);
+  });
+
+  test("a sequential overwrite never reads the old chunks; reads and writes past the written prefix see the old bytes", async () => {
+    const old = prng(11).bytes(200 * KiB);
+    const ino = await writeFile(fs, ROOT, "f", old);
+    const model = Buffer.from(old);
+    const loads = profile.chunkLoads.count;
+    let fh = fs.open(ino);
+    const fresh = prng(12).bytes(200 * KiB);
+    for (let off = 0; off < fresh.length; off += 16 * KiB) await fs.write(ino, off, fresh.subarray(off, off + 16 * KiB), fh);
+    fresh.copy(model);
+    await fs.release(fh);
+    expect(profile.chunkLoads.count).toBe(loads);
+    expect((await readAll(fs, ino)).equals(model)).toBe(true);
+
+    fh = fs.open(ino);
+    const a = Buffer.alloc(16 * KiB, 0xa1);
+    await fs.write(ino, 0, a, fh); // chunk 0: written prefix [0, 16 KiB)
+    a.copy(model, 0);
+    expect((await fs.read(ino, 0, 64 * KiB)).equals(model.subarray(0, 64 * KiB))).toBe(true); // read past the prefix
+    const b = Buffer.alloc(8 * KiB, 0xb2);
+    await fs.write(ino, 64 * KiB, b, fh); // chunk 1 prefix
+    b.copy(model, 64 * KiB);
+    const c = Buffer.alloc(4 * KiB, 0xc3);
+    await fs.write(ino, 100 * KiB, c, fh); // a gap after chunk 1's prefix
+    c.copy(model, 100 * KiB);
+    const d = Buffer.alloc(4 * KiB, 0xd4);
+    await fs.write(ino, 192 * KiB, d, fh); // chunk 3 (8 KiB long): prefix of half of it
+    d.copy(model, 192 * KiB);
+    await fs.setattr(ino, { size: 194 * KiB }); // truncate inside chunk 3, past its prefix
+    await fs.setattr(ino, { size: 200 * KiB }); // and up again: zeros, not the old bytes
+    const expected = Buffer.concat([model.subarray(0, 194 * KiB), Buffer.alloc(6 * KiB)]);
+    expect((await readAll(fs, ino)).equals(expected)).toBe(true);
+    await fs.release(fh);
+    expect((await readAll(fs, ino)).equals(expected)).toBe(true);
+    await fs.close();
+    fs = await openFs(t.dir);
+    expect((await readAll(fs, ino)).equals(expected)).toBe(true);
   });
 
   test("sparse files read zeros; truncate down and up", async () => {
@@ -245,6 +284,29 @@ describe("lib/disk/fs", () => {
 });
 
 describe("lib/disk/journal recovery", () => {
+  test("after a crash, records past the last sync that name chunks cut short are dropped, not read as EIO", async () => {
+    const t = tempDir();
+    try {
+      let fs = await openFs(t.dir, { chunkSize: 64 * KiB, syncOnClose: false });
+      const synced = prng(21).bytes(100 * KiB);
+      const ino = await writeFile(fs, ROOT, "synced", synced);
+      await fs.fsync(ino);
+      const { attr, fh } = fs.create(ROOT, "unsynced", 0o644, CTX);
+      await fs.write(attr.ino, 0, prng(22).bytes(100 * KiB), fh);
+      await fs.flush(fh); // committed to the journal; its chunks are not synced yet
+      // The power went out before those chunks reached the disk.
+      for (const hash of fs.meta.state.get(attr.ino)!.chunks!.values()) truncateSync(fs.store.pathOf(hash), 100);
+      fs = await openFs(t.dir); // no close: a crash
+      expect((await readAll(fs, ino)).equals(synced)).toBe(true);
+      const unsynced = fs.lookup(ROOT, "unsynced"); // created before the cut record: kept, empty
+      expect(unsynced.size).toBe(0);
+      expect((await readAll(fs, unsynced.ino)).length).toBe(0);
+      await fs.close();
+    } finally {
+      t.cleanup();
+    }
+  });
+
   test("a torn record at the end of the journal is cut off; everything before it is kept", async () => {
     const t = tempDir();
     try {
