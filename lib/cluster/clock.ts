@@ -4,10 +4,18 @@
  */
 import type { Clock, Rng, TimerHandle } from "./types.ts";
 
+/**
+ * Wall-clock time. A zero delay means "right after the current turn of the event loop" (the group
+ * commit flush, commit pushes): setImmediate, because a 0 ms setTimeout waits about a millisecond,
+ * which would be added to every write's latency.
+ */
 export const realClock: Clock = {
   now: () => performance.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+  setTimeout: (fn, ms) => (ms <= 0 ? { immediate: setImmediate(fn) } : setTimeout(fn, ms)),
+  clearTimeout: (handle) => {
+    if (typeof handle === "object" && handle !== null && "immediate" in handle) clearImmediate(handle.immediate);
+    else clearTimeout(handle as ReturnType<typeof setTimeout>);
+  },
 };
 
 /** mulberry32: tiny, fast, good enough for schedules and jitter. */

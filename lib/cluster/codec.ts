@@ -4,7 +4,7 @@
  * peer running another version must not crash us.
  */
 import { WolfError } from "../common/errors.ts";
-import type { EntryKind, LogEntry, Message } from "./types.ts";
+import type { AppendRequest, EntryKind, LogEntry, Message } from "./types.ts";
 
 const TYPES = new Set(["vote", "vote_reply", "append", "append_reply", "timeout_now", "ping"]);
 const KINDS = new Set<EntryKind>(["data", "noop", "config"]);
@@ -38,6 +38,13 @@ function bad(reason: string): never {
 
 const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
 
+/** Entries of an append are contiguous and start right after prevLsn. Throws otherwise. */
+export function checkAppendShape(msg: AppendRequest): void {
+  const { entries } = msg;
+  for (let i = 1; i < entries.length; i++) if (entries[i]!.lsn !== entries[i - 1]!.lsn + 1) bad("entries not contiguous");
+  if (entries.length > 0 && entries[0]!.lsn !== msg.prevLsn + 1) bad("entries do not follow prevLsn");
+}
+
 export function decodeMessage(buf: Uint8Array): Message {
   if (buf.length < 4) bad("too short");
   const view = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -62,9 +69,8 @@ export function decodeMessage(buf: Uint8Array): Message {
       entries.push({ lsn: raw.lsn, term: raw.term, kind: raw.kind as EntryKind, data: new Uint8Array(view.subarray(off, off + raw.n)) });
       off += raw.n;
     }
-    for (let i = 1; i < entries.length; i++) if (entries[i]!.lsn !== entries[i - 1]!.lsn + 1) bad("entries not contiguous");
-    if (entries.length > 0 && entries[0]!.lsn !== (msg.prevLsn as number) + 1) bad("entries do not follow prevLsn");
     msg.entries = entries;
+    checkAppendShape(msg as unknown as AppendRequest);
   } else if (msg.type === "append_reply") {
     if (typeof msg.ok !== "boolean" || !isNum(msg.matchLsn) || typeof msg.hintLsn !== "number") bad("bad append reply");
   } else if (msg.type === "vote") {

@@ -37,11 +37,14 @@
  * Hence after a leader failure the lowest eligible survivor normally wins in about 2.5 heartbeats.
  *
  * Handover. A leader that sees a lower-ID voter that has been caught up (within `lag_entries`) and
- * reachable for 2 heartbeats starts a handover: it refuses new appends, waits until that node holds
- * its last entry, sends it TimeoutNow and steps down *before* the other node can win (so there is
- * never a window with two leaders). The target campaigns at once in term + 1 with the handover
- * flag, which lets voters skip the lease check. If the target is not caught up within 2 heartbeats
- * the leader resumes and retries later with exponential backoff (up to 64 heartbeats).
+ * reachable for 2 heartbeats starts a handover (so does ClusterNode.transferLeadership, to any
+ * eligible voter). First the application drains (NodeEvents.prepareHandover; appends are still
+ * accepted: scale captures what its database already committed), then the leader refuses new
+ * appends, waits until the target holds its last entry, sends it TimeoutNow and steps down *before*
+ * the other node can win (so there is never a window with two leaders). The target campaigns at
+ * once in term + 1 with the handover flag, which lets voters skip the lease check. If the target is
+ * not caught up within 2 heartbeats (or the drain fails or takes too long) the leader resumes and
+ * retries later with exponential backoff (up to 64 heartbeats).
  */
 import type { Lsn, Term } from "./types.ts";
 

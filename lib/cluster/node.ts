@@ -6,10 +6,22 @@
  * Use (scale and disk):
  *   const node = new ClusterNode(options, { transport, logStore, stableStore, fsm });
  *   node.start();                       // node.bootstrap([...]) once for a brand new cluster
- *   const lsn = node.append(bytes);     // leader only; throws NotLeaderError elsewhere
- *   await node.waitFor(lsn, "one");     // none | one | majority | all
+ *   const entry = node.append(bytes);   // leader only; { lsn, term }; throws NotLeaderError elsewhere
+ *   await node.waitFor(entry, "one");   // none | one | majority | all
  *   node.status();                      // plain object for `wolf ctl`
+ *
+ * Control, for applications with their own view of health (scale: MariaDB down, divergence):
+ *   node.setEligible(false, "database down")  // keep this node from leading (peers see never_leader)
+ *   node.stepDown("why")                      // leader: stop now; the best follower takes over at once
+ *   node.transferLeadership(to?)              // leader: clean handover (drains via events.prepareHandover)
+ *   node.markNeedsMigration("why")            // stop applying/accepting entries until migrated()
+ *   node.retryApply()                         // after an apply error's cause was fixed
+ *
+ * Followers learn a new commit LSN at once, not at the next heartbeat: when it advances, the
+ * leader tells every follower that would learn something, coalesced per turn of the event loop.
+ * A new batch goes to followers before the leader's own log write, so both sync in parallel.
  */
+import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import {
   electionTimeoutMs,
@@ -39,6 +51,7 @@ import {
   type AppendReply,
   type AppendRequest,
   type Clock,
+  type EntryRef,
   type ClusterMembers,
   type FSM,
   type LogEntry,
@@ -75,6 +88,8 @@ export interface NodeOptions {
   /** A follower within this many entries of the leader is Active (default 1000). */
   lagEntries?: number;
   limits?: Partial<ReplicationLimits>;
+  /** How long events.prepareHandover may take before the handover is abandoned (default 30 s). */
+  handoverDrainTimeoutMs?: number;
 }
 
 export interface NodeDeps {
@@ -89,15 +104,38 @@ export interface NodeDeps {
 export interface NodeEvents {
   /** Called on every role or leader change (after the change). */
   onRoleChange?: (role: Role, term: Term, leader: NodeId | null) => void;
+  /**
+   * Called on the leader when it is about to hand leadership to `target` (the automatic handback
+   * to a lower ID, or transferLeadership()). Appends are still accepted until the promise
+   * resolves: the application stops taking new work and appends whatever must be in the log
+   * before another node leads (scale: every transaction committed in the leader's MariaDB). Then
+   * appends are refused, the target is brought up to date and told to take over. Resolve with a
+   * function to resume normal work: it is called once the handover is over, whether leadership
+   * moved or the handover was abandoned (target not caught up in time, leadership lost). A
+   * rejection, or taking longer than handoverDrainTimeoutMs, abandons the handover.
+   */
+  prepareHandover?: (target: NodeId) => Promise<(() => void) | void>;
 }
 
 interface Waiter {
   lsn: Lsn;
   level: AckLevel;
+  /** The leadership term the wait began in: losing it rejects the wait. */
   term: Term;
   resolve: () => void;
   reject: (err: Error) => void;
   timer: TimerHandle | null;
+}
+
+/** A handover in progress: the application drains first, then the target is caught up and takes over. */
+interface Handover {
+  target: NodeId;
+  phase: "drain" | "transfer";
+  /** When the current phase started. */
+  start: number;
+  /** From prepareHandover: resumes the application's work. */
+  resume: (() => void) | null;
+  over: boolean;
 }
 
 const enc = new TextEncoder();
@@ -122,6 +160,8 @@ export class ClusterNode {
   private readonly rng: Rng;
   private readonly limits: ReplicationLimits;
   private readonly opts: Required<Omit<NodeOptions, "limits">>;
+  /** Why this node must not lead right now (setEligible); empty = it may. */
+  private readonly holds = new Set<string>();
   readonly membership: Membership;
   events: NodeEvents = {};
 
@@ -135,9 +175,10 @@ export class ClusterNode {
   private leaderId: NodeId | null = null;
   private commitLsn: Lsn = 0;
   private appliedLsn: Lsn = 0;
-  private applying = false;
+  private applyInFlight = false;
   private applyError: string | null = null;
-  private needsMigration = false;
+  /** Why this node needs a migration (null: it does not). */
+  private migrationReason: string | null = null;
   /** Config entries in the log after committedConfig (latest = effective voter set). */
   private configs: { lsn: Lsn; members: ClusterMembers }[] = [];
   private state: NodeState = "Joining";
@@ -159,10 +200,13 @@ export class ClusterNode {
   // Leader.
   private progress = new Map<NodeId, Progress>();
   private leaderSince = 0;
+  /** LSN of this leadership's first entry (its no-op): every entry from here on is of our term. */
+  private termStartLsn = Infinity;
   private pending: LogEntry[] = [];
   private flushScheduled = false;
+  private commitPushScheduled = false;
   private waiters: Waiter[] = [];
-  private handover: { target: NodeId; start: number } | null = null;
+  private handover: Handover | null = null;
   private handoverBackoffMs = 0;
   private nextHandoverAt = 0;
 
@@ -178,6 +222,7 @@ export class ClusterNode {
       bootstrapExpect: options.bootstrapExpect ?? 0,
       autoJoin: options.autoJoin ?? true,
       lagEntries: options.lagEntries ?? 1000,
+      handoverDrainTimeoutMs: options.handoverDrainTimeoutMs ?? 30_000,
     };
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.t = timings(this.opts.heartbeatMs);
@@ -259,9 +304,9 @@ export class ClusterNode {
   getRole(): Role {
     return this.role;
   }
-  /** Leader and accepting appends (not in the middle of a handover). */
+  /** Leader and accepting appends (not handing leadership over, or still draining for it). */
   isLeader(): boolean {
-    return this.role === "leader" && this.handover === null;
+    return this.role === "leader" && (this.handover === null || this.handover.phase === "drain");
   }
   leader(): NodeId | null {
     return this.leaderId;
@@ -282,10 +327,15 @@ export class ClusterNode {
     return [...this.voterIds().all];
   }
 
-  /** Appends an entry (leader only) and returns its LSN. Durable locally soon after (group commit). */
-  append(data: Uint8Array): Lsn {
+  /**
+   * Appends an entry (leader only) and returns its LSN and term. Durable locally soon after (group
+   * commit: every append of one turn of the event loop shares one write).
+   */
+  append(data: Uint8Array): EntryRef {
     if (this.role !== "leader") throw new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId);
-    if (this.handover) throw new NotLeaderError(`node ${this.id} is handing leadership over to node ${this.handover.target}`, this.handover.target);
+    if (this.handover?.phase === "transfer") {
+      throw new NotLeaderError(`node ${this.id} is handing leadership over to node ${this.handover.target}`, this.handover.target);
+    }
     const lsn = this.lastLsn() + 1;
     this.pending.push({ lsn, term: this.term, kind: "data", data });
     if (!this.flushScheduled) {
@@ -295,21 +345,32 @@ export class ClusterNode {
         this.flush();
       }, 0);
     }
-    return lsn;
+    return { lsn, term: this.term };
   }
 
   /**
-   * Resolves when entry `lsn` reached the acknowledgement level:
+   * Resolves when `entry` (as append returned it) reached the acknowledgement level:
    *   none      durable in the leader's log
    *   one       durable on at least one follower (and, with quorum on, committed on a majority)
    *   majority  committed: durable on a majority of the voters
    *   all       committed and durable on every voter
    * With quorum off, follower counts are capped at the followers that are alive (one survivor keeps
-   * serving). Rejects with NotLeaderError if leadership is lost first: the outcome is then unknown.
+   * serving). Rejects with NotLeaderError if this node is not the leader, if leadership is lost
+   * before the level is reached (the outcome is then unknown), or if the log no longer holds that
+   * entry (leadership was lost and regained, and another entry took its LSN).
    */
-  waitFor(lsn: Lsn, level: AckLevel, timeoutMs?: number): Promise<void> {
+  waitFor(entry: EntryRef, level: AckLevel, timeoutMs?: number): Promise<void> {
     return new Promise((resolve, reject) => {
+      const { lsn } = entry;
       if (this.role !== "leader") return reject(new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId));
+      // Within one term only this leader appends, and it never truncates its own log: an entry of
+      // the current term is the one at its LSN. An older one must still be in the log.
+      if (entry.term !== this.term && this.termOfEntry(lsn) !== entry.term) {
+        return reject(new NotLeaderError(`entry ${lsn} of term ${entry.term} is no longer in the log (leadership changed); outcome unknown`, this.leaderId));
+      }
+      if (entry.term > this.term || lsn > this.lastLsn()) {
+        return reject(new NotLeaderError(`entry ${lsn} of term ${entry.term} was never appended by this leader (term ${this.term})`, this.leaderId));
+      }
       const w: Waiter = { lsn, level, term: this.term, resolve, reject, timer: null };
       if (timeoutMs !== undefined) {
         w.timer = this.clock.setTimeout(() => {
@@ -320,6 +381,122 @@ export class ClusterNode {
       this.waiters.push(w);
       this.checkWaiters();
     });
+  }
+
+  /** Term of the entry at `lsn`, pending ones included (undefined if the log does not hold it). */
+  private termOfEntry(lsn: Lsn): Term | undefined {
+    const stored = this.store.lastLsn();
+    if (lsn > stored) return this.pending[lsn - stored - 1]?.term;
+    return termAt(this.store, lsn);
+  }
+
+  /**
+   * Keeps this node from leading while any reason holds (`eligible` false adds `reason`, true
+   * removes it): it does not campaign, ignores TimeoutNow, and its pings say never_leader, so no
+   * leader hands over to it and lower-ID ranking skips it. A leader that becomes ineligible keeps
+   * leading (it may have work to finish); call stepDown() or transferLeadership() as well.
+   */
+  setEligible(eligible: boolean, reason: string): void {
+    if (eligible) this.holds.delete(reason);
+    else this.holds.add(reason);
+  }
+
+  /** The reasons that currently keep this node from leading (setEligible). */
+  heldBack(): string[] {
+    return [...this.holds];
+  }
+
+  /**
+   * Leader: stop leading now (no drain). The most caught-up follower that is alive and may lead is
+   * told to campaign at once (TimeoutNow), so a new leader exists about one round trip later
+   * instead of after an election timeout; this node steps down before that one can win (never two
+   * leaders in one term), so nothing more can be acknowledged here. Its election timer restarts:
+   * combine with setEligible(false) if it must not win the next election. No-op on a follower.
+   */
+  stepDown(reason: string): void {
+    if (this.role !== "leader") return;
+    const best = this.bestSuccessor();
+    this.log.warn(`node ${this.id}: stepping down in term ${this.term} (${reason})${best ? `; asking node ${best.id} to take over` : ""}`);
+    const term = this.term;
+    this.becomeFollower(term, null);
+    if (best) this.transport.send(best.id, { type: "timeout_now", term });
+  }
+
+  /**
+   * Leader: hands leadership to `to` (default: the most caught-up voter that is alive and may lead)
+   * the clean way: events.prepareHandover drains the application, appends stop, the target gets
+   * every entry and is told to take over; this node steps down first. Returns the target; throws
+   * NotLeaderError on a follower and a WolfError when no suitable target exists. Completion shows
+   * as a role change; if the target does not catch up in time the handover is abandoned and this
+   * node keeps leading.
+   */
+  transferLeadership(to?: NodeId): NodeId {
+    if (this.role !== "leader") throw new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId);
+    let target = to;
+    if (target === undefined) {
+      const best = this.bestSuccessor();
+      if (!best) throw new WolfError("state", `node ${this.id} has no live follower that may lead to hand leadership to`);
+      target = best.id;
+    } else if (target === this.id) {
+      throw new WolfError("state", `node ${this.id} already leads`);
+    } else if (!this.isVoter(target) || !this.progress.has(target)) {
+      throw new WolfError("state", `node ${target} is not a voter this leader replicates to`);
+    } else if (!this.mayLead(target)) {
+      throw new WolfError("state", `node ${target} may not lead right now (never_leader, held back or needs a migration)`);
+    }
+    if (this.handover) {
+      if (this.handover.target === target) return target;
+      this.endHandover(false);
+    }
+    this.log.info(`node ${this.id}: handing leadership over to node ${target} (requested)`);
+    this.startHandover(target);
+    return target;
+  }
+
+  /** Leader: the most caught-up voter that answered recently and may lead. */
+  private bestSuccessor(): Progress | undefined {
+    const now = this.clock.now();
+    let best: Progress | undefined;
+    for (const id of this.otherVoters()) {
+      const pr = this.progress.get(id);
+      if (!pr || !this.mayLead(id) || now - pr.repliedAt > this.t.electionBaseMs) continue;
+      if (!best || pr.match > best.match) best = pr;
+    }
+    return best;
+  }
+
+  /**
+   * This node's applied state cannot continue from the log (the application found divergence):
+   * it stops applying and accepting entries and cannot lead until migrated() is called. A leader
+   * steps down first (stepDown).
+   */
+  markNeedsMigration(reason: string): void {
+    if (this.role === "leader") this.stepDown(`it needs a migration: ${reason}`);
+    if (this.migrationReason === null) this.log.warn(`node ${this.id}: needs a migration (${reason})`);
+    this.migrationReason = reason;
+    this.updateSelfState();
+  }
+
+  /** Whether this node needs a migration (markNeedsMigration, or found by log shipping). */
+  needsMigration(): boolean {
+    return this.migrationReason !== null;
+  }
+
+  /** Whether the FSM is applying an entry right now (its apply promise has not settled). */
+  isApplying(): boolean {
+    return this.applyInFlight;
+  }
+
+  /**
+   * After the cause of an apply error was fixed: clears the error and applies again, starting with
+   * the entry that failed. Returns false if there was no apply error.
+   */
+  retryApply(): boolean {
+    if (this.applyError === null) return false;
+    this.log.info(`node ${this.id}: retrying to apply entry ${this.appliedLsn + 1}`);
+    this.applyError = null;
+    this.applyCommitted();
+    return true;
   }
 
   /**
@@ -354,7 +531,7 @@ export class ClusterNode {
     this.configs = [this.committedConfig];
     this.appliedLsn = lsn;
     this.commitLsn = lsn;
-    this.needsMigration = false;
+    this.migrationReason = null;
     this.applyError = null;
     this.everActive = false;
     this.state = this.isVoter() ? "Syncing" : "Joining";
@@ -398,7 +575,8 @@ export class ClusterNode {
       appliedLsn: this.appliedLsn,
       quorum: this.quorum(),
       voters: [...voterIds].sort((a, b) => a - b),
-      neverLeader: this.opts.neverLeader,
+      neverLeader: this.opts.neverLeader || this.holds.size > 0,
+      heldBack: [...this.holds],
       handoverTo: this.handover?.target ?? null,
       applyError: this.applyError,
       peers,
@@ -480,7 +658,7 @@ export class ClusterNode {
     this.sendPings();
     if (this.role === "leader") {
       this.flush();
-      for (const id of this.progress.keys()) this.replicateTo(id, true);
+      for (const id of this.progress.keys()) this.replicateTo(id, "heartbeat");
       if (this.checkQuorum(now)) {
         this.manageMembers(now);
         this.manageHandover(now);
@@ -514,7 +692,14 @@ export class ClusterNode {
   }
 
   private canCampaign(): boolean {
-    return this.isVoter() && !this.opts.neverLeader && !this.needsMigration && this.applyError === null;
+    return this.isVoter() && !this.opts.neverLeader && this.holds.size === 0 && this.migrationReason === null && this.applyError === null;
+  }
+
+  /** Leader's view: may voter `id` lead (by its own pings and our log shipping)? */
+  private mayLead(id: NodeId): boolean {
+    const info = this.membership.peers.get(id)?.info;
+    const pr = this.progress.get(id);
+    return this.isVoter(id) && !!info && !info.neverLeader && info.state !== "NeedsMigration" && !pr?.needsMigration;
   }
 
   private onElectionTimeout(): void {
@@ -617,7 +802,7 @@ export class ClusterNode {
 
   /** Within the lease of a live leader we refuse to help anyone else become leader. */
   private inLease(from: NodeId): boolean {
-    if (this.role === "leader") return this.handover === null && this.hasQuorumContact(this.clock.now(), this.t.electionBaseMs);
+    if (this.role === "leader") return this.handover?.phase !== "transfer" && this.hasQuorumContact(this.clock.now(), this.t.electionBaseMs);
     return this.leaderId !== null && this.leaderId !== from && this.clock.now() - this.lastLeaderContact < this.t.electionBaseMs;
   }
 
@@ -643,7 +828,7 @@ export class ClusterNode {
   private becomeLeader(): void {
     this.role = "leader";
     this.leaderSince = this.clock.now();
-    this.handover = null;
+    this.endHandover(false);
     this.handoverBackoffMs = this.t.handoverBackoffMinMs;
     this.nextHandoverAt = this.leaderSince + this.t.handoverStableMs;
     this.deferrals = 0;
@@ -651,6 +836,7 @@ export class ClusterNode {
     this.electionTimer = null;
     this.progress.clear();
     const last = this.store.lastLsn();
+    this.termStartLsn = last + 1;
     for (const id of this.replicationTargets()) this.progress.set(id, new Progress(id, last, this.leaderSince));
     this.log.info(`node ${this.id}: leader in term ${this.term} (voters ${this.voters().join(", ")})`);
     this.setLeader(this.id);
@@ -679,7 +865,7 @@ export class ClusterNode {
     if (was === "leader") {
       this.progress.clear();
       this.pending = [];
-      this.handover = null;
+      this.endHandover(false);
       this.failWaiters(new NotLeaderError(`node ${this.id} lost leadership (term ${this.term}); outcome unknown`, leader));
       this.log.info(`node ${this.id}: stepped down in term ${this.term}`);
     }
@@ -707,17 +893,51 @@ export class ClusterNode {
     if (this.role !== "leader" || this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
+    this.shipAhead(batch);
     this.store.append(batch);
     this.onEntriesAppended(batch);
     for (const id of this.replicationTargets()) {
       if (!this.progress.has(id)) this.progress.set(id, new Progress(id, this.store.lastLsn(), this.clock.now()));
     }
-    for (const id of this.progress.keys()) this.replicateTo(id, false);
+    for (const id of this.progress.keys()) this.replicateTo(id, "data");
     this.advanceCommit();
   }
 
-  /** Sends what `id` is missing (pipelined); with `heartbeat`, something even if nothing is missing. */
-  private replicateTo(id: NodeId, heartbeat: boolean): void {
+  /**
+   * Sends a batch that is about to be written to every follower waiting for exactly it, before the
+   * leader's own write: followers store it while the leader syncs its log instead of after. Safe
+   * (Raft lets the leader persist in parallel): the leader counts itself toward commit and "none"
+   * acknowledgements only with what its log holds durably.
+   */
+  private shipAhead(batch: LogEntry[]): void {
+    const first = batch[0]!.lsn;
+    if (first !== this.store.lastLsn() + 1) return;
+    const prevTerm = lastTerm(this.store);
+    const leaderLastLsn = batch[batch.length - 1]!.lsn;
+    for (const pr of this.progress.values()) {
+      if (pr.needsMigration || pr.probing || pr.next !== first) continue;
+      for (let i = 0; i < batch.length && pr.inflight < this.limits.maxInflight; ) {
+        let j = i;
+        let bytes = 0;
+        while (j < batch.length && j - i < this.limits.maxBatchEntries && (j === i || bytes + batch[j]!.data.length <= this.limits.maxBatchBytes)) {
+          bytes += batch[j]!.data.length;
+          j++;
+        }
+        const entries = batch.slice(i, j);
+        const prev = i === 0 ? { lsn: first - 1, term: prevTerm } : batch[i - 1]!;
+        this.sendAppend(pr, { type: "append", term: this.term, prevLsn: prev.lsn, prevTerm: prev.term, entries, commitLsn: this.commitLsn, leaderLastLsn });
+        pr.next += entries.length;
+        i = j;
+      }
+    }
+  }
+
+  /**
+   * Sends what `id` is missing (pipelined). `heartbeat`: something even if nothing is missing.
+   * `commit`: also an empty append if that is the only way the follower learns a newer commit LSN.
+   */
+  private replicateTo(id: NodeId, mode: "data" | "commit" | "heartbeat"): void {
+    const heartbeat = mode === "heartbeat";
     const pr = this.progress.get(id);
     if (!pr) return;
     const now = this.clock.now();
@@ -747,14 +967,14 @@ export class ClusterNode {
       if (!req) {
         pr.needsMigration = true;
         this.log.warn(`node ${id} needs entries from ${pr.next}, which were pruned: it needs a migration`);
-        return this.replicateTo(id, heartbeat);
+        return this.replicateTo(id, mode);
       }
       if (!pr.probing) pr.next += req.entries.length;
       this.sendAppend(pr, req);
       sent = true;
       if (pr.probing) break;
     }
-    if (!sent && heartbeat) {
+    if (!sent && (heartbeat || (mode === "commit" && this.commitNews(pr)))) {
       // An empty append keeps the lease and carries the commit LSN. With nothing in flight it
       // probes at next - 1 (finds where a new follower's log ends); with appends in flight it
       // checks the known match point, which cannot fail because of those in-flight entries.
@@ -763,13 +983,14 @@ export class ClusterNode {
       if (req) this.sendAppend(pr, { ...req, entries: [] });
       else if (!pr.needsMigration) {
         pr.needsMigration = true;
-        this.replicateTo(id, heartbeat);
+        this.replicateTo(id, mode);
       }
     }
   }
 
   private sendAppend(pr: Progress, req: AppendRequest): void {
     pr.inflight++;
+    pr.commitSent = Math.max(pr.commitSent, Math.min(req.commitLsn, req.prevLsn + req.entries.length));
     const term = this.term;
     this.transport.request(pr.id, req, this.t.requestTimeoutMs, (reply) => {
       if (this.stopped || this.role !== "leader" || this.term !== term || this.progress.get(pr.id) !== pr) {
@@ -811,12 +1032,20 @@ export class ClusterNode {
       else if (pr.caughtUpSince === null) pr.caughtUpSince = now;
       this.advanceCommit();
       if (this.handover?.target === pr.id) this.tryFinishHandover();
-      if (this.role === "leader") this.replicateTo(pr.id, false);
+      if (this.role === "leader") {
+        this.replicateTo(pr.id, "data");
+        if (this.commitNews(pr)) this.scheduleCommitPush();
+      }
     } else {
       if (reply.hintLsn < pr.match) return; // stale: sent before a later append succeeded
       pr.probing = true;
-      pr.next = Math.max(pr.match + 1, Math.min(pr.next, reply.hintLsn + 1));
-      this.replicateTo(pr.id, false);
+      if (reply.hintLsn > req.prevLsn) {
+        // The follower's log starts above what we sent (restored from a dump): continue after its
+        // base, where the consistency check can run. It does not need a migration (any more).
+        pr.needsMigration = false;
+        pr.next = reply.hintLsn + 1;
+      } else pr.next = Math.max(pr.match + 1, Math.min(pr.next, reply.hintLsn + 1));
+      this.replicateTo(pr.id, "data");
     }
   }
 
@@ -857,12 +1086,40 @@ export class ClusterNode {
     const matches = voters.map((id) => this.progress.get(id)?.match ?? 0);
     if (this.isVoter()) matches.push(this.store.lastLsn());
     const candidate = commitCandidate(matches, quorum, this.voterIds().all.length);
-    if (candidate > this.commitLsn && termAt(this.store, candidate) === this.term) {
+    // Only an entry of our own term commits by counting (Raft §5.4.2); ours start at termStartLsn.
+    if (candidate > this.commitLsn && candidate >= this.termStartLsn) {
       this.commitLsn = candidate;
       this.noteCommittedConfig();
       this.applyCommitted();
+      this.scheduleCommitPush();
     }
     this.checkWaiters();
+  }
+
+  /**
+   * Would an empty append now tell this follower a higher commit LSN than it has been sent? It
+   * learns min(commit, the append's match point): next - 1 with nothing in flight (what a heartbeat
+   * probes), else the known match (see replicateTo).
+   */
+  private commitNews(pr: Progress): boolean {
+    if (pr.needsMigration) return false;
+    return Math.min(this.commitLsn, pr.inflight === 0 ? pr.next - 1 : Math.max(pr.match, this.store.base().lsn)) > pr.commitSent;
+  }
+
+  /**
+   * Followers learn the new commit LSN now rather than with the next heartbeat, so they apply
+   * right away: once per turn of the event loop (after a commit advanced, or a follower's reply
+   * made news deliverable), every follower that would learn something gets an append carrying it
+   * (an empty one if nothing else is due).
+   */
+  private scheduleCommitPush(): void {
+    if (this.commitPushScheduled) return;
+    this.commitPushScheduled = true;
+    this.clock.setTimeout(() => {
+      this.commitPushScheduled = false;
+      if (this.role !== "leader" || this.stopped) return;
+      for (const id of this.progress.keys()) this.replicateTo(id, "commit");
+    }, 0);
   }
 
   private ackSatisfied(w: Waiter, now: number): boolean {
@@ -909,7 +1166,7 @@ export class ClusterNode {
     // Not before an entry of our own term committed: a config entry a previous leader left
     // uncommitted could otherwise still win later, and two single-node changes from different
     // terms would overlap into voter sets without a common majority (Raft single-server change bug).
-    if (termAt(this.store, this.commitLsn) !== this.term) return;
+    if (this.commitLsn < this.termStartLsn) return;
     const members = this.members();
     if (this.opts.autoJoin) {
       for (const pr of this.progress.values()) {
@@ -936,40 +1193,91 @@ export class ClusterNode {
   }
 
   private manageHandover(now: number): void {
-    if (this.handover) {
-      if (now - this.handover.start > this.t.handoverTimeoutMs) {
-        this.log.info(`node ${this.id}: handover to node ${this.handover.target} timed out; keeping leadership`);
-        this.handover = null;
-        this.nextHandoverAt = now + this.handoverBackoffMs;
-        this.handoverBackoffMs = Math.min(this.handoverBackoffMs * 2, this.t.handoverBackoffMaxMs);
-      } else this.tryFinishHandover();
+    const h = this.handover;
+    if (h) {
+      const limit = h.phase === "drain" ? this.opts.handoverDrainTimeoutMs : this.t.handoverTimeoutMs;
+      if (now - h.start > limit) {
+        this.log.info(`node ${this.id}: handover to node ${h.target} timed out (${h.phase === "drain" ? "draining the application" : "target not caught up"}); keeping leadership`);
+        this.endHandover(true);
+      } else if (h.phase === "transfer") this.tryFinishHandover();
       return;
     }
     if (now < this.nextHandoverAt || !this.isVoter()) return;
     for (const id of this.otherVoters()) {
       if (id >= this.id) break;
       const pr = this.progress.get(id);
-      const info = this.membership.peers.get(id)?.info;
-      if (!pr || !info || info.neverLeader || info.state === "NeedsMigration" || pr.needsMigration) continue;
+      if (!pr || !this.mayLead(id)) continue;
       if (pr.caughtUpSince === null || now - pr.caughtUpSince < this.t.handoverStableMs) continue;
       if (now - pr.lastReplyAt > this.t.heartbeatMs * 2) continue;
       this.log.info(`node ${this.id}: handing leadership over to node ${id} (lower ID, caught up)`);
-      this.handover = { target: id, start: now };
-      this.tryFinishHandover();
+      this.startHandover(id);
       return;
     }
   }
 
+  /**
+   * Starts a handover: first the application drains (events.prepareHandover, appends still
+   * accepted), then the transfer phase refuses appends and finishes in tryFinishHandover.
+   */
+  private startHandover(target: NodeId): void {
+    const h: Handover = { target, phase: "drain", start: this.clock.now(), resume: null, over: false };
+    this.handover = h;
+    const prepare = this.events.prepareHandover;
+    if (!prepare) return this.beginTransfer(h);
+    let drained: Promise<(() => void) | void>;
+    try {
+      drained = Promise.resolve(prepare(target));
+    } catch (err) {
+      drained = Promise.reject(err);
+    }
+    drained.then(
+      (resume) => {
+        if (typeof resume === "function") {
+          if (h.over) resume();
+          else h.resume = resume;
+        }
+        if (this.handover === h && this.role === "leader" && !this.stopped) this.beginTransfer(h);
+      },
+      (err: unknown) => {
+        if (this.handover !== h) return;
+        this.log.warn(`node ${this.id}: handover to node ${target} abandoned: the application could not drain (${err instanceof Error ? err.message : String(err)})`);
+        this.endHandover(true);
+      },
+    );
+  }
+
+  private beginTransfer(h: Handover): void {
+    h.phase = "transfer";
+    h.start = this.clock.now();
+    this.tryFinishHandover();
+  }
+
+  /** The handover is over (done, abandoned or leadership lost): the application resumes. */
+  private endHandover(backoff: boolean): void {
+    const h = this.handover;
+    if (!h) return;
+    this.handover = null;
+    h.over = true;
+    if (backoff) {
+      this.nextHandoverAt = this.clock.now() + this.handoverBackoffMs;
+      this.handoverBackoffMs = Math.min(this.handoverBackoffMs * 2, this.t.handoverBackoffMaxMs);
+    }
+    const resume = h.resume;
+    h.resume = null;
+    resume?.();
+  }
+
   private tryFinishHandover(): void {
     const h = this.handover;
-    if (!h || this.role !== "leader") return;
+    if (!h || h.phase !== "transfer" || this.role !== "leader") return;
     this.flush();
     const pr = this.progress.get(h.target);
     if (!pr) return;
-    if (pr.match < this.store.lastLsn()) return this.replicateTo(h.target, false);
-    this.transport.send(h.target, { type: "timeout_now", term: this.term });
+    if (pr.match < this.store.lastLsn()) return this.replicateTo(h.target, "data");
+    const term = this.term;
     // Step down before the target can win: there is never a moment with two leaders.
-    this.becomeFollower(this.term, null);
+    this.becomeFollower(term, null);
+    this.transport.send(h.target, { type: "timeout_now", term });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -989,21 +1297,21 @@ export class ClusterNode {
     if (req.term > this.term || this.role !== "follower" || this.leaderId !== from) this.becomeFollower(req.term, from);
     this.lastLeaderContact = this.clock.now();
     this.leaderLastLsn = req.leaderLastLsn;
-    if (this.needsMigration) {
+    if (this.migrationReason !== null) {
       this.updateSelfState();
       return fail(this.store.lastLsn(), true);
     }
     const result = followerAppend(this.store, req, Math.max(this.commitLsn, this.appliedLsn));
     if (!result.ok) {
       if (req.migrate && result.hintLsn < req.prevLsn) {
-        this.needsMigration = true;
-        this.log.warn(`node ${this.id}: the leader no longer has the entries this node needs (from ${result.hintLsn + 1}); it needs a migration`);
+        this.migrationReason = `the leader no longer has the entries this node needs (from ${result.hintLsn + 1})`;
+        this.log.warn(`node ${this.id}: ${this.migrationReason}; it needs a migration`);
       } else if (result.needsMigration) {
-        this.needsMigration = true;
-        this.log.warn(`node ${this.id}: entries this node already committed conflict with leader ${from}; it needs a migration`);
+        this.migrationReason = `entries this node already committed conflict with leader ${from}`;
+        this.log.warn(`node ${this.id}: ${this.migrationReason}; it needs a migration`);
       }
       this.updateSelfState();
-      return fail(result.hintLsn, this.needsMigration);
+      return fail(result.hintLsn, this.migrationReason !== null);
     }
     if (result.truncatedAfter !== null) this.onTruncated(result.truncatedAfter);
     this.onEntriesAppended(result.appended);
@@ -1022,35 +1330,50 @@ export class ClusterNode {
   // Applying
 
   private applyCommitted(): void {
-    while (!this.applying && this.applyError === null && !this.needsMigration && this.appliedLsn < this.commitLsn && !this.stopped) {
-      const entry = this.store.get(this.appliedLsn + 1);
-      if (!entry) {
-        this.applyError = `entry ${this.appliedLsn + 1} is missing from the log`;
+    while (!this.applyInFlight && this.applyError === null && this.migrationReason === null && this.appliedLsn < this.commitLsn && !this.stopped) {
+      const from = this.appliedLsn + 1;
+      const batch =
+        this.fsm.applyBatch && this.commitLsn > from ? this.store.range(from, Math.min(this.commitLsn, from + ClusterNode.APPLY_BATCH - 1), ClusterNode.APPLY_BATCH_BYTES) : undefined;
+      const entry = batch ? batch[0] : this.store.get(from);
+      if (!entry || entry.lsn !== from) {
+        this.applyError = `entry ${from} is missing from the log`;
         return;
       }
+      const last = batch ? batch[batch.length - 1]!.lsn : from;
       let result: void | Promise<void>;
       try {
-        result = this.fsm.apply(entry);
+        result = batch && batch.length > 1 ? this.fsm.applyBatch!(batch) : this.fsm.apply(entry);
       } catch (err) {
-        return this.onApplyError(entry, err);
+        return this.onApplyFailed(from, last, err);
       }
       if (result instanceof Promise) {
-        this.applying = true;
+        this.applyInFlight = true;
         result.then(
           () => {
-            this.applying = false;
-            this.appliedLsn = entry.lsn;
+            this.applyInFlight = false;
+            this.appliedLsn = last;
             this.applyCommitted();
           },
           (err) => {
-            this.applying = false;
-            this.onApplyError(entry, err);
+            this.applyInFlight = false;
+            this.onApplyFailed(from, last, err);
           },
         );
         return;
       }
-      this.appliedLsn = entry.lsn;
+      this.appliedLsn = last;
     }
+  }
+
+  /** Entries per applyBatch call, and their data bytes (at least one entry). */
+  private static readonly APPLY_BATCH = 64;
+  private static readonly APPLY_BATCH_BYTES = 4 << 20;
+
+  /** A (batch) apply of from..last failed: what the FSM reports applied counts, the next one failed. */
+  private onApplyFailed(from: Lsn, last: Lsn, err: unknown): void {
+    if (last > from) this.appliedLsn = Math.max(this.appliedLsn, Math.min(last, this.fsm.appliedLsn()));
+    const failed = this.store.get(this.appliedLsn + 1) ?? { lsn: this.appliedLsn + 1, term: 0, kind: "data", data: new Uint8Array(0) };
+    this.onApplyError(failed, err);
   }
 
   private onApplyError(entry: LogEntry, err: unknown): void {
@@ -1064,7 +1387,7 @@ export class ClusterNode {
   private updateSelfState(): void {
     const lag = this.role === "leader" ? 0 : this.leaderId === null ? null : Math.max(0, this.leaderLastLsn - this.followerMatch);
     const s = selfState({
-      needsMigration: this.needsMigration,
+      needsMigration: this.migrationReason !== null,
       isLeader: this.role === "leader",
       isVoter: this.isVoter(),
       lag,
@@ -1087,7 +1410,7 @@ export class ClusterNode {
       lastTerm: lastTerm(this.store),
       commitLsn: this.commitLsn,
       appliedLsn: this.appliedLsn,
-      neverLeader: this.opts.neverLeader,
+      neverLeader: this.opts.neverLeader || this.holds.size > 0,
       voter: this.isVoter(),
     };
   }
@@ -1110,7 +1433,7 @@ export class ClusterNode {
     }
     if (this.role === "leader" && !this.progress.has(from)) {
       this.progress.set(from, new Progress(from, this.store.lastLsn(), now));
-      this.replicateTo(from, true);
+      this.replicateTo(from, "heartbeat");
     }
     if (!known) this.log.debug(`node ${this.id}: discovered node ${from}`);
   }

@@ -32,6 +32,8 @@ export class Progress {
   caughtUpSince: number | null = null;
   needsMigration = false;
   migrateNoticeAt = -Infinity;
+  /** Highest commit LSN this follower can learn from what was sent to it (min(commit, last LSN sent)). */
+  commitSent: Lsn = 0;
 
   constructor(
     readonly id: NodeId,
@@ -44,11 +46,15 @@ export class Progress {
   }
 }
 
-/** The term of the entry at `lsn` (0 for lsn 0, the base term at the pruned boundary), or undefined. */
+/**
+ * The term of the entry at `lsn` (the base term at the pruned boundary, 0 for lsn 0 in a log that
+ * was never pruned), or undefined when the log does not know it: beyond its end, or below its base
+ * (pruned, or before the dump a migrated node was restored from) — lsn 0 included.
+ */
 export function termAt(store: LogStore, lsn: Lsn): Term | undefined {
-  if (lsn === 0) return 0;
   const base = store.base();
   if (lsn === base.lsn) return base.term;
+  if (lsn < base.lsn) return undefined;
   return store.get(lsn)?.term;
 }
 
@@ -80,6 +86,9 @@ export function buildAppend(
   if (prevTerm === undefined) return undefined; // pruned: the follower needs a migration
   const last = store.lastLsn();
   const entries = from <= last ? store.range(from, Math.min(last, from + limits.maxBatchEntries - 1), limits.maxBatchBytes) : [];
+  // A store clips ranges to what it holds: entries that do not start at `from` must never be sent
+  // as if they did (the receiver would drop the message as malformed, again and again).
+  if (entries.length > 0 && entries[0]!.lsn !== from) return undefined;
   return { type: "append", term, prevLsn, prevTerm, entries, commitLsn, leaderLastLsn: last };
 }
 
@@ -90,6 +99,11 @@ export type FollowerAppendResult =
 /**
  * Applies an append request to a follower's log. `commitLsn`: entries at or below it are never
  * overwritten (if the leader tries, this node's applied state diverged: needsMigration).
+ *
+ * A request that starts below the log's base (a node restored from a dump at base.lsn, which the
+ * leader still treats as far behind) cannot be checked at prevLsn. If its entries reach the base,
+ * the entry at the base must have the base's term; if they stop short, the answer is a refusal
+ * with hintLsn = base.lsn, above prevLsn: "continue after my base", where prevTerm is checked.
  */
 export function followerAppend(store: LogStore, req: AppendRequest, commitLsn: Lsn): FollowerAppendResult {
   const base = store.base();
@@ -105,6 +119,10 @@ export function followerAppend(store: LogStore, req: AppendRequest, commitLsn: L
       while (hint > floor && termAt(store, hint) === have) hint--;
       return { ok: false, hintLsn: hint };
     }
+  } else {
+    const atBase = req.entries[base.lsn - req.prevLsn - 1];
+    if (!atBase) return { ok: false, hintLsn: base.lsn };
+    if (atBase.term !== base.term) return { ok: false, hintLsn: base.lsn, needsMigration: true };
   }
   let truncatedAfter: Lsn | null = null;
   let i = 0;

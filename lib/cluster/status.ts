@@ -28,8 +28,11 @@ export interface ClusterStatus {
   /** Whether majority rules are in force right now. */
   quorum: boolean;
   voters: NodeId[];
+  /** Configured never_leader, or held back right now (heldBack). */
   neverLeader: boolean;
-  /** Set while this leader is handing leadership to a lower ID. */
+  /** Why this node may not lead right now (ClusterNode.setEligible), e.g. "database down". */
+  heldBack: string[];
+  /** Set while this leader is handing leadership over (to a lower ID, or as asked). */
   handoverTo: NodeId | null;
   /** Why this node stopped applying, if it did. */
   applyError: string | null;

@@ -19,7 +19,7 @@ import { clusterSection } from "./config.ts";
 import { FileLogStore } from "./log-store.ts";
 import { FileStableStore } from "./stable-store.ts";
 import { startCluster } from "./start.ts";
-import { ACK_LEVELS, type AckLevel, type FSM, type LogEntry } from "./types.ts";
+import { ACK_LEVELS, type AckLevel, type EntryRef, type FSM, type LogEntry } from "./types.ts";
 
 export const clusterNodeSchema = defineSchema("cluster-node", "wolf internal cluster-node — a bare cluster node for tests.", {
   node: nodeSection({ dataDir: "/var/lib/wolf/cluster-node" }),
@@ -88,15 +88,15 @@ export async function runClusterTestNode(args: { config: string; id?: string; da
         case "append": {
           const ack = (c.ack ?? "one") as AckLevel;
           if (!ACK_LEVELS.includes(ack)) return reply({ ok: false, error: `ack must be one of ${ACK_LEVELS.join("|")}` });
-          let lsn: number;
+          let entry: EntryRef;
           try {
-            lsn = node.append(new TextEncoder().encode(c.data ?? ""));
+            entry = node.append(new TextEncoder().encode(c.data ?? ""));
           } catch (err) {
             return reply({ ok: false, error: (err as Error).message, leader: node.leader() });
           }
-          node.waitFor(lsn, ack, c.timeoutMs ?? 5000).then(
-            () => reply({ ok: true, lsn, term: node.currentTerm() }),
-            (err: Error) => reply({ ok: false, lsn, error: err.message, leader: node.leader() }),
+          node.waitFor(entry, ack, c.timeoutMs ?? 5000).then(
+            () => reply({ ok: true, lsn: entry.lsn, term: entry.term }),
+            (err: Error) => reply({ ok: false, lsn: entry.lsn, error: err.message, leader: node.leader() }),
           );
           return;
         }

@@ -3,6 +3,7 @@
  * is a timer on the injected clock (a SimClock in tests), with a delay drawn from the seeded Rng
  * (so messages overtake each other), optional loss, and partitions that may be one-way.
  */
+import { checkAppendShape, decodeMessage, encodeMessage } from "./codec.ts";
 import type { Clock, Message, MessageHandler, NodeId, Rng, Transport } from "./types.ts";
 
 export interface SimNetworkOptions {
@@ -10,6 +11,11 @@ export interface SimNetworkOptions {
   maxDelayMs?: number;
   /** Probability that any one message (request or reply) is lost. */
   lossRate?: number;
+  /**
+   * Send every message through the TCP transport's codec (encode, then decode with its checks), so
+   * a message the real transport would drop as malformed is dropped here too, and counted.
+   */
+  codec?: boolean;
 }
 
 export class SimNetwork {
@@ -21,7 +27,10 @@ export class SimNetwork {
   minDelayMs: number;
   maxDelayMs: number;
   lossRate: number;
-  readonly stats = { sent: 0, delivered: 0, lost: 0, blocked: 0 };
+  readonly codec: boolean;
+  readonly stats = { sent: 0, delivered: 0, lost: 0, blocked: 0, malformed: 0 };
+  /** With `codec`: why each dropped message was malformed. */
+  readonly malformed: string[] = [];
 
   constructor(
     readonly clock: Clock,
@@ -31,6 +40,23 @@ export class SimNetwork {
     this.minDelayMs = opts.minDelayMs ?? 1;
     this.maxDelayMs = opts.maxDelayMs ?? 10;
     this.lossRate = opts.lossRate ?? 0;
+    this.codec = opts.codec ?? false;
+  }
+
+  /**
+   * @internal What the receiver gets: a copy, or (codec) the decoded bytes; undefined if dropped
+   * as malformed. Without `codec` the codec's cheap structural check on appends still runs.
+   */
+  wire(msg: Message): Message | undefined {
+    try {
+      if (this.codec) return decodeMessage(encodeMessage(msg));
+      if (msg.type === "append") checkAppendShape(msg);
+      return cloneMessage(msg);
+    } catch (err) {
+      this.stats.malformed++;
+      if (this.malformed.length < 20) this.malformed.push(`${msg.type}: ${(err as Error).message}`);
+      return undefined;
+    }
   }
 
   /** A fresh endpoint for `id` (a restarted node gets a new one; the old one goes deaf). */
@@ -126,7 +152,8 @@ export class MemoryTransport implements Transport {
 
   send(to: NodeId, msg: Message): void {
     if (this.closed) return;
-    const copy = cloneMessage(msg);
+    const copy = this.net.wire(msg);
+    if (!copy) return;
     const from = this.localId;
     this.net.carry(from, to, (target) => target.handler?.(from, copy, undefined));
   }
@@ -142,14 +169,16 @@ export class MemoryTransport implements Transport {
       clock.clearTimeout(timer);
       done(reply);
     });
-    const copy = cloneMessage(msg);
+    const copy = this.net.wire(msg);
+    if (!copy) return; // dropped as malformed: the request times out
     const from = this.localId;
     this.net.carry(from, to, (target) => {
       let answered = false;
       target.handler?.(from, copy, (answer) => {
         if (answered || target.closed) return;
         answered = true;
-        const back = cloneMessage(answer);
+        const back = this.net.wire(answer);
+        if (!back) return;
         this.net.carry(to, from, (origin) => {
           if (origin !== this) return;
           const cb = this.pending.get(id);

@@ -79,6 +79,13 @@ export interface StableStore {
  */
 export interface FSM {
   apply(entry: LogEntry): void | Promise<void>;
+  /**
+   * Optional: applies several consecutive committed entries at once (scale: one database
+   * transaction for several captured ones), used instead of `apply` when more than one entry is
+   * ready. Same rules; after a throw, `appliedLsn()` tells how far it got and the next entry is
+   * the one reported as failed.
+   */
+  applyBatch?(entries: LogEntry[]): void | Promise<void>;
   appliedLsn(): Lsn;
 }
 
@@ -88,7 +95,7 @@ export interface Clock {
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
 }
-export type TimerHandle = { readonly id: number } | ReturnType<typeof setTimeout>;
+export type TimerHandle = { readonly id: number } | { readonly immediate: ReturnType<typeof setImmediate> } | ReturnType<typeof setTimeout>;
 
 /** Random numbers in [0, 1): seeded in tests. */
 export type Rng = () => number;
@@ -194,4 +201,14 @@ export class NotLeaderError extends WolfError {
 }
 
 export type AckLevel = "none" | "one" | "majority" | "all";
+
+/**
+ * An entry as the leader appended it: its LSN and the term it was appended in. Within one
+ * leadership the pair names exactly one entry; after leadership changed, the same LSN may hold
+ * another entry, so acknowledgements are always asked for the pair (ClusterNode.waitFor).
+ */
+export interface EntryRef {
+  lsn: Lsn;
+  term: Term;
+}
 export const ACK_LEVELS: readonly AckLevel[] = ["none", "one", "majority", "all"];

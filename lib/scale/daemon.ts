@@ -10,6 +10,9 @@
  * Becoming leader: wait until every entry before this term is applied, make sure this MariaDB has
  * nothing the cluster lacks (origin.ts), append a marker (API address, own binlog state), then
  * capture from the own binlog position. Losing leadership: stop capture first, then apply again.
+ * Handing leadership over (the core's handback to the lowest ID, or an operator's handover): the
+ * core first asks us to drain (drainForHandover: no new writes, capture everything committed in
+ * our MariaDB), then stops appends and lets the target take over.
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -26,7 +29,6 @@ import { waitUntil } from "../common/wait.ts";
 import { Wal } from "../wal/wal.ts";
 import { Snowflake } from "./api/snowflake.ts";
 import type { Statement } from "./api/statements.ts";
-import { ClusterControl } from "./cluster-adapter.ts";
 import type { ScaleConfig } from "./config.ts";
 import { connectOptions, describeDb, requireReplicationSettings, withConnection } from "./db.ts";
 import { Directory } from "./directory.ts";
@@ -81,7 +83,6 @@ export class ScaleDaemon {
   readonly counters: Counters = { writes: 0, writeErrors: 0, forwarded: 0, ackTimeouts: 0 };
   readonly startedAt = Date.now();
   node!: ClusterNode;
-  control!: ClusterControl;
   running!: RunningCluster;
   fsm!: ScaleFsm;
   wal!: Wal;
@@ -157,14 +158,14 @@ export class ScaleDaemon {
       baselineFile: join(cfg.node.data_dir, "origin.json"),
       onMarker: (m) => this.onMarker(m),
       onDiverged: (msg) => this.markDiverged(msg),
-      onApplied: () => this.fsm.isLazy && this.control?.pushCommit(),
     });
     const origin = await this.fsm.originCheck();
     const clusterCfg = { ...cfg.cluster, peers: [...cfg.cluster.peers, ...(opts.join ? [opts.join] : [])] };
     this.running = await startCluster(clusterCfg, { logStore: this.store, stableStore: stable, fsm: this.fsm }, { bootstrap: opts.bootstrap });
     this.node = this.running.node;
     this.node.events.onRoleChange = (role, term) => this.onRoleChange(role, term);
-    this.control = new ClusterControl(this.node);
+    // The core hands leadership to a lower ID (or where an operator asked) only after this drain.
+    this.node.events.prepareHandover = (target) => this.drainForHandover(target);
     if (origin.message && origin.ref.foreignAfter) this.markDiverged(`${origin.message}, and the log holds other nodes' transactions after them: it diverged`);
     else if (origin.message) log.warn(`${origin.message}; they are captured if this node leads next, otherwise it will need a migration`);
 
@@ -173,7 +174,6 @@ export class ScaleDaemon {
     this.api = startApi(this);
     this.timers.push(setInterval(() => void this.healthCheck(), cfg.database.health_interval_ms));
     this.timers.push(setInterval(() => void this.register(), 2000));
-    this.timers.push(setInterval(() => void this.preferLowerId(), cfg.cluster.heartbeat_ms));
     void this.register();
     this.timers.push(setInterval(() => this.directory.save(), 5000));
     for (const t of this.timers) t.unref?.();
@@ -197,7 +197,6 @@ export class ScaleDaemon {
   // Leadership
 
   private onRoleChange(role: Role, term: Term): void {
-    if (role === "leader") this.control.suppressAutoHandover();
     const gen = ++this.leaderGen;
     if (role === "leader") void this.activate(gen, term);
     else if (this.activeGen >= 0 || this.capture) void this.deactivate();
@@ -216,7 +215,7 @@ export class ScaleDaemon {
         { timeoutMs: 120_000, intervalMs: 10, what: "the new leader to apply every entry it holds" },
       );
       if (outcome === "lost") return;
-      if (!this.dbUp) return this.control.stepDown(`its MariaDB is down: ${this.dbError}`);
+      if (!this.dbUp) return this.node.stepDown(`its MariaDB is down: ${this.dbError}`);
       // 2. Our MariaDB must hold nothing the cluster lacks, unless we can still capture it now.
       const origin = await this.fsm.originCheck();
       if (!this.isLeaderIn(gen)) return;
@@ -233,7 +232,7 @@ export class ScaleDaemon {
       if (origin.message) log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
       // 3. Marker, then capture.
       const marker: LeaderMarker = { v: 1, node: this.nodeId, term, serverId: this.fsm.serverId, api: this.apiUrl, pos: resume, own, at: Date.now() };
-      const markerLsn = this.node.append(encodeMarker(marker));
+      const markerEntry = this.node.append(encodeMarker(marker));
       this.fsm.enterLazy();
       const capture = new LeaderCapture(
         this.node,
@@ -245,12 +244,12 @@ export class ScaleDaemon {
         },
         undefined,
       );
-      capture.startAt(resume, this.fsm.serverId, markerLsn);
+      capture.startAt(resume, this.fsm.serverId, markerEntry);
       capture.onFailed = (err) => {
         if (!this.isLeaderIn(gen)) return;
-        this.control.hold("capture failed", true);
-        setTimeout(() => this.control.hold("capture failed", false), 10_000).unref?.();
-        this.control.stepDown(`binlog capture failed: ${err.message}`);
+        this.node.setEligible(false, "capture failed");
+        setTimeout(() => this.node.setEligible(true, "capture failed"), 10_000).unref?.();
+        this.node.stepDown(`binlog capture failed: ${err.message}`);
       };
       this.capture = capture;
       this.activeGen = gen;
@@ -260,7 +259,7 @@ export class ScaleDaemon {
       log.info(`node ${this.nodeId}: leading term ${term}; capturing from GTID ${resume || "(binlog start)"} after ${Date.now() - t0} ms`);
     } catch (err) {
       log.error(`node ${this.nodeId}: could not start leading: ${(err as Error).message}`);
-      if (this.isLeaderIn(gen)) this.control.stepDown((err as Error).message);
+      if (this.isLeaderIn(gen)) this.node.stepDown((err as Error).message);
     }
   }
 
@@ -295,7 +294,7 @@ export class ScaleDaemon {
   private markDiverged(message: string): void {
     if (this.diverged === null) log.error(`node ${this.nodeId}: ${message}. Run: wolf ctl scale migrate --from <healthy node>`);
     this.diverged = message;
-    this.control?.markNeedsMigration();
+    this.node?.markNeedsMigration(message);
   }
 
   /** The leader's API URL, if known. */
@@ -333,7 +332,7 @@ export class ScaleDaemon {
     this.dbError = error;
     if (up === this.dbUp) return;
     this.dbUp = up;
-    this.control.hold("database down", !up);
+    this.node.setEligible(up, "database down");
     if (up) {
       log.info(`node ${this.nodeId}: MariaDB is back`);
       return;
@@ -341,7 +340,7 @@ export class ScaleDaemon {
     log.error(`node ${this.nodeId}: MariaDB is down (${error}); this node will not lead until it is back`);
     if (this.node.getRole() === "leader") {
       this.leaderReady = false;
-      this.control.stepDown(`its MariaDB is down: ${error}`);
+      this.node.stepDown(`its MariaDB is down: ${error}`);
     }
   }
 
@@ -423,10 +422,10 @@ export class ScaleDaemon {
     const ack = opts.ack ?? this.cfg.replication.ack;
     if (!gtid) return { result, gtid: null, lsn: null, ack, ms: performance.now() - t0 };
     try {
-      const lsn = await capture.lsnOf(gtid, ackTimeout);
+      const entry = await capture.entryOf(gtid, ackTimeout);
       const left = Math.max(1, ackTimeout - (performance.now() - t0));
-      await this.node.waitFor(lsn, ack, left);
-      return { result, gtid, lsn, ack, ms: performance.now() - t0 };
+      await this.node.waitFor(entry, ack, left);
+      return { result, gtid, lsn: entry.lsn, ack, ms: performance.now() - t0 };
     } catch (err) {
       this.counters.ackTimeouts++;
       throw new WolfError("state", `committed on the leader as ${gtid} but not acknowledged (ack=${ack}): ${(err as Error).message}`, {
@@ -458,7 +457,7 @@ export class ScaleDaemon {
 
   /** Make this node the leader (the current leader hands over once this node is caught up). */
   async promote(): Promise<string> {
-    this.control.hold("demoted", false);
+    this.node.setEligible(true, "demoted");
     if (this.node.getRole() === "leader") return `node ${this.nodeId} already leads`;
     const api = this.leaderApi();
     if (!api) throw new WolfError("state", "no leader right now; retry shortly");
@@ -474,73 +473,69 @@ export class ScaleDaemon {
     return `node ${this.nodeId} leads (term ${this.node.currentTerm()})`;
   }
 
-  /** Leader: hand leadership to `to` after draining writes (clean: nothing captured is lost). */
+  /**
+   * Leader: hand leadership to `to` (default: the most caught-up follower). The cluster core drains
+   * first (drainForHandover), so nothing committed in our MariaDB is left uncaptured. This node
+   * stays out of the running for `holdMs` afterwards, so the automatic handback to the lowest ID
+   * does not undo an operator's choice at once.
+   */
   async handOver(to: number | undefined, holdMs: number): Promise<string> {
     if (this.node.getRole() !== "leader") throw new WolfError("state", `node ${this.nodeId} is not the leader`);
-    const target = to ?? this.bestFollower();
-    if (target === undefined) throw new WolfError("state", "no caught-up follower to hand leadership to");
-    this.writesBlocked = true;
-    this.control.hold("demoted", true);
+    this.node.setEligible(false, "demoted");
+    let moved = false;
     try {
-      await waitUntil(() => this.inflightWrites === 0, { timeoutMs: 10_000, what: "writes in progress to finish" });
-      const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
-      await waitUntil(() => !pos || this.capture?.stats.gtidState === pos, { timeoutMs: 10_000, what: "capture to reach the binlog end" });
-      if (!this.control.handOverTo(target)) throw new WolfError("state", `node ${target} is not a follower this leader replicates to`);
-      await waitUntil(() => this.node.getRole() !== "leader", { timeoutMs: 10_000, what: "the handover" });
+      const target = this.node.transferLeadership(to);
+      const outcome = await waitUntil(
+        () => (this.node.getRole() !== "leader" ? "moved" : this.node.status().handoverTo === target ? undefined : "abandoned"),
+        { timeoutMs: 60_000, intervalMs: 10, what: `the handover to node ${target}` },
+      );
+      if (outcome === "abandoned") throw new WolfError("state", `the handover to node ${target} was abandoned (it did not catch up in time); node ${this.nodeId} keeps leading`);
+      moved = true;
+      return `node ${this.nodeId} handed leadership to node ${target}`;
     } finally {
-      this.writesBlocked = false;
-      if (this.node.getRole() === "leader") this.control.suppressAutoHandover(); // a timed-out core handover re-arms it
-      setTimeout(() => this.control.hold("demoted", false), holdMs).unref?.();
+      if (moved && holdMs > 0) setTimeout(() => this.node.setEligible(true, "demoted"), holdMs).unref?.();
+      else this.node.setEligible(true, "demoted");
     }
-    return `node ${this.nodeId} handed leadership to node ${target}`;
   }
 
   /**
-   * The lowest eligible ID leads: once a lower-ID voter has been caught up and reachable for a
-   * few heartbeats, hand leadership to it — after draining writes, so nothing committed in our
-   * MariaDB is left uncaptured.
+   * events.prepareHandover: before leadership moves, every transaction committed in our MariaDB
+   * must be in the log (otherwise it would be stranded here and this node would diverge). Blocks
+   * new API writes, waits for the ones in progress, then for capture to reach the binlog's end.
+   * The core refuses appends after this resolves and calls the returned function once the
+   * handover is over (moved or abandoned).
    */
-  private async preferLowerId(): Promise<void> {
-    if (!this.leaderReady || this.handingOver || this.stopped) return;
-    const now = Date.now();
-    const s = this.node.status();
-    const stableMs = 4 * this.cfg.cluster.heartbeat_ms;
-    const candidate = s.peers
-      .filter((p) => p.id < this.nodeId && p.voter && p.state === "Active" && p.lag === 0 && (p.lastSeenMsAgo ?? Infinity) < 2 * this.cfg.cluster.heartbeat_ms)
-      .filter((p) => !this.running.node.membership.peers.get(p.id)?.info?.neverLeader)
-      .sort((a, b) => a.id - b.id)[0];
-    if (!candidate) {
-      this.lowerSince.clear();
-      return;
-    }
-    const since = this.lowerSince.get(candidate.id) ?? now;
-    this.lowerSince.set(candidate.id, since);
-    if (now - since < stableMs || now < this.nextHandbackAt) return;
-    this.handingOver = true;
+  private async drainForHandover(target: number): Promise<() => void> {
+    const t0 = Date.now();
+    this.writesBlocked = true;
+    const resume = () => {
+      this.writesBlocked = false;
+    };
     try {
-      log.info(`node ${this.nodeId}: handing leadership back to node ${candidate.id} (lower ID, caught up)`);
-      await this.handOver(candidate.id, 0);
+      // A leadership still starting (applying, origin check) finishes first: it appends a marker.
+      await waitUntil(() => this.leaderReady || this.node.getRole() !== "leader" || this.stopped, { timeoutMs: 30_000, intervalMs: 5, what: "this leader to start capturing" });
+      await waitUntil(() => this.inflightWrites === 0, { timeoutMs: 10_000, intervalMs: 2, what: "writes in progress to finish" });
+      const capture = this.capture;
+      if (capture && this.node.getRole() === "leader") {
+        const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+        await waitUntil(() => !pos || capture.stats.gtidState === pos || capture.failed !== undefined, {
+          timeoutMs: 10_000,
+          intervalMs: 2,
+          what: "capture to reach the end of the binlog",
+        });
+        if (capture.failed) throw capture.failed;
+      }
+      log.info(`node ${this.nodeId}: drained for the handover to node ${target} in ${Date.now() - t0} ms`);
+      return resume;
     } catch (err) {
-      this.nextHandbackAt = Date.now() + 10 * this.cfg.cluster.heartbeat_ms;
-      log.info(`node ${this.nodeId}: handover to node ${candidate.id} did not happen (${(err as Error).message}); retrying later`);
-    } finally {
-      this.handingOver = false;
-      this.lowerSince.clear();
+      resume();
+      throw err;
     }
-  }
-  private handingOver = false;
-  private nextHandbackAt = 0;
-  private readonly lowerSince = new Map<number, number>();
-
-  private bestFollower(): number | undefined {
-    const s = this.node.status();
-    const ok = s.peers.filter((p) => p.voter && p.state === "Active").sort((a, b) => b.lsn - a.lsn || a.id - b.id);
-    return ok[0]?.id;
   }
 
   /** Operator: clear an apply error (after fixing its cause) and apply again. */
   reset(): string {
-    if (this.control.retryApply()) return "apply error cleared; applying again";
+    if (this.node.retryApply()) return "apply error cleared; applying again";
     return "nothing to reset (no apply error)";
   }
 
@@ -577,12 +572,12 @@ export class ScaleDaemon {
     const url = /^https?:\/\//.test(from) ? from.replace(/\/$/, "") : this.directory.get(Number(from));
     if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
     if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");
-    this.control.hold("migrating", true);
-    this.control.markNeedsMigration();
+    this.node.setEligible(false, "migrating");
+    this.node.markNeedsMigration("an operator is migrating it");
     const release = await this.fsm.pause();
     const t0 = Date.now();
     try {
-      await waitUntil(() => !this.control.applying(), { timeoutMs: 60_000, what: "the entry being applied to finish" });
+      await waitUntil(() => !this.node.isApplying(), { timeoutMs: 60_000, what: "the entry being applied to finish" });
       const res = await fetch(`${url}/dump`, { headers: { authorization: `Bearer ${this.cfg.api.admin_token}` } });
       if (!res.ok || !res.body) {
         const text = await res.text().catch(() => "");
@@ -601,7 +596,7 @@ export class ScaleDaemon {
       return msg;
     } finally {
       release();
-      this.control.hold("migrating", false);
+      this.node.setEligible(true, "migrating");
     }
   }
 

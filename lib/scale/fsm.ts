@@ -65,8 +65,6 @@ export interface ScaleFsmOptions {
   baselineFile: string;
   /** Called for every committed leader marker (followers learn the leader's API from it). */
   onMarker?: (m: LeaderMarker, lsn: Lsn) => void;
-  /** Called after every applied entry (the leader pushes the commit LSN to followers). */
-  onApplied?: () => void;
   /** Called once when this node is found diverged, before the apply fails. */
   onDiverged?: (message: string) => void;
   /** Pause between attempts while MariaDB is unreachable (ms). */
@@ -152,18 +150,66 @@ export class ScaleFsm implements FSM {
       await this.gate();
       await this.applyEntry(entry);
       this.stats.applied++;
-      this.opts.onApplied?.();
       this.stats.lastApplyMs = performance.now() - t0;
     } finally {
       this.inFlight = false;
     }
   }
 
+  /**
+   * Several committed entries (the cluster core passes what is ready): runs of consecutive foreign
+   * row transactions are applied as one MariaDB transaction each (Applier.applyMany: one round
+   * trip, one commit, progress moved with them); everything else one entry at a time as in apply().
+   */
+  async applyBatch(entries: LogEntry[]): Promise<void> {
+    this.inFlight = true;
+    const t0 = performance.now();
+    try {
+      await this.gate();
+      for (let i = 0; i < entries.length; ) {
+        const run = this.foreignRowRun(entries, i);
+        if (run.length > 1) await this.applyRun(run);
+        else await this.applyEntry(entries[i]!);
+        i += Math.max(1, run.length);
+        this.stats.applied += Math.max(1, run.length);
+      }
+      this.stats.lastApplyMs = performance.now() - t0;
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  /** Consecutive entries from `i` that are foreign row transactions with the same format description. */
+  private foreignRowRun(entries: LogEntry[], i: number): LogEntry[] {
+    const run: LogEntry[] = [];
+    let fde: Uint8Array | undefined;
+    for (let j = i; j < entries.length; j++) {
+      const e = entries[j]!;
+      if (e.kind !== "data" || isMarker(e.data)) break;
+      const txn = decodeTxn(e.data);
+      if (txn.gtid.serverId === this.serverId || !Applier.batchable(txn)) break;
+      if (fde && Buffer.compare(fde, txn.formatDescription) !== 0) break;
+      fde = txn.formatDescription;
+      run.push(e);
+    }
+    return run;
+  }
+
+  private async applyRun(run: LogEntry[]): Promise<void> {
+    if (this.lazy) this.leaveLazy();
+    await this.withDb(run[0]!.lsn, run[run.length - 1]!.lsn, async (a, from) => {
+      const todo = run.filter((e) => e.lsn >= from);
+      await this.refuseIfDiverged(decodeTxn(todo[0]!.data));
+      if (todo.length === 1) await a.apply(todo[0]!.lsn, todo[0]!.data);
+      else await a.applyMany(todo);
+    });
+  }
+
   private async applyEntry(entry: LogEntry): Promise<void> {
     if (entry.kind !== "data" || isMarker(entry.data)) {
       if (entry.kind === "data") this.opts.onMarker?.(decodeMarker(entry.data), entry.lsn);
       if (this.lazy) return void (this.appliedLsnValue = entry.lsn);
-      return this.withDb(entry.lsn, (a) => a.skipEntry(entry.lsn));
+      return this.withDb(entry.lsn, entry.lsn, (a) => a.skipEntry(entry.lsn));
     }
     const txn = decodeTxn(entry.data);
     const own = txn.gtid.serverId === this.serverId;
@@ -177,7 +223,7 @@ export class ScaleFsm implements FSM {
       }
       this.leaveLazy();
     }
-    await this.withDb(entry.lsn, async (a) => {
+    await this.withDb(entry.lsn, entry.lsn, async (a) => {
       if (own && (await this.inOwnBinlog(txn))) {
         this.stats.ownSkipped++;
         return a.skipEntry(entry.lsn);
@@ -187,8 +233,13 @@ export class ScaleFsm implements FSM {
     });
   }
 
-  /** Runs one entry's work against MariaDB, waiting out outages; exactly once via the progress row. */
-  private async withDb(lsn: Lsn, work: (a: Applier) => Promise<void>): Promise<void> {
+  /**
+   * Runs the work for entries first..last against MariaDB, waiting out outages; exactly once via
+   * the progress row: `work` gets the first LSN still to do (after a reconnect part of the range may
+   * already be committed).
+   */
+  private async withDb(first: Lsn, last: Lsn, work: (a: Applier, from: Lsn) => Promise<void>): Promise<void> {
+    const lsn = last;
     for (;;) {
       if (this.closed) throw new WolfError("state", "node is stopping");
       try {
@@ -199,8 +250,8 @@ export class ScaleFsm implements FSM {
           this.appliedLsnValue = lsn;
           return;
         }
-        if (lsn > done + 1) await this.jumpOwnGap(done, lsn - 1);
-        await work(await this.ensureApplier());
+        if (first > done + 1) await this.jumpOwnGap(done, first - 1);
+        await work(await this.ensureApplier(), Math.max(first, done + 1));
         this.appliedLsnValue = this.dbLsn = lsn;
         if (this.dbError !== null) log.info(`MariaDB is reachable again; applying resumed at LSN ${lsn}`);
         this.dbError = null;
@@ -267,16 +318,29 @@ export class ScaleFsm implements FSM {
     return covered();
   }
 
-  private async refreshActual(): Promise<void> {
-    const conn = await MysqlConnection.connect(this.opts.connect);
-    try {
-      const row = (await conn.queryObjects("SELECT @@gtid_binlog_state AS st"))[0]!;
-      this.actual = ownFromBinlogState(row.st ?? "", this.serverId);
-      this.actualAt = Date.now();
-    } finally {
-      conn.close();
-    }
+  /**
+   * Re-reads this MariaDB's own GTIDs over a connection kept for it (a new connection per check
+   * cost milliseconds on the apply path); calls are serialized, a broken connection is replaced.
+   */
+  private refreshActual(): Promise<void> {
+    const run = async () => {
+      try {
+        this.probe ??= await MysqlConnection.connect(this.opts.connect);
+        const row = (await this.probe.queryObjects("SELECT @@gtid_binlog_state AS st"))[0]!;
+        this.actual = ownFromBinlogState(row.st ?? "", this.serverId);
+        this.actualAt = Date.now();
+      } catch (err) {
+        this.probe?.destroy();
+        this.probe = undefined;
+        throw err;
+      }
+    };
+    const p = this.probing.then(run, run);
+    this.probing = p.catch(() => {});
+    return p;
   }
+  private probe: MysqlConnection | undefined;
+  private probing: Promise<void> = Promise.resolve();
 
   /** The log changed under our own entries (truncation, leadership): recompute the reference. */
   invalidateOrigin(): void {
@@ -384,6 +448,8 @@ export class ScaleFsm implements FSM {
     this.closed = true;
     this.applier?.close();
     this.applier = undefined;
+    this.probe?.close();
+    this.probe = undefined;
     for (const w of this.gateWaiters.splice(0)) w();
   }
 }

@@ -1,10 +1,11 @@
 /**
  * The leader's capture: tails the local MariaDB's binlog (BinlogCapture) into the cluster log, so
- * every transaction becomes one entry in the leader's term, and tells writers which LSN their
- * transaction got (by GTID), so they can wait for the acknowledgement level before answering.
+ * every transaction becomes one entry in the leader's term, and tells writers which entry (LSN and
+ * term) their transaction got (by GTID), so they can wait for the acknowledgement level before
+ * answering.
  */
 import type { ClusterNode } from "../cluster/node.ts";
-import type { Lsn } from "../cluster/types.ts";
+import type { EntryRef } from "../cluster/types.ts";
 import { WolfError } from "../common/errors.ts";
 import { BinlogCapture, type CaptureStats } from "./binlog/capture.ts";
 import { parseGtidState } from "./binlog/grouper.ts";
@@ -14,7 +15,7 @@ import type { ConnectOptions } from "./mysql/connection.ts";
 interface GtidWaiter {
   domain: number;
   seq: bigint;
-  resolve: (lsn: Lsn) => void;
+  resolve: (entry: EntryRef) => void;
   reject: (err: Error) => void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -23,9 +24,9 @@ const RECENT = 65_536;
 
 export class LeaderCapture {
   private readonly capture: BinlogCapture;
-  /** Per replication domain: newest captured own sequence number and its LSN. */
-  private readonly reached = new Map<number, { seq: bigint; lsn: Lsn }>();
-  private readonly recent = new Map<string, Lsn>();
+  /** Per replication domain: newest captured own sequence number and its entry. */
+  private readonly reached = new Map<number, { seq: bigint; entry: EntryRef }>();
+  private readonly recent = new Map<string, EntryRef>();
   private waiters: GtidWaiter[] = [];
   private failure: Error | undefined;
   /** Called once if capture stops for good while running (the daemon steps down). */
@@ -34,7 +35,7 @@ export class LeaderCapture {
   constructor(
     private readonly node: ClusterNode,
     opts: { connect: ConnectOptions; serverId: number; resumeFrom: string; heartbeatMs?: number },
-    private readonly onCaptured?: (txn: CapturedTxn, lsn: Lsn) => void,
+    private readonly onCaptured?: (txn: CapturedTxn, entry: EntryRef) => void,
   ) {
     this.capture = new BinlogCapture({
       connect: opts.connect,
@@ -43,24 +44,29 @@ export class LeaderCapture {
       heartbeatMs: opts.heartbeatMs ?? 1000,
       reconnectMs: 200,
       sink: async (data, txn) => {
-        const lsn = this.node.append(data); // throws NotLeaderError once leadership is gone
-        this.noteCaptured(txn, lsn);
-        await this.node.waitFor(lsn, "none");
-        return lsn;
+        const entry = this.node.append(data); // throws NotLeaderError once leadership is gone
+        this.noteCaptured(txn, entry);
+        await this.node.waitFor(entry, "none");
+        return entry.lsn;
       },
     });
   }
 
   /**
    * Capture starts after `pos`: own transactions up to it are already in the log (at or before
-   * `lsn`, the marker), so a writer waiting for one of them is answered at once.
+   * `entry`, the marker), so a writer waiting for one of them is answered at once.
    */
-  startAt(pos: string, serverId: number, lsn: Lsn): void {
-    for (const g of parseGtidState(pos)) if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, lsn });
+  startAt(pos: string, serverId: number, entry: EntryRef): void {
+    for (const g of parseGtidState(pos)) if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, entry });
   }
 
   get stats(): CaptureStats {
     return this.capture.stats;
+  }
+
+  /** The error that stopped capture for good, if it did. */
+  get failed(): Error | undefined {
+    return this.capture.failed;
   }
 
   start(): void {
@@ -76,26 +82,26 @@ export class LeaderCapture {
   }
   private watch: ReturnType<typeof setInterval> | undefined;
 
-  private noteCaptured(txn: CapturedTxn, lsn: Lsn): void {
+  private noteCaptured(txn: CapturedTxn, entry: EntryRef): void {
     const { domainId, seqNo } = txn.gtid;
-    this.reached.set(domainId, { seq: seqNo, lsn });
+    this.reached.set(domainId, { seq: seqNo, entry });
     const key = `${domainId}-${txn.gtid.serverId}-${seqNo}`;
-    this.recent.set(key, lsn);
+    this.recent.set(key, entry);
     if (this.recent.size > RECENT) this.recent.delete(this.recent.keys().next().value!);
-    this.onCaptured?.(txn, lsn);
+    this.onCaptured?.(txn, entry);
     if (this.waiters.length === 0) return;
     const keep: GtidWaiter[] = [];
     for (const w of this.waiters) {
       if (w.domain === domainId && w.seq <= seqNo) {
         clearTimeout(w.timer);
-        w.resolve(w.seq === seqNo ? lsn : (this.recent.get(`${domainId}-${txn.gtid.serverId}-${w.seq}`) ?? lsn));
+        w.resolve(w.seq === seqNo ? entry : (this.recent.get(`${domainId}-${txn.gtid.serverId}-${w.seq}`) ?? entry));
       } else keep.push(w);
     }
     this.waiters = keep;
   }
 
-  /** LSN of the entry holding the transaction with this GTID ("d-s-n"), once captured. */
-  lsnOf(gtid: string, timeoutMs: number): Promise<Lsn> {
+  /** The entry holding the transaction with this GTID ("d-s-n"), once captured. */
+  entryOf(gtid: string, timeoutMs: number): Promise<EntryRef> {
     const m = /^(\d+)-(\d+)-(\d+)$/.exec(gtid);
     if (!m) return Promise.reject(new WolfError("internal", `not a GTID: "${gtid}"`));
     const domain = Number(m[1]);
@@ -103,7 +109,7 @@ export class LeaderCapture {
     const known = this.recent.get(gtid);
     if (known !== undefined) return Promise.resolve(known);
     const r = this.reached.get(domain);
-    if (r && r.seq >= seq) return Promise.resolve(r.lsn); // older than our memory: a later LSN covers it
+    if (r && r.seq >= seq) return Promise.resolve(r.entry); // older than our memory: a later entry covers it
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const w: GtidWaiter = {

@@ -182,8 +182,15 @@ test.skipIf(skip !== undefined)(
       expect(sb.quorum).toBe(false); // two nodes: one survivor keeps serving
       const disc = (sb as unknown as { discovery: Record<string, number> }).discovery;
       expect(disc.other_cluster).toBeGreaterThan(0); // it heard cluster "itest" and ignored it
-      // Cluster A is untouched: still exactly its three voters.
-      expect((await nodes.get(3)!.status()).voters).toEqual([1, 2, 3]);
+      // Cluster A (forming at the same time, from beforeAll) ends up with exactly its three voters.
+      const a = await waitUntil(
+        async () => {
+          const s = await nodes.get(3)!.status();
+          return s.voters.length >= 3 ? s : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 200, what: "cluster A formed" },
+      );
+      expect(a.voters).toEqual([1, 2, 3]);
     } finally {
       await Promise.allSettled(b.map((n) => n.stop()));
     }

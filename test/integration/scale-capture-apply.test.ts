@@ -250,6 +250,55 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
     console.log(`[scale] applied ${wal.lastLsn} transactions with ${crashes} simulated crashes in ${secs.toFixed(2)} s (${(wal.lastLsn / secs).toFixed(0)} txn/s incl. restarts)`);
   }, 120_000);
 
+  test("batched apply: runs of row transactions in one database transaction each end byte-identical; a moved progress row refuses a batch before COMMIT", async () => {
+    expect(wal.lastLsn).toBeGreaterThan(100); // the WAL of the first test
+    const follower = await start(4, false);
+    const applier = await Applier.open({ connect: { socketPath: follower.socket, user: "root" } });
+    cleanups.push(() => applier.close());
+    const entries = wal.read(1, { maxBytes: 1e9 });
+    let batches = 0;
+    let batched = 0;
+    let refusedChecked = false;
+    for (let i = 0; i < entries.length; ) {
+      const run: typeof entries = [];
+      const want = 1 + ((i * 7) % 19); // 1..19, varying
+      // A run: batchable transactions sharing one format description (capture restarts change it).
+      const fdeOf = (e: (typeof entries)[number]) => Buffer.from(decodeTxn(e.data).formatDescription).toString("hex");
+      while (run.length < want && i + run.length < entries.length) {
+        const next = entries[i + run.length]!;
+        if (!Applier.batchable(decodeTxn(next.data)) || (run.length > 0 && fdeOf(next) !== fdeOf(run[0]!))) break;
+        run.push(next);
+      }
+      if (run.length < 2) {
+        await applier.apply(entries[i]!.lsn, entries[i]!.data);
+        i++;
+        continue;
+      }
+      if (!refusedChecked && i > entries.length / 2) {
+        // Another writer moved the progress row: the batch must fail before COMMIT and leave nothing.
+        refusedChecked = true;
+        const before = await checksums(follower);
+        await follower.query("SET sql_log_bin = 0; UPDATE wolfscale.applied SET lsn = lsn + 1 WHERE id = 1");
+        const err = await applier.applyMany(run.map((e) => ({ lsn: e.lsn, data: e.data }))).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ApplyError);
+        expect((err as Error).message).toMatch(/moved underneath/);
+        expect(await checksums(follower)).toEqual(before);
+        await follower.query("SET sql_log_bin = 0; UPDATE wolfscale.applied SET lsn = lsn - 1 WHERE id = 1");
+      }
+      await applier.applyMany(run.map((e) => ({ lsn: e.lsn, data: e.data })));
+      batches++;
+      batched += run.length;
+      i += run.length;
+    }
+    expect(refusedChecked).toBe(true);
+    expect(batched).toBeGreaterThan(entries.length / 2);
+    expect(applier.applied.lsn).toBe(wal.lastLsn);
+    expect(await checksums(follower)).toEqual(await checksums(leader));
+    const progress = await follower.query<Array<{ lsn: number }>>("SELECT lsn FROM wolfscale.applied");
+    expect(progress).toEqual([{ lsn: wal.lastLsn }]);
+    console.log(`[scale] ${batched} of ${entries.length} transactions applied in ${batches} batches; checksums equal`);
+  }, 120_000);
+
   test("the replication connection authenticates with mysql_native_password over TCP and reports refusals", async () => {
     await leader.query(
       "SET sql_log_bin = 0; CREATE USER 'wolfrepl'@'%' IDENTIFIED BY 'S3cret pass!'; GRANT REPLICATION SLAVE, SELECT ON *.* TO 'wolfrepl'@'%'; SET sql_log_bin = 1",

@@ -11,6 +11,8 @@
  *  3. kill -9 of the leader's MariaDB under load: the node steps down, another leads, nothing
  *     acknowledged is lost; the MariaDB comes back and the node catches up (or is migrated).
  *  4. kill -9 of a follower mid-apply, three times: every transaction applied exactly once.
+ *  5. Handover under load (an operator's demote, then the core's automatic handback to the lowest
+ *     ID): the leader drains first, so no transaction is stranded in its MariaDB and nobody diverges.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
@@ -241,6 +243,32 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
     expect(new Set(id.body.ids).size).toBe(3);
     expect(Number((BigInt(id.body.ids[0]!) >> 12n) & 1023n)).toBe(3);
   }, 60_000);
+
+  test("handover under load: demote drains, the automatic handback to the lowest ID drains too; nothing stranded or lost", async () => {
+    await withLogs(async () => {
+      expect(await c.waitLeader()).toBe(1);
+      const load = ackedLoad("h");
+      await waitAcked(load, 30, "writes before the handover");
+      // Operator: node 1 hands over to node 2 and stays out of the running for 2 s.
+      const r = await c.api<{ ok: boolean; message?: string; error?: string }>(1, "POST", "/admin/demote", { to: 2, hold_ms: 2000 });
+      expect(r.body).toMatchObject({ ok: true });
+      expect(await c.waitLeader(c.running().map((n) => n.id), 10_000)).toBe(2);
+      await waitAcked(load, load.acked.length + 30, "writes acknowledged by node 2");
+      // Then the cluster core hands leadership back to node 1 by itself, after node 2 drained.
+      await waitUntil(async () => (await c.status(1))?.role === "leader" && (await c.status(1))?.writable, { timeoutMs: 30_000, what: "node 1 to lead again" });
+      await waitAcked(load, load.acked.length + 30, "writes acknowledged after the handback");
+      await load.stop();
+      const all = await Promise.all(c.nodes.map((n) => c.status(n.id)));
+      for (const st of all) {
+        expect(st?.diverged).toBeNull();
+        expect(st?.state).toBe("Active");
+      }
+      const have = new Set((await c.node(1).db.query<Array<{ k: string }>>("SELECT k FROM app.acked")).map((x) => x.k));
+      expect(load.acked.filter((k) => !have.has(k))).toEqual([]);
+      await expectConvergedAndIdentical();
+      console.log(`[scale] handover to node 2 and automatic handback to node 1 under load: ${load.acked.length} acked, 0 lost, ${load.unknown} unknown, nobody diverged`);
+    });
+  }, 120_000);
 
   test("kill -9 of the leader's wolf under load: acknowledged writes survive, the node rejoins", async () => {
     await withLogs(async () => {

@@ -35,7 +35,7 @@ export function statusView(d: ScaleDaemon) {
     quorum: s.quorum,
     applyError: s.applyError,
     diverged: d.diverged,
-    held: d.control.held(),
+    held: d.node.heldBack(),
     writable: d.leaderReady,
     ack: d.cfg.replication.ack,
     mode: d.cfg.replication.mode,

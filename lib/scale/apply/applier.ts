@@ -10,6 +10,12 @@
  * before, "applied" after; a restart that finds "pending" knows the statement may already have run
  * and accepts the errors that mean its effect is there. A failed apply stops and is reported with
  * its LSN and GTID; nothing is ever skipped.
+ *
+ * A row transaction (or a run of consecutive ones, applyRowsBatch) normally takes one round trip:
+ * START TRANSACTION, the BINLOG statements, the progress update and COMMIT go as one multi-statement
+ * query. The progress update is written so that a progress row not at lsn-1 makes it fail
+ * (`lsn = IF(lsn = prev, new, NULL)` under strict mode: error 1048), and the server stops at the
+ * first error, so COMMIT never runs for a transaction whose bookkeeping did not move.
  */
 import { WolfError } from "../../common/errors.ts";
 import { logger } from "../../common/log.ts";
@@ -73,7 +79,7 @@ export class Applier {
   ) {}
 
   static async open(opts: ApplierOptions): Promise<Applier> {
-    const conn = await MysqlConnection.connect(opts.connect);
+    const conn = await MysqlConnection.connect({ ...opts.connect, multiStatements: true });
     try {
       // Our replays are not new writes of this server: keep them out of its own binlog.
       await conn.query("SET SESSION sql_log_bin = 0");
@@ -140,6 +146,7 @@ export class Applier {
     try {
       await this.ensureFormat(txn);
       if (txn.flags & TXN_STANDALONE) await this.applyStandalone(lsn, gtid, txn);
+      else if (!this.hooks.beforeCommit && rowStatements(txn) !== undefined) await this.applyRowsBatch([{ lsn, txn }]);
       else await this.applyRows(lsn, gtid, txn);
     } catch (err) {
       if (err instanceof ApplyError) throw err;
@@ -149,6 +156,71 @@ export class Applier {
     }
     this.stats.events += txn.events.length;
     this.stats.bytes += data.length;
+  }
+
+  /**
+   * Whether consecutive entries can be applied together by applyMany: row transactions (no
+   * statements to run in place, not DDL) within the size a single round trip carries.
+   */
+  static batchable(txn: CapturedTxn): boolean {
+    return !(txn.flags & TXN_STANDALONE) && rowStatements(txn) !== undefined;
+  }
+
+  /**
+   * Applies consecutive row transactions (each batchable(), LSNs applied+1, +2, …) in ONE database
+   * transaction that also moves the progress row to the last LSN: all of them or none, one round
+   * trip, one commit. Several transactions' effects become visible together; each is applied
+   * exactly once.
+   */
+  async applyMany(items: Array<{ lsn: number; data: Uint8Array }>): Promise<void> {
+    const txns = items.map((it) => ({ lsn: it.lsn, txn: decodeTxn(it.data) }));
+    const first = txns[0]!;
+    const last = txns[txns.length - 1]!;
+    const gtid = formatGtid(last.txn.gtid);
+    this.expectNext(first.lsn, formatGtid(first.txn.gtid));
+    try {
+      for (let i = 1; i < txns.length; i++) if (txns[i]!.lsn !== first.lsn + i) throw new ApplyError(txns[i]!.lsn, gtid, "a batch must hold consecutive LSNs");
+      await this.ensureFormat(first.txn);
+      if (txns.some((t) => Buffer.compare(t.txn.formatDescription, first.txn.formatDescription) !== 0)) {
+        throw new ApplyError(last.lsn, gtid, "a batch must share one format description");
+      }
+      await this.applyRowsBatch(txns);
+    } catch (err) {
+      if (err instanceof ApplyError) throw err;
+      await this.conn.query("ROLLBACK").catch(() => {});
+      throw new ApplyError(last.lsn, gtid, (err as Error).message, err);
+    }
+    for (const it of items) this.stats.bytes += it.data.length;
+    for (const t of txns) this.stats.events += t.txn.events.length;
+  }
+
+  /** One round trip: START TRANSACTION; BINLOG …; guarded progress update; COMMIT (see the header). */
+  private async applyRowsBatch(txns: Array<{ lsn: number; txn: CapturedTxn }>): Promise<void> {
+    const first = txns[0]!;
+    const last = txns[txns.length - 1]!;
+    const parts = ["START TRANSACTION"];
+    for (const t of txns) parts.push(...rowStatements(t.txn)!);
+    parts.push(
+      `SET STATEMENT sql_mode = 'STRICT_ALL_TABLES' FOR UPDATE ${PROGRESS} SET lsn = IF(lsn = ${first.lsn - 1}, ${last.lsn}, NULL), ` +
+        `gtid = ${quoteString(last.txn.gtidState)}, applied_at = NOW(6) WHERE id = 1`,
+      "COMMIT",
+    );
+    let results;
+    try {
+      results = await this.conn.queryAll(parts.join(";\n"), parts.length);
+    } catch (err) {
+      await this.conn.query("ROLLBACK").catch(() => {});
+      if (err instanceof ServerError && err.errno === 1048) {
+        throw new ApplyError(first.lsn, formatGtid(first.txn.gtid), "the progress row moved underneath this applier (another applier running?)", err);
+      }
+      throw err;
+    }
+    if (results[results.length - 2]?.affectedRows !== 1) {
+      // Only a missing progress row gets here (a mismatch fails before COMMIT): refuse to go on.
+      throw new ApplyError(last.lsn, formatGtid(last.txn.gtid), `the progress row ${PROGRESS} id 1 is missing`);
+    }
+    this.progress = { lsn: last.lsn, gtid: last.txn.gtidState, ddlPendingLsn: null };
+    this.stats.transactions += txns.length;
   }
 
   /** The session replays events with the leader's format description (sent when it changes). */
@@ -244,6 +316,31 @@ export class Applier {
   destroy(): void {
     this.conn.destroy();
   }
+}
+
+/** Above this (base64 text of one transaction's events), a transaction takes the statement-splitting path. */
+const MAX_FAST_STATEMENT = 4 * 1024 * 1024;
+
+/**
+ * The BINLOG statements replaying a row transaction (table maps and rows events as one statement),
+ * or undefined if it needs the general path: statements to run in place, or too large.
+ */
+function rowStatements(txn: CapturedTxn): string[] | undefined {
+  const fd = parseFormatDescription(txn.formatDescription);
+  const rows: Uint8Array[] = [];
+  let bytes = 0;
+  for (const raw of txn.events) {
+    const h = parseEventHeader(raw);
+    if (h.type === EventType.TableMap || isRowsEvent(h.type)) {
+      rows.push(raw);
+      bytes += raw.length;
+    } else if (h.type === EventType.Query) {
+      const sql = new TextDecoder().decode(parseQuery(raw, fd).sql).trim().toUpperCase();
+      if (sql !== "BEGIN" && sql !== "COMMIT") return undefined;
+    }
+  }
+  if (bytes * 1.34 > MAX_FAST_STATEMENT) return undefined;
+  return rows.length === 0 ? [] : [`BINLOG '${Buffer.concat(rows).toString("base64")}'`];
 }
 
 /**

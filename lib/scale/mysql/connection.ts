@@ -22,6 +22,7 @@ const CLIENT_CONNECT_WITH_DB = 0x8;
 const CLIENT_PROTOCOL_41 = 0x200;
 const CLIENT_TRANSACTIONS = 0x2000;
 const CLIENT_SECURE_CONNECTION = 0x8000;
+const CLIENT_MULTI_STATEMENTS = 0x10000;
 const CLIENT_MULTI_RESULTS = 0x20000;
 const CLIENT_PLUGIN_AUTH = 0x80000;
 const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA = 0x200000;
@@ -37,6 +38,11 @@ export interface ConnectOptions {
   password?: string;
   database?: string;
   connectTimeoutMs?: number;
+  /**
+   * Several statements in one COM_QUERY (one round trip). The server runs them in order and stops
+   * at the first error, which query() throws; queryAll() returns every statement's result.
+   */
+  multiStatements?: boolean;
 }
 
 /** An error packet from the server, with its code and SQL state passed through unchanged. */
@@ -234,6 +240,7 @@ export class MysqlConnection {
       CLIENT_PLUGIN_AUTH |
       CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
     if (opts.database) flags |= CLIENT_CONNECT_WITH_DB;
+    if (opts.multiStatements) flags |= CLIENT_MULTI_STATEMENTS;
     flags &= caps | CLIENT_CONNECT_WITH_DB;
     const w = new Writer()
       .u32(flags >>> 0)
@@ -281,8 +288,19 @@ export class MysqlConnection {
 
   /** COM_QUERY; returns the last result set (or OK counts). Throws ServerError on an error packet. */
   async query(sql: string | Uint8Array): Promise<QueryResult> {
+    return (await this.queryAll(sql)).at(-1)!;
+  }
+
+  /**
+   * COM_QUERY; every statement's result, in order (multiStatements). Throws at the first error.
+   * `statements`: how many results to expect. Pass it: the server does not always flag "more
+   * results follow" (a BINLOG statement clears that flag in its OK packet), and a reader that
+   * stops early leaves the rest in the stream for the next query to misread.
+   */
+  async queryAll(sql: string | Uint8Array, statements?: number): Promise<QueryResult[]> {
     this.sendCommand(Command.Query, typeof sql === "string" ? new TextEncoder().encode(sql) : sql);
-    let result: QueryResult = { columns: [], rows: [], affectedRows: 0, insertId: 0 };
+    const results: QueryResult[] = [];
+    let result: QueryResult;
     for (;;) {
       const first = await this.readPacket();
       if (first[0] === 0xff) throw parseErrorPacket(first);
@@ -315,7 +333,8 @@ export class MysqlConnection {
         }
         result = { columns, rows, affectedRows: 0, insertId: 0 };
       }
-      if (!(status & SERVER_MORE_RESULTS_EXISTS)) return result;
+      results.push(result);
+      if (statements !== undefined ? results.length >= statements : !(status & SERVER_MORE_RESULTS_EXISTS)) return results;
     }
   }
 

@@ -30,8 +30,8 @@ group("election", () => {
     const sim = cluster([1, 2, 3]);
     expect(sim.stableLeader(5 * H)).toBe(1);
     const leader = sim.node(1);
-    const lsn = leader.append(enc.encode("before-crash"));
-    const ack = track(leader.waitFor(lsn, "one"));
+    const { lsn } = leader.append(enc.encode("before-crash"));
+    const ack = track(leader.waitFor({ lsn, term: leader.currentTerm() }, "one"));
     sim.run(H);
     await microtasks();
     expect(ack.done).toBe(true);
@@ -51,12 +51,12 @@ group("election", () => {
     const sim = cluster([1, 2, 3]);
     expect(sim.stableLeader(5 * H)).toBe(1);
     sim.crash(3);
-    const lsn = sim.node(1).append(enc.encode("x"));
-    const ack = track(sim.node(1).waitFor(lsn, "majority"));
+    const x = sim.node(1).append(enc.encode("x"));
+    const ack = track(sim.node(1).waitFor(x, "majority"));
     sim.run(2 * H);
     await microtasks();
     expect(ack.done).toBe(true);
-    const all = track(sim.node(1).waitFor(lsn, "all"));
+    const all = track(sim.node(1).waitFor(x, "all"));
     sim.run(2 * H);
     await microtasks();
     expect(all.done).toBe(false); // node 3 is down: "all" cannot be met with quorum on
@@ -71,7 +71,7 @@ group("election", () => {
   test("leader isolated from the majority steps down; its late writes are never acknowledged", async () => {
     const sim = cluster([1, 2, 3]);
     expect(sim.stableLeader(5 * H)).toBe(1);
-    const acked = sim.node(1).append(enc.encode("acked"));
+    const { lsn: acked } = sim.node(1).append(enc.encode("acked"));
     sim.run(H);
     sim.net.isolate(1, sim.ids);
     const cutAt = sim.clock.now();
@@ -191,9 +191,9 @@ group("election", () => {
     const acks: ReturnType<typeof track>[] = [];
     const lsns: number[] = [];
     for (let i = 0; i < 30; i++) {
-      const lsn = sim.node(2).append(enc.encode(`w${i}`));
-      lsns.push(lsn);
-      acks.push(track(sim.node(2).waitFor(lsn, "one")));
+      const entry = sim.node(2).append(enc.encode(`w${i}`));
+      lsns.push(entry.lsn);
+      acks.push(track(sim.node(2).waitFor(entry, "one")));
       sim.run(20);
     }
     sim.run(H);
@@ -240,7 +240,7 @@ group("acknowledgement levels and quorum off", () => {
     sim.run(H);
     await microtasks();
     expect(one.done).toBe(true);
-    expect(sim.store(2).get(a)).toBeDefined(); // ack=one means the follower has it
+    expect(sim.store(2).get(a.lsn)).toBeDefined(); // ack=one means the follower has it
 
     sim.crash(2);
     sim.run(4 * H); // node 2 is Dropped after 3 heartbeats
@@ -256,7 +256,7 @@ group("acknowledgement levels and quorum off", () => {
     expect(sim.stableLeader(10 * H)).toBe(2); // the survivor takes over alone
     const c = sim.node(2).append(enc.encode("survivor"));
     sim.run(H);
-    expect(sim.node(2).committed()).toBeGreaterThanOrEqual(c);
+    expect(sim.node(2).committed()).toBeGreaterThanOrEqual(c.lsn);
     expectNoViolations(sim);
   });
 
@@ -264,9 +264,10 @@ group("acknowledgement levels and quorum off", () => {
     const sim = cluster([1, 2, 3]);
     expect(sim.stableLeader(5 * H)).toBe(1);
     sim.net.block(1, 3);
-    const lsn = sim.node(1).append(enc.encode("x"));
-    const none = track(sim.node(1).waitFor(lsn, "none"));
-    const all = track(sim.node(1).waitFor(lsn, "all"));
+    const x = sim.node(1).append(enc.encode("x"));
+    const { lsn } = x;
+    const none = track(sim.node(1).waitFor(x, "none"));
+    const all = track(sim.node(1).waitFor(x, "all"));
     sim.run(H);
     await microtasks();
     expect(none.done).toBe(true);
@@ -310,12 +311,14 @@ group("membership and catch-up", () => {
     expect(sim.node(1).voters()).toEqual([1, 2, 3, 4]);
     expect(sim.converged(10 * H)).toBe(true);
     for (const id of sim.ids) expect(sim.node(id).status().state).toBe("Active");
-    // Everyone converges on the same view.
-    const views = sim.ids.map((id) => {
-      const s = sim.node(id).status();
-      return [{ id: s.id, state: s.state }, ...s.peers.map((p) => ({ id: p.id, state: p.state }))].sort((a, b) => a.id - b.id);
-    });
-    for (const v of views) expect(v).toEqual(views[0]!);
+    // Everyone converges on the same view (states travel in pings, once per heartbeat).
+    const views = () =>
+      sim.ids.map((id) => {
+        const s = sim.node(id).status();
+        return JSON.stringify([{ id: s.id, state: s.state }, ...s.peers.map((p) => ({ id: p.id, state: p.state }))].sort((a, b) => a.id - b.id));
+      });
+    sim.run(3 * H, () => new Set(views()).size === 1);
+    for (const v of views()) expect(v).toEqual(views()[0]!);
 
     sim.crash(3);
     sim.run(5 * H);

@@ -7,7 +7,8 @@
  * the log of every leader of a later term, at the same LSN with the same term and payload, and no
  * node lacking one could still be elected (its log is not at least as up to date as a majority's);
  * every node applies strictly in LSN order with no gaps or duplicates, and all nodes apply the same
- * entry at the same LSN. After the faults stop, the cluster must converge.
+ * entry at the same LSN; no message is one the TCP codec would drop as malformed. After the faults
+ * stop, the cluster must converge.
  *
  * The schedules are biased toward the rare interleavings that break consensus (Raft Figure 8):
  * mostly 5 nodes; small replication batches in half of them (so a new leader ships entries of
@@ -175,7 +176,7 @@ async function runSchedule(seed: number): Promise<Outcome> {
   return {
     seed,
     ids,
-    violations: sim.violations,
+    violations: [...sim.violations, ...sim.net.malformed.map((m) => `malformed message: ${m}`)],
     converged,
     logsEqual,
     missingAcked,

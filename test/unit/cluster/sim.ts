@@ -7,7 +7,7 @@ import { MemoryLogStore } from "../../../lib/cluster/log-store.ts";
 import { ClusterNode, type NodeOptions } from "../../../lib/cluster/node.ts";
 import { MemoryStableStore } from "../../../lib/cluster/stable-store.ts";
 import { SimNetwork, type SimNetworkOptions } from "../../../lib/cluster/transport-memory.ts";
-import type { AckLevel, FSM, LogEntry, Lsn, NodeId, Term } from "../../../lib/cluster/types.ts";
+import type { AckLevel, EntryRef, FSM, LogEntry, Lsn, NodeId, Term } from "../../../lib/cluster/types.ts";
 
 import { setLogLevel } from "../../../lib/common/log.ts";
 
@@ -360,18 +360,18 @@ export class SimCluster {
     for (const id of this.leaders()) {
       const node = this.node(id);
       const text = `p${++this.proposals}@${id}`;
-      let lsn: Lsn;
+      let ref: EntryRef;
       try {
-        lsn = node.append(enc.encode(text));
+        ref = node.append(enc.encode(text));
       } catch {
         continue; // not leader / handing over: a client would retry elsewhere
       }
       n++;
       if (ack === undefined || ack === "none") continue;
       const term = node.currentTerm();
-      const entry = { term, payload: `${term}/data/${text}` };
-      node.waitFor(lsn, ack).then(
-        () => this.acknowledge(lsn, entry, term, `waitFor(${ack})`),
+      const entry = { term: ref.term, payload: `${ref.term}/data/${text}` };
+      node.waitFor(ref, ack).then(
+        () => this.acknowledge(ref.lsn, entry, term, `waitFor(${ack})`),
         () => {}, // leadership lost: outcome unknown, nothing promised
       );
     }

@@ -7,7 +7,7 @@ import { MemoryLogStore } from "../../../lib/cluster/log-store.ts";
 import { ClusterNode } from "../../../lib/cluster/node.ts";
 import { MemoryStableStore } from "../../../lib/cluster/stable-store.ts";
 import { TcpTransport } from "../../../lib/cluster/transport-tcp.ts";
-import type { FSM, LogEntry } from "../../../lib/cluster/types.ts";
+import type { EntryRef, FSM, LogEntry } from "../../../lib/cluster/types.ts";
 import { setLogLevel } from "../../../lib/common/log.ts";
 import { waitUntil } from "../../../lib/common/wait.ts";
 
@@ -68,7 +68,7 @@ test("3 nodes over TCP: elect, replicate with acks, fail over, rejoin and hand b
   }
   await waitUntil(() => nodes.get(1)!.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), { timeoutMs: 5000, what: "node 1 leading" });
   const enc = new TextEncoder();
-  const lsns: number[] = [];
+  const lsns: EntryRef[] = [];
   for (let i = 0; i < 50; i++) lsns.push(nodes.get(1)!.append(enc.encode(`w${i}`)));
   await nodes.get(1)!.waitFor(lsns.at(-1)!, "all", 5000);
 
@@ -92,7 +92,7 @@ test("3 nodes over TCP: elect, replicate with acks, fail over, rejoin and hand b
   await waitUntil(() => again.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), { timeoutMs: 10_000, what: "handover back to node 1" });
   const last = again.append(enc.encode("back"));
   await again.waitFor(last, "all", 5000);
-  await waitUntil(() => [1, 2, 3].every((id) => nodes.get(id)!.applied() === last), { timeoutMs: 5000, what: "all applied" });
+  await waitUntil(() => [1, 2, 3].every((id) => nodes.get(id)!.applied() === last.lsn), { timeoutMs: 5000, what: "all applied" });
   const texts = (id: number) => state.get(id).fsm.entries.map((e: LogEntry) => `${e.term}/${e.kind}/${new TextDecoder().decode(e.data)}`);
   expect(texts(2)).toEqual(texts(1));
   expect(texts(3)).toEqual(texts(1));
