@@ -4,10 +4,10 @@ import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { defaultConfigPath, loadConfig, parseConfig, renderConfig } from "../lib/common/config/index.ts";
-import { configArgs, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
+import { configArgs, configPath, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
 import { UsageError, WolfError } from "../lib/common/errors.ts";
 import { parseIPv4 } from "../lib/net/allowedips.ts";
-import { type NetConfig, netSchema, writeNetConfig } from "../lib/net/config.ts";
+import { isEndpoint, type NetConfig, netSchema, writeNetConfig } from "../lib/net/config.ts";
 import { controlRequest } from "../lib/net/control.ts";
 import { runNetDaemon } from "../lib/net/daemon.ts";
 import { decodeToken } from "../lib/net/invite.ts";
@@ -40,11 +40,25 @@ function ensureKey(keyFile: string, force: boolean): "created" | "kept" {
   return "created";
 }
 
-function parseDuration(text: string): number {
+/** Seconds in "90s", "30m", "24h", "7d" (or plain seconds); zero is refused. */
+function parseDuration(text: string, flag: string): number {
   const m = /^(\d+)\s*(s|m|h|d)?$/.exec(text.trim());
-  if (!m) throw new UsageError(`not a duration: ${JSON.stringify(text)}`, "use e.g. 90s, 30m, 24h, 7d");
-  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? "s") as "s"];
-  return Number(m[1]) * unit;
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(m?.[2] ?? "s") as "s"];
+  const seconds = m ? Number(m[1]) * unit : 0;
+  if (!m || seconds <= 0 || !Number.isSafeInteger(seconds)) throw new UsageError(`${flag} takes a duration, got ${JSON.stringify(text)}`, "use e.g. 90s, 30m, 24h, 7d");
+  return seconds;
+}
+
+/** All of stdin, refusing more than `limit` bytes (a key is 45; `< /dev/zero` must not eat memory). */
+async function readStdin(limit: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of Bun.stdin.stream()) {
+    size += chunk.length;
+    if (size > limit) throw new UsageError(`more than ${limit} bytes on stdin; expected one base64 private key`, "e.g. wolf net genkey | wolf net pubkey");
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 const init = initCommand(netSchema, {
@@ -53,7 +67,7 @@ const init = initCommand(netSchema, {
     subnet: { type: "string", description: "Overlay network (default: the address's /24)", valueHint: "CIDR" },
   },
   overrides: (args) => {
-    const file = (args.config as string | undefined) || defaultConfigPath("net");
+    const file = configPath("net", args);
     const out = pathsNextTo(file) as { interface?: Record<string, unknown> };
     if (args.address || args.subnet) {
       out.interface = { ...out.interface };
@@ -79,9 +93,15 @@ const pubkey = defineCommand({
   meta: { name: "pubkey", description: "Print the public key of a private key read from stdin (or of this node's key file)" },
   args: { ...configArgs("net") },
   async run({ args }) {
-    const input = process.stdin.isTTY ? "" : (await Bun.stdin.text()).trim();
+    const input = process.stdin.isTTY ? "" : (await readStdin(4096)).trim();
     if (input) {
-      process.stdout.write(`${encodeKey(keyPairFromPrivate(decodeKey(input, "private key on stdin")).publicKey)}\n`);
+      let key: Uint8Array;
+      try {
+        key = decodeKey(input, "the private key on stdin");
+      } catch (err) {
+        throw new UsageError((err as Error).message, "pipe in a key, e.g. wolf net genkey | wolf net pubkey (or run it without stdin to read this node's key file)");
+      }
+      process.stdout.write(`${encodeKey(keyPairFromPrivate(key).publicKey)}\n`);
       return;
     }
     const { config } = loadFromArgs(netSchema, args);
@@ -111,9 +131,11 @@ const invite = defineCommand({
     endpoint: { type: "string", description: "host:port the joiner reaches this node at (default: interface.endpoint or this host's IP)", valueHint: "HOST:PORT" },
   },
   async run({ args }) {
-    const { config } = loadFromArgs(netSchema, args);
-    const body = { ttl_s: parseDuration(String(args.ttl)), address: args.address, endpoint: args.endpoint };
-    const r = await controlRequest<{ token: string; address: string; expires: string }>(config.interface.control_socket, "POST", "/invite", body);
+    const body = { ttl_s: parseDuration(String(args.ttl), "--ttl"), address: args.address, endpoint: args.endpoint };
+    if (args.address !== undefined && parseIPv4(String(args.address)) === undefined) throw new UsageError(`--address takes an IPv4 address, got ${JSON.stringify(args.address)}`);
+    if (args.endpoint !== undefined && !isEndpoint(String(args.endpoint))) throw new UsageError(`--endpoint takes host:port, got ${JSON.stringify(args.endpoint)}`, "e.g. --endpoint 192.168.1.10:9600");
+    const { file, config } = loadFromArgs(netSchema, args);
+    const r = await controlRequest<{ token: string; address: string; expires: string }>(config.interface.control_socket, "POST", "/invite", body, { configFile: file });
     process.stderr.write(`invite for ${r.address}, valid until ${r.expires}, usable once. On the new node run:\n  wolf net join <line>\n`);
     process.stdout.write(`${r.token}\n`);
   },
@@ -128,8 +150,10 @@ const joinCmd = defineCommand({
     timeout: { type: "string", description: "How long to try reaching the inviter", default: "15s", valueHint: "DURATION" },
   },
   async run({ args }) {
+    // Check every argument before anything is written.
     const tokenData = decodeToken(String(args.token));
-    const file = (args.config as string | undefined) || defaultConfigPath("net");
+    const timeoutMs = parseDuration(String(args.timeout), "--timeout") * 1000;
+    const file = configPath("net", args);
     let config: NetConfig;
     if (existsSync(file)) {
       config = loadConfig(netSchema, file);
@@ -148,7 +172,7 @@ const joinCmd = defineCommand({
       token: tokenData,
       keys: loadKeyFile(config.interface.key_file),
       name: String(args.name ?? hostname()),
-      timeoutMs: parseDuration(String(args.timeout)) * 1000,
+      timeoutMs,
     });
     process.stdout.write(`joined as ${result.address} with ${result.peers} peer(s); start the daemon with: wolf net up${args.config ? ` --config ${file}` : ""}\n`);
   },

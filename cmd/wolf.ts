@@ -5,7 +5,7 @@
 import "../lib/common/color-env.ts";
 import { defineCommand } from "citty";
 import { version } from "../package.json";
-import { runCli } from "../lib/common/cli.ts";
+import { installCrashHandlers, runCli } from "../lib/common/cli.ts";
 import { ctlCommand } from "./ctl.ts";
 import { diskCommand } from "./disk.ts";
 import { internalCommand } from "./internal.ts";
@@ -17,6 +17,7 @@ const main = defineCommand({
   subCommands: { scale: scaleCommand, disk: diskCommand, net: netCommand, ctl: ctlCommand, internal: internalCommand },
 });
 
+installCrashHandlers();
 runCli(main, process.argv.slice(2), version).then((code) => {
   // Daemons resolve only when they are done; one-shot commands exit with their code.
   process.exitCode = code;

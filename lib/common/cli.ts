@@ -79,32 +79,46 @@ async function resolveChain(root: AnyCommand, argv: string[]): Promise<Resolved>
 
 const BUILTIN_FLAGS = new Set(["help", "h", "version", "v"]);
 
-/** Rejects flags the leaf command does not declare (citty silently accepts them). */
+/** Rejects flags the leaf command does not declare and extra positional words (citty silently accepts both). */
 async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Promise<void> {
   const args: ArgsDef = (await resolve(leaf.args)) ?? {};
   const known = new Map<string, ArgsDef[string]>();
+  const positionals = Object.entries(args).filter(([, def]) => def.type === "positional").map(([key]) => key);
   for (const [key, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
     known.set(key, def);
     for (const alias of aliasesOf(def)) known.set(alias, def);
   }
+  const command = `wolf ${names.join(" ")}`;
+  let seen = 0;
+  const positional = (word: string) => {
+    if (++seen <= positionals.length) return;
+    const expected = positionals.length === 0 ? "takes no arguments" : `takes ${positionals.length} argument${positionals.length > 1 ? "s" : ""} (${positionals.map((p) => p.toUpperCase()).join(" ")})`;
+    throw new UsageError(`unexpected argument "${word}": "${command}" ${expected}`, `run "${command} --help" for the usage; quote a value that contains spaces`);
+  };
   for (let i = 0; i < rest.length; i++) {
     const word = rest[i]!;
-    if (word === "--") break;
-    if (!word.startsWith("-") || word === "-" || /^-\d/.test(word)) continue;
+    if (word === "--") {
+      for (const after of rest.slice(i + 1)) positional(after);
+      break;
+    }
+    if (!word.startsWith("-") || word === "-" || /^-\d/.test(word)) {
+      positional(word);
+      continue;
+    }
     const name = word.replace(/^-{1,2}/, "").split("=")[0]!;
     if (BUILTIN_FLAGS.has(name)) continue;
     const def = known.get(name) ?? (name.startsWith("no-") ? known.get(name.slice(3)) : undefined);
     if (!def) {
       const guess = nearest(name, [...known.keys()].filter((k) => k.length > 1));
       throw new UsageError(
-        `unknown option "${word}" for "wolf ${names.join(" ")}"${guess ? `; did you mean "--${guess}"?` : ""}`,
-        `run "wolf ${names.join(" ")} --help" for the options`,
+        `unknown option "${word}" for "${command}"${guess ? `; did you mean "--${guess}"?` : ""}`,
+        `run "${command} --help" for the options`,
       );
     }
     if (!word.includes("=") && (def.type === "string" || def.type === "enum")) {
       const value = rest[i + 1];
-      if (value === undefined) throw new UsageError(`option "${word}" needs a value`);
+      if (value === undefined) throw new UsageError(`option "${word}" needs a value`, `run "${command} --help" for the options`);
       i++;
     }
   }
@@ -124,17 +138,21 @@ function printError(err: WolfError): void {
   const red = colorEnabled() ? (s: string) => `\x1b[31m${s}\x1b[39m` : (s: string) => s;
   process.stderr.write(`${red("wolf: error:")} ${err.message}\n`);
   if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-  if (process.env.WOLF_DEBUG && err.stack) process.stderr.write(`${err.stack}\n`);
+  // The original error's stack says where it happened; the wrapper's only where it was wrapped.
+  const stack = err.cause instanceof Error && err.cause.stack ? err.cause.stack : err.stack;
+  if (process.env.WOLF_DEBUG && stack) process.stderr.write(`${stack}\n`);
 }
 
 /** Runs the CLI and returns the exit code (the caller exits; daemons keep running until done). */
 export async function runCli(root: AnyCommand, argv: string[], version: string): Promise<number> {
+  let command = "wolf";
   try {
     if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
       process.stdout.write(`wolf ${version} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
       return 0;
     }
     const resolved = await resolveChain(root, argv);
+    command = ["wolf", ...resolved.names].join(" ");
     const leaf = resolved.chain[resolved.chain.length - 1]!;
     const wantsHelp = resolved.rest.some((a) => a === "--help" || a === "-h");
     const hasRun = typeof leaf.run === "function";
@@ -152,10 +170,46 @@ export async function runCli(root: AnyCommand, argv: string[], version: string):
     await runCommand(leaf, { rawArgs: resolved.rest });
     return 0;
   } catch (err) {
-    const e = err instanceof WolfError ? err : (err as { name?: string }).name === "CLIError" ? new UsageError((err as Error).message) : asWolfError(err);
+    const e =
+      err instanceof WolfError
+        ? err
+        : (err as { name?: string }).name === "CLIError"
+          ? new UsageError((err as Error).message, `run "${command} --help" for the usage`)
+          : asWolfError(err);
     printError(e);
     return e.exitCode;
   }
+}
+
+/**
+ * Errors thrown outside the command's promise (a socket callback, a timer) would otherwise make
+ * Bun print minified source and a crash banner: print one line instead and exit 1 (internal).
+ */
+export function installCrashHandlers(): void {
+  const crash = (err: unknown) => {
+    const e = asWolfError(err);
+    const internal = e.code === "internal";
+    printError(internal ? new WolfError("internal", `internal error: ${e.message}`, { hint: e.hint, cause: err }) : e);
+    process.exit(e.exitCode);
+  };
+  process.on("uncaughtException", crash);
+  process.on("unhandledRejection", crash);
+}
+
+/**
+ * An integer option, strictly: "abc", "1.5", "" and out-of-range values are usage errors naming
+ * the option (Number() would turn them into NaN, 0 or a fraction). Undefined stays undefined.
+ */
+export function intOption(flag: string, value: unknown, range: { min?: number; max?: number } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value).trim();
+  const n = Number(text);
+  const { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = range;
+  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const bounds = range.min !== undefined && range.max !== undefined ? ` from ${min} to ${max}` : range.min !== undefined ? ` of at least ${min}` : "";
+    throw new UsageError(`${flag} takes an integer${bounds}, got ${JSON.stringify(String(value))}`);
+  }
+  return n;
 }
 
 /**

@@ -3,6 +3,7 @@
  * `--config` / `--data-dir` options every daemon takes. Shared so scale, disk and net behave alike.
  */
 import { type ArgsDef, defineCommand } from "citty";
+import { UsageError } from "./errors.ts";
 import {
   type ConfigSchema,
   defaultConfigPath,
@@ -12,6 +13,7 @@ import {
   loadConfig,
   parseConfig,
   renderConfig,
+  validateConfig,
   writeConfigFile,
 } from "./config/index.ts";
 
@@ -25,12 +27,23 @@ export const dataDirArg = {
   "data-dir": { type: "string", description: "State directory (overrides node.data_dir)", valueHint: "DIR" },
 } as const satisfies ArgsDef;
 
+/**
+ * The file --config names, or the default path. An empty value (`--config "$UNSET"`) is refused
+ * rather than silently meaning the default file.
+ */
+export function configPath(name: string, args: { config?: unknown }): string {
+  if (args.config === undefined) return defaultConfigPath(name);
+  const file = String(args.config);
+  if (file.trim() === "") throw new UsageError("--config needs a file path, got an empty string", `leave it out to use ${defaultConfigPath(name)}`);
+  return file;
+}
+
 /** Loads the config named by --config (or the default path) and applies --data-dir. */
 export function loadFromArgs<F extends Fields>(
   schema: ConfigSchema<F>,
   args: { config?: string; "data-dir"?: string },
 ): { file: string; config: InferFields<F> } {
-  const file = args.config || defaultConfigPath(schema.name);
+  const file = configPath(schema.name, args);
   const config = loadConfig(schema, file);
   const node = (config as { node?: { data_dir: string } }).node;
   if (args["data-dir"] && node) node.data_dir = args["data-dir"];
@@ -70,12 +83,15 @@ export function initCommand<F extends Fields, A extends ArgsDef>(
       ...((opts.args ?? {}) as A),
     },
     async run({ args }) {
-      const file = (args.config as string | undefined) || defaultConfigPath(schema.name);
+      const file = configPath(schema.name, args);
       const values = deepMerge(generatedValues(schema) as Record<string, unknown>, opts.overrides?.(args) ?? {});
+      // Check the values first: an option like --node-id abc must be named as a bad value, not
+      // show up as a TOML syntax error in a file the user never wrote.
+      validateConfig(schema, values, file);
       const text = renderConfig(schema, values as Partial<InferFields<F>>);
       // Validate what we are about to write, so init can never produce a file validate rejects.
       const config = parseConfig(schema, text, file);
-      writeConfigFile(file, text, { force: Boolean(args.force) });
+      writeConfigFile(file, text, { force: Boolean(args.force), name: schema.name });
       await opts.after?.(file, config, args);
       process.stdout.write(`wrote ${file}\n`);
     },

@@ -1,9 +1,11 @@
 /** Polling with a deadline: the one way we wait for a condition (never a fixed sleep). */
+import { WolfError } from "./errors.ts";
 
-export class TimeoutError extends Error {
+/** What we waited for did not happen in time: something outside (a server, a peer), not a bug. */
+export class TimeoutError extends WolfError {
   constructor(what: string, ms: number, last?: unknown) {
     const detail = last === undefined ? "" : ` (last: ${last instanceof Error ? last.message : String(last)})`;
-    super(`timed out after ${ms} ms waiting for ${what}${detail}`);
+    super("network", `timed out after ${ms} ms waiting for ${what}${detail}`, last === undefined ? undefined : { cause: last });
     this.name = "TimeoutError";
   }
 }

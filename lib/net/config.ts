@@ -1,8 +1,7 @@
 /** `net.toml`: wolf net (encrypted mesh VPN over TUN). */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
 import { renderConfig } from "../common/config/index.ts";
 import { ConfigError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import { maskOf, parseCidr, parseIPv4 } from "./allowedips.ts";
 import { decodeKey } from "./keys.ts";
 import {
@@ -19,7 +18,13 @@ import {
   tables,
 } from "../common/config/index.ts";
 
-const checkEndpoint = (v: string) => (v === "" || /^[^\s:]+:\d{1,5}$/.test(v) ? undefined : `expected ip:port or host:port, got ${JSON.stringify(v)}`);
+/** "host:port" or "ip:port" with a port from 1 to 65535. */
+export function isEndpoint(text: string): boolean {
+  const port = /^[^\s:]+:(\d{1,5})$/.exec(text)?.[1];
+  return port !== undefined && Number(port) >= 1 && Number(port) <= 65535;
+}
+
+const checkEndpoint = (v: string) => (v === "" || isEndpoint(v) ? undefined : `expected ip:port or host:port (port 1-65535), got ${JSON.stringify(v)}`);
 
 export const netSchema = defineSchema("net", "wolf net — encrypted mesh VPN over TUN (Noise IK, ChaCha20-Poly1305).", {
   node: nodeSection({ dataDir: "/var/lib/wolf/net" }),
@@ -46,7 +51,7 @@ export const netSchema = defineSchema("net", "wolf net — encrypted mesh VPN ov
     },
     { name: "node2", public_key: "<base64 public key>", endpoint: "192.168.1.12:9600", allowed_ip: "10.0.10.2" },
   ),
-});
+}, { check: (config, file) => void netSettings(config as NetConfig, file) });
 
 export type NetConfig = InferFields<typeof netSchema.fields>;
 
@@ -114,13 +119,5 @@ export function savePeers(file: string, config: NetConfig, peers: NetPeerConfig[
 }
 
 export function writeNetConfig(file: string, config: NetConfig): void {
-  const text = renderConfig(netSchema, config);
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, file);
-}
-
-export function readIfExists(file: string): string | undefined {
-  return existsSync(file) ? readFileSync(file, "utf8") : undefined;
+  writeFileAtomic(file, renderConfig(netSchema, config));
 }

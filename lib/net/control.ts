@@ -6,9 +6,11 @@
  *   POST /invite   {ttl_s?, address?, endpoint?} → {token, address, expires}
  *   POST /reload   re-read peers from net.toml
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { WolfError } from "../common/errors.ts";
+import { defaultConfigPath } from "../common/config/index.ts";
+import { type ErrorCode, errnoName, errnoReason, EXIT_CODES, WolfError } from "../common/errors.ts";
+import { ensureDir } from "../common/files.ts";
 
 export interface PeerStatus {
   name: string;
@@ -52,16 +54,25 @@ export interface ControlHandlers {
   reload(): Promise<{ peers: number }>;
 }
 
-export async function serveControl(socketPath: string, handlers: ControlHandlers): Promise<{ stop(): void }> {
-  mkdirSync(dirname(socketPath), { recursive: true });
+/**
+ * Makes sure the control socket can be served: its directory exists, no live daemon answers on it
+ * (a stale socket file from a killed daemon is removed). The daemon calls this before it creates
+ * the TUN interface, so a second `wolf net up` says "already running" and touches nothing.
+ */
+export async function claimControlSocket(socketPath: string): Promise<void> {
+  ensureDir(dirname(socketPath), "the control socket's directory (interface.control_socket)");
   if (existsSync(socketPath)) {
     const alive = await controlRequest(socketPath, "GET", "/status").then(
       () => true,
       () => false,
     );
-    if (alive) throw new WolfError("state", `a wolf net daemon is already running (control socket ${socketPath})`);
+    if (alive) throw new WolfError("state", `a wolf net daemon is already running (control socket ${socketPath})`, { hint: "stop it first, or give this one another config (interface.control_socket, name, listen_port)" });
     unlinkSync(socketPath);
   }
+}
+
+export async function serveControl(socketPath: string, handlers: ControlHandlers): Promise<{ stop(): void }> {
+  await claimControlSocket(socketPath);
   const json = (data: unknown, status = 200) => Response.json(data, { status });
   const server = Bun.serve({
     unix: socketPath,
@@ -94,7 +105,13 @@ export async function serveControl(socketPath: string, handlers: ControlHandlers
 }
 
 /** Calls the daemon; throws a WolfError a user can act on when it is not running. */
-export async function controlRequest<T = unknown>(socketPath: string, method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
+export async function controlRequest<T = unknown>(
+  socketPath: string,
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+  opts: { configFile?: string } = {},
+): Promise<T> {
   let res: Response;
   try {
     res = await fetch(`http://wolf-net${path}`, {
@@ -102,15 +119,32 @@ export async function controlRequest<T = unknown>(socketPath: string, method: "G
       method,
       body: body === undefined ? undefined : JSON.stringify(body),
       headers: body === undefined ? undefined : { "content-type": "application/json" },
-      signal: AbortSignal.timeout(5000),
+      signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS),
     } as RequestInit);
   } catch (err) {
-    throw new WolfError("state", `wolf net daemon is not reachable at ${socketPath}: ${(err as Error).message}`, {
-      hint: "start it with `wolf net up` (or check interface.control_socket in net.toml)",
-      cause: err,
-    });
+    throw notReachable(socketPath, err, opts.configFile);
   }
-  const data = (await res.json().catch(() => ({}))) as { error?: string; code?: string };
-  if (!res.ok) throw new WolfError((data.code as never) ?? "internal", data.error ?? `HTTP ${res.status}`);
+  const data = (await res.json().catch(() => ({}))) as { error?: unknown; code?: unknown };
+  if (!res.ok) {
+    const code = typeof data.code === "string" && data.code in EXIT_CODES ? (data.code as ErrorCode) : "internal";
+    throw new WolfError(code, typeof data.error === "string" ? data.error : `the wolf net daemon answered HTTP ${res.status} to ${method} ${path}`);
+  }
   return data as T;
+}
+
+const CONTROL_TIMEOUT_MS = 5000;
+
+function notReachable(socketPath: string, err: unknown, configFile?: string): WolfError {
+  const config = configFile && configFile !== defaultConfigPath("net") ? ` --config ${configFile}` : "";
+  const start = { hint: `start it with \`wolf net up${config}\` (or check interface.control_socket in ${configFile ?? "net.toml"})`, cause: err };
+  const name = errnoName(err) ?? (err as Error).name;
+  if (name === "ENOENT") return new WolfError("state", `the wolf net daemon is not running (no control socket at ${socketPath})`, start);
+  if (name === "ECONNREFUSED") return new WolfError("state", `the wolf net daemon is not running (nothing listens on ${socketPath}; the daemon that made it is gone)`, start);
+  if (name === "EACCES" || name === "EPERM") {
+    return new WolfError("io", `permission denied on the wolf net control socket ${socketPath}`, { hint: "it is mode 0600 (the daemon runs as root): run this as root", cause: err });
+  }
+  if (name === "TimeoutError" || name === "AbortError") {
+    return new WolfError("network", `the wolf net daemon did not answer on ${socketPath} within ${CONTROL_TIMEOUT_MS / 1000} s`, { hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-net)", cause: err });
+  }
+  return new WolfError("state", `the wolf net daemon is not reachable at ${socketPath}: ${errnoReason(err)}`, start);
 }

@@ -10,8 +10,10 @@ const netArgs = {
   json: { type: "boolean", description: "Print JSON instead of a table" },
 } as const;
 
-function netSocket(args: { config?: string }): string {
-  return loadFromArgs(netSchema, args).config.interface.control_socket;
+/** GETs `path` from the daemon named by the config in `args`. */
+function ask<T>(args: { config?: string }, path: string): Promise<T> {
+  const { file, config } = loadFromArgs(netSchema, args);
+  return controlRequest<T>(config.interface.control_socket, "GET", path, undefined, { configFile: file });
 }
 
 function printPeers(peers: PeerStatus[]): void {
@@ -47,34 +49,25 @@ function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/** A read-only verb: asks the daemon for `path` and prints it as a table, or JSON with --json. */
+function view<T>(name: string, description: string, path: string, print: (value: T) => void) {
+  return defineCommand({
+    meta: { name, description },
+    args: netArgs,
+    async run({ args }) {
+      const value = await ask<T>(args, path);
+      if (args.json) printJson(value);
+      else print(value);
+    },
+  });
+}
+
 export const ctlNetCommands = {
-  status: defineCommand({
-    meta: { name: "status", description: "Daemon and interface status" },
-    args: netArgs,
-    async run({ args }) {
-      const s = await controlRequest<NodeStatus>(netSocket(args), "GET", "/status");
-      if (args.json) printJson(s);
-      else printStatus(s);
-    },
-  }),
-  peers: defineCommand({
-    meta: { name: "peers", description: "Peers with endpoint, last handshake, rx/tx" },
-    args: netArgs,
-    async run({ args }) {
-      const peers = await controlRequest<PeerStatus[]>(netSocket(args), "GET", "/peers");
-      if (args.json) printJson(peers);
-      else printPeers(peers);
-    },
-  }),
-  info: defineCommand({
-    meta: { name: "info", description: "Status and the peer list together" },
-    args: netArgs,
-    async run({ args }) {
-      const info = await controlRequest<NodeStatus & { peer_list: PeerStatus[] }>(netSocket(args), "GET", "/info");
-      if (args.json) return printJson(info);
-      printStatus(info);
-      process.stdout.write("\n");
-      printPeers(info.peer_list);
-    },
+  status: view("status", "Daemon and interface status", "/status", printStatus),
+  peers: view("peers", "Peers with endpoint, last handshake, rx/tx", "/peers", printPeers),
+  info: view<NodeStatus & { peer_list: PeerStatus[] }>("info", "Status and the peer list together", "/info", (info) => {
+    printStatus(info);
+    process.stdout.write("\n");
+    printPeers(info.peer_list);
   }),
 };

@@ -9,12 +9,13 @@ import { join } from "node:path";
 import { boundPort, closeFd, libc, MSG_DONTWAIT, setNonBlocking, sockaddrIn, udpSocket } from "../../native/libc.ts";
 import { aead } from "../../native/sodium.ts";
 import { configureInterface, openTun } from "../../native/tun.ts";
-import { WolfError } from "../common/errors.ts";
+import { errnoReason, WolfError } from "../common/errors.ts";
+import { ensureDir } from "../common/files.ts";
 import { logger } from "../common/log.ts";
 import { startWorker } from "../common/workers.ts";
 import { formatIPv4, parseIPv4 } from "./allowedips.ts";
 import { type NetConfig, netSettings, savePeers } from "./config.ts";
-import { type ControlHandlers, type NodeStatus, type PeerStatus, serveControl } from "./control.ts";
+import { claimControlSocket, type ControlHandlers, type NodeStatus, type PeerStatus, serveControl } from "./control.ts";
 import type { DataplaneEvent, DataplaneStart } from "./dataplane.worker.ts";
 import { messageType, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE } from "./handshake.ts";
 import { DEFAULT_INVITE_TTL_MS, encodeToken, InviteBook, type JoinPeer, MSG_JOIN_REQUEST } from "./invite.ts";
@@ -30,8 +31,8 @@ export function formatEndpoint(packed: bigint): string | null {
   return ep ? `${formatIPv4(ep.ip)}:${ep.port}` : null;
 }
 
-/** Resolves "ip:port" or "host:port" to a packed endpoint (0n if empty or unresolvable). */
-export async function resolveEndpoint(text: string): Promise<bigint> {
+/** Resolves "ip:port" or "host:port" to a packed endpoint (0n if empty or unresolvable; logged unless quiet). */
+export async function resolveEndpoint(text: string, opts: { quiet?: boolean } = {}): Promise<bigint> {
   if (!text) return 0n;
   const at = text.lastIndexOf(":");
   const host = text.slice(0, at);
@@ -43,7 +44,7 @@ export async function resolveEndpoint(text: string): Promise<bigint> {
     const ip = first ? parseIPv4(first.address) : undefined;
     return ip === undefined ? 0n : packEndpoint(ip, port);
   } catch (err) {
-    log.warn(`cannot resolve ${host}: ${(err as Error).message}; will retry`);
+    if (!opts.quiet) log.warn(`cannot resolve ${host}: ${(err as Error).message}; will retry`);
     return 0n;
   }
 }
@@ -69,6 +70,9 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
     throw new WolfError("not_implemented", "interface.gateway = true: gateway mode is not built yet", { hint: `set gateway = false in ${opts.configFile}` });
   }
   const keys: KeyPair = loadKeyFile(settings.keyFile);
+  // Everything that can be refused is checked before the TUN interface exists.
+  ensureDir(settings.dataDir, "the state directory (node.data_dir)");
+  await claimControlSocket(settings.controlSocket);
   const startedMs = Date.now();
   const cipher = aead();
 
@@ -166,10 +170,18 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
           });
         }
       },
-      error(_sock, err) {
-        log.debug(`announcement socket: ${err.message}`);
+      // Bun passes no error object for an ICMP "unreachable" answer.
+      error(_sock, err?: Error) {
+        log.debug(`announcement socket: ${err?.message ?? "send failed"}`);
       },
     },
+  }).catch((err) => {
+    closeFd(udpFd);
+    closeFd(tunFd);
+    throw new WolfError("network", `cannot listen for peer announcements on ${formatIPv4(settings.address)}:${PEX_PORT}: ${errnoReason(err)}`, {
+      hint: "another wolf net daemon on this host may use the same overlay address",
+      cause: err,
+    });
   });
   const announce = (newPeer: Peer) => {
     const message = encodeAnnouncement({ type: "peers", peers: [peerEntry(newPeer)] });

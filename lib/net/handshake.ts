@@ -79,6 +79,24 @@ export class HandshakeState {
     this.precomputedStaticStatic = precomputedStaticStatic ?? dh(local.privateKey, remoteStatic);
   }
 
+  /** After writing a message: the transcript so far and our ephemeral key and index, for the answer. */
+  created(state: "initiation-created" | "response-created", chainingKey: Uint8Array, hash: Uint8Array, ephemeralPrivate: Uint8Array, localIndex: number): void {
+    this.state = state;
+    this.chainingKey = chainingKey;
+    this.hash = hash;
+    this.localEphemeralPrivate = ephemeralPrivate;
+    this.localIndex = localIndex >>> 0;
+  }
+
+  /** After reading a message: the transcript so far and the peer's ephemeral key and index. */
+  consumed(state: "initiation-consumed" | "response-consumed", chainingKey: Uint8Array, hash: Uint8Array, remoteEphemeral: Uint8Array, remoteIndex: number): void {
+    this.state = state;
+    this.chainingKey = chainingKey;
+    this.hash = hash;
+    this.remoteEphemeral = remoteEphemeral;
+    this.remoteIndex = remoteIndex;
+  }
+
   clear(): void {
     this.state = "none";
     this.hash.fill(0);
@@ -125,11 +143,7 @@ export function createInitiation(hs: HandshakeState, localIndex: number, nowMs: 
   msg.set(encryptedStatic, 40);
   msg.set(encryptedTimestamp, 88);
 
-  hs.state = "initiation-created";
-  hs.chainingKey = c;
-  hs.hash = h;
-  hs.localEphemeralPrivate = ephemeralPrivate;
-  hs.localIndex = localIndex >>> 0;
+  hs.created("initiation-created", c, h, ephemeralPrivate, localIndex);
   return msg;
 }
 
@@ -182,11 +196,7 @@ export function consumeInitiation(
 
   hs.latestTimestamp = timestamp;
   hs.lastInitiationConsumedMs = nowMs;
-  hs.state = "initiation-consumed";
-  hs.chainingKey = c;
-  hs.hash = h;
-  hs.remoteEphemeral = ephemeral;
-  hs.remoteIndex = senderIndex;
+  hs.consumed("initiation-consumed", c, h, ephemeral, senderIndex);
   return { ok: true, remoteStatic, hs };
 }
 
@@ -215,11 +225,7 @@ export function createResponse(hs: HandshakeState, localIndex: number, ephemeral
   msg.set(ephemeralPublic, 12);
   msg.set(encryptedNothing, 44);
 
-  hs.state = "response-created";
-  hs.chainingKey = c;
-  hs.hash = h;
-  hs.localEphemeralPrivate = ephemeralPrivate;
-  hs.localIndex = localIndex >>> 0;
+  hs.created("response-created", c, h, ephemeralPrivate, localIndex);
   return msg;
 }
 
@@ -256,11 +262,7 @@ export function consumeResponse(
   if (!aeadOpen(key, 0n, encryptedNothing, h)) return { ok: false, reason: "decrypt-failed" };
   h = mixHash(h, encryptedNothing);
 
-  hs.state = "response-consumed";
-  hs.chainingKey = c;
-  hs.hash = h;
-  hs.remoteEphemeral = ephemeral;
-  hs.remoteIndex = senderIndex;
+  hs.consumed("response-consumed", c, h, ephemeral, senderIndex);
   return { ok: true, hs };
 }
 

@@ -15,10 +15,11 @@
  * A used invite answers the same joiner again (its reply may have been lost) and refuses anyone else;
  * an expired one is refused.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { WolfError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import { formatIPv4, maskOf, parseCidr, parseIPv4, type Prefix } from "./allowedips.ts";
+import { isEndpoint } from "./config.ts";
 import { decodeKey } from "./keys.ts";
 import { aeadOpen, aeadSeal, concat, hash, kdf2, randomBytes } from "./noise.ts";
 
@@ -49,14 +50,16 @@ export function decodeToken(text: string): InviteToken {
   const bad = (why: string) => new WolfError("usage", `not a valid invite line: ${why}`, { hint: "copy the whole line `wolf net invite` printed (it starts with wolfnet1:)" });
   const trimmed = text.trim();
   if (!trimmed.startsWith(TOKEN_PREFIX)) throw bad("it does not start with wolfnet1:");
-  let body: Record<string, unknown>;
+  let body: unknown;
   try {
     body = JSON.parse(Buffer.from(trimmed.slice(TOKEN_PREFIX.length), "base64url").toString("utf8"));
   } catch {
     throw bad("it is truncated or damaged");
   }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("it is truncated or damaged");
+  const fields = body as Record<string, unknown>;
   const str = (k: string) => {
-    const v = body[k];
+    const v = fields[k];
     if (typeof v !== "string" || v === "") throw bad(`field ${k} is missing`);
     return v;
   };
@@ -69,9 +72,16 @@ export function decodeToken(text: string): InviteToken {
     secret: new Uint8Array(Buffer.from(str("x"), "base64url")),
   };
   if (token.secret.length !== 32) throw bad("the secret has the wrong length");
-  if (parseIPv4(token.address) === undefined || parseIPv4(token.inviterAddress) === undefined || !parseCidr(token.subnet)) throw bad("an address is malformed");
-  if (!/^[^\s:]+:\d{1,5}$/.test(token.endpoint)) throw bad("the endpoint is malformed");
-  decodeKey(token.inviterKey, "the inviter's public key");
+  const address = parseIPv4(token.address);
+  const subnet = parseCidr(token.subnet);
+  if (address === undefined || parseIPv4(token.inviterAddress) === undefined || !subnet) throw bad("an address is malformed");
+  if (((address & maskOf(subnet.length)) >>> 0) !== subnet.ip) throw bad("the offered address is outside the subnet");
+  if (!isEndpoint(token.endpoint)) throw bad("the endpoint is malformed");
+  try {
+    decodeKey(token.inviterKey, "the inviter's public key");
+  } catch {
+    throw bad("the inviter's public key is malformed");
+  }
   return token;
 }
 
@@ -144,6 +154,11 @@ interface StoredInvite {
   createdMs: number;
 }
 
+function isStoredInvite(i: unknown): i is StoredInvite {
+  const v = i as Partial<StoredInvite> | null;
+  return typeof v === "object" && v !== null && typeof v.id === "string" && typeof v.secret === "string" && typeof v.address === "string" && typeof v.expiresMs === "number";
+}
+
 export interface AcceptedJoin {
   publicKey: string;
   name: string;
@@ -166,7 +181,8 @@ export class InviteBook {
     if (existsSync(file)) {
       try {
         const data = JSON.parse(readFileSync(file, "utf8"));
-        if (Array.isArray(data)) this.invites = data;
+        // Keep only well-formed entries: a hand-edited or damaged file must not crash the daemon.
+        if (Array.isArray(data)) this.invites = data.filter(isStoredInvite);
       } catch {
         this.invites = [];
       }
@@ -174,10 +190,7 @@ export class InviteBook {
   }
 
   private save(): void {
-    mkdirSync(dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(this.invites, null, 1), { mode: 0o600 });
-    renameSync(tmp, this.file);
+    writeFileAtomic(this.file, JSON.stringify(this.invites, null, 1));
   }
 
   /** Forget invites that expired more than a day ago (keeping recent ones to say "expired"). */

@@ -25,8 +25,12 @@ export async function joinMesh(opts: {
 }): Promise<{ address: string; peers: number }> {
   const { token, config } = opts;
   if (encodeKey(opts.keys.publicKey) === token.inviterKey) throw new WolfError("usage", "this invite was made by this node itself; run join on the new node");
-  const target = unpackEndpoint(await resolveEndpoint(token.endpoint));
-  if (!target) throw new WolfError("network", `cannot resolve the inviter's endpoint ${token.endpoint}`);
+  const target = unpackEndpoint(await resolveEndpoint(token.endpoint, { quiet: true }));
+  if (!target) {
+    throw new WolfError("network", `cannot resolve the inviter's endpoint ${token.endpoint}`, {
+      hint: "check the host name (DNS, /etc/hosts), or ask for an invite with --endpoint IP:PORT",
+    });
+  }
   const request = makeJoinRequest(token.secret, { public_key: encodeKey(opts.keys.publicKey), name: opts.name, listen_port: config.interface.listen_port });
 
   let answer: JoinResponse | undefined;
@@ -40,8 +44,9 @@ export async function joinMesh(opts: {
           wake();
         }
       },
-      error(_s, err) {
-        log.debug(`join socket: ${err.message}`);
+      // Bun reports an ICMP "port unreachable" with no error object; keep retrying until the deadline.
+      error(_s, err?: Error) {
+        log.debug(`join socket: ${err?.message ?? "send failed (nothing listens there?)"}`);
       },
     },
   });

@@ -1,7 +1,7 @@
 /** X25519 key pairs in WireGuard's text form (standard base64 of 32 bytes) and the 0600 key file. */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { ConfigError, WolfError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import { generatePrivateKey, publicKeyOf } from "./noise.ts";
 
 export interface KeyPair {
@@ -48,9 +48,5 @@ export function writeKeyFile(path: string, keyPair: KeyPair, opts: { force?: boo
   if (existsSync(path) && !opts.force) {
     throw new ConfigError("private key file already exists; not overwriting it", { file: path, hint: "pass --force to replace it (peers will no longer recognise this node)" });
   }
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${encodeKey(keyPair.privateKey)}\n`, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
+  writeFileAtomic(path, `${encodeKey(keyPair.privateKey)}\n`);
 }

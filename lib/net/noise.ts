@@ -9,6 +9,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import type { CHash } from "@noble/hashes/utils.js";
+import { concatBytes } from "../common/bytes.ts";
 
 export const KEY_BYTES = 32;
 export const MAC_BYTES = 16;
@@ -19,15 +20,7 @@ export const LABEL_MAC1 = new TextEncoder().encode("mac1----");
 export const LABEL_COOKIE = new TextEncoder().encode("cookie--");
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const out = new Uint8Array(len);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 export function hash(...parts: Uint8Array[]): Uint8Array {

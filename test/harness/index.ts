@@ -21,8 +21,11 @@ export {
   wolfBinaryStale,
   type RunWolfOptions,
 } from "./wolf.ts";
+export { wgHex, wgSet, wgSocketPath, wgUapi } from "./wireguard.ts";
 export {
+  ChildScript,
   HARNESS_ROOT,
+  LiveSet,
   execArgv,
   onExitCleanup,
   pidAlive,

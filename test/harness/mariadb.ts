@@ -17,7 +17,7 @@ import {
   dieWithParentPrefix,
   execArgv,
   killPidsSync,
-  onExitCleanup,
+  LiveSet,
   pidAlive,
   procStartTime,
   runDir,
@@ -231,8 +231,12 @@ function tail(file: string, lines: number): string {
 
 // ---- instances ----------------------------------------------------------------------------------
 
-const liveInstances = new Set<Instance>();
-let exitHookInstalled = false;
+const liveInstances: LiveSet<Instance> = new LiveSet<Instance>({
+  what: "MariaDB instance(s)",
+  order: 50,
+  destroySync: (instance) => instance.destroySync(),
+  stop: (instance) => instance.stop(5000),
+});
 
 class Instance implements MariaDBInstance {
   private server?: Launched;
@@ -356,7 +360,6 @@ export async function startMariaDB(opts: MariaDBOptions = {}): Promise<MariaDBIn
   mkdirSync(parent, { recursive: true });
   const dir = mkdtempSync(join(parent, "mariadb-"));
   const datadir = join(dir, "data");
-  installExitHook();
   const args = [...(opts.serverId !== undefined ? [`--server-id=${opts.serverId}`] : []), ...(opts.extraArgs ?? [])];
   const bindAddress = opts.bindAddress ?? (opts.netns ? "0.0.0.0" : "127.0.0.1");
   const port = opts.port ?? (await freePort());
@@ -371,20 +374,4 @@ export async function startMariaDB(opts: MariaDBOptions = {}): Promise<MariaDBIn
     throw err;
   }
   return instance;
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  onExitCleanup(
-    () => {
-      for (const instance of [...liveInstances]) instance.destroySync();
-    },
-    50,
-    async () => {
-      const leaked = [...liveInstances];
-      if (leaked.length > 0) console.error(`[harness] ${leaked.length} MariaDB instance(s) were not stopped by their test; stopping`);
-      await Promise.allSettled(leaked.map((instance) => instance.stop(5000)));
-    },
-  );
 }

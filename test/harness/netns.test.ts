@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { Host, TestNet, hasNetnsSupport, namespacePids, netnsSkipReason, sweepStaleNamespaces } from "./netns.ts";
-import { pidAlive, signalPid } from "./procs.ts";
+import { ChildScript, pidAlive, signalPid } from "./procs.ts";
 
 const BUN = process.execPath;
 const skip = !hasNetnsSupport();
@@ -172,24 +172,15 @@ describe.skipIf(skip)("sweepStaleNamespaces", () => {
       await h.exec(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 &"]); // orphan: only a sweep kills it
       console.log(JSON.stringify({ prefix: "wt" + process.pid + "-", ns: h.ns }));
     `;
-    const child = Bun.spawn([BUN, "-e", script], { stdout: "pipe", stderr: "pipe" });
+    const child = new ChildScript(script);
     try {
-      let out = "";
-      const reader = (async () => {
-        for await (const chunk of child.stdout) out += new TextDecoder().decode(chunk);
-      })();
-      const line = await waitUntil(() => out.split("\n").find((l) => l.startsWith("{")), {
-        timeoutMs: 15_000,
-        what: "the child to set up its TestNet",
-      });
-      const { prefix, ns } = JSON.parse(line) as { prefix: string; ns: string };
+      const { prefix, ns } = await child.report<{ prefix: string; ns: string }>({ timeoutMs: 15_000, what: "the child to set up its TestNet" });
       const leftovers = namespaces().filter((n) => n.startsWith(prefix));
       expect(leftovers.length).toBe(4);
       const orphans = () => (namespacePids([ns]).get(ns) ?? []).filter((pid) => pidAlive(pid));
 
       child.kill("SIGKILL");
-      await child.exited;
-      await reader;
+      await child.exited();
       expect(namespaces().filter((n) => n.startsWith(prefix)).length).toBe(4); // SIGKILL: no cleanup ran
       const orphan = await waitUntil(() => (orphans().length === 1 ? orphans()[0] : undefined), {
         timeoutMs: 5000,
@@ -214,8 +205,7 @@ describe.skipIf(skip)("sweepStaleNamespaces", () => {
         await mine.destroy();
       }
     } finally {
-      child.kill("SIGKILL");
-      await child.exited;
+      await child.close();
     }
   });
 

@@ -13,7 +13,7 @@ import {
   dieWithParentPrefix,
   execArgv,
   killPidsSync,
-  onExitCleanup,
+  LiveSet,
   ownerAlive,
   pidAlive,
   procStartTime,
@@ -188,8 +188,13 @@ export interface AddHostOptions {
 
 type Tracked = { proc: Bun.Subprocess; startTime?: string };
 
-const liveNets = new Set<TestNet>();
-let exitHookInstalled = false;
+// Order 0: before the run dir's own cleanup (order 100) removes the PID records.
+const liveNets: LiveSet<TestNet> = new LiveSet<TestNet>({
+  what: "TestNet(s)",
+  order: 0,
+  destroySync: (net) => net.destroySync(),
+  stop: (net) => net.destroy(),
+});
 
 export class Host {
   /** For a host behind NAT: the router's namespace and the LAN address its traffic appears from. */
@@ -255,7 +260,6 @@ export class TestNet {
     const reason = netnsSkipReason();
     if (reason) throw new Error(`TestNet ${reason}`);
     runDir(); // records this process's start time, so sweeps can tell a reused PID from us
-    installExitHook();
     const octet = claimOctet(opts.octet);
     const net = new TestNet(octet, `wt${process.pid}-${octet}_lan`);
     liveNets.add(net);
@@ -427,21 +431,4 @@ function claimOctet(wanted?: number): number {
   }
   for (let octet = 1; octet <= 254; octet++) if (tryClaim(octet)) return octet;
   throw new Error(`TestNet: all 254 subnets 10.77.x.0/24 are claimed (see ${SUBNET_DIR})`);
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Order 0: before the run dir's own cleanup (order 100) removes the PID records.
-  onExitCleanup(
-    () => {
-      for (const net of [...liveNets]) net.destroySync();
-    },
-    0,
-    async () => {
-      const leaked = [...liveNets];
-      if (leaked.length > 0) console.error(`[harness] ${leaked.length} TestNet(s) were not destroyed by their test; destroying`);
-      await Promise.allSettled(leaked.map((net) => net.destroy()));
-    },
-  );
 }

@@ -264,6 +264,42 @@ export function onExitCleanup(fn: () => void, order = 0, asyncFn?: () => Promise
   };
 }
 
+/**
+ * The live things one kind of harness resource has started (processes, MariaDB instances,
+ * namespaces). The first `add` registers an exit cleanup: on exit each leftover is destroyed with
+ * `destroySync`; `runCleanupsAsync` prefers the gentler `stop` and says how many a test leaked.
+ */
+export class LiveSet<T> {
+  private readonly items = new Set<T>();
+  private registered = false;
+
+  constructor(
+    private readonly opts: { what: string; order: number; destroySync: (item: T) => void; stop: (item: T) => Promise<unknown> },
+  ) {}
+
+  add(item: T): void {
+    this.items.add(item);
+    if (this.registered) return;
+    this.registered = true;
+    onExitCleanup(
+      () => {
+        for (const item of [...this.items]) this.opts.destroySync(item);
+        this.items.clear();
+      },
+      this.opts.order,
+      async () => {
+        const leaked = [...this.items];
+        if (leaked.length > 0) console.error(`[harness] ${leaked.length} ${this.opts.what} still running at exit (not stopped by their test); stopping`);
+        await Promise.allSettled(leaked.map((item) => this.opts.stop(item)));
+      },
+    );
+  }
+
+  delete(item: T): void {
+    this.items.delete(item);
+  }
+}
+
 /** Runs `argv` synchronously and returns its exit code and output; never throws for a missing binary. */
 export function runSync(argv: string[], timeoutMs = 10_000): { code: number; stdout: string; stderr: string } {
   try {
@@ -315,5 +351,51 @@ export async function execArgv(argv: string[], opts: ExecOptions = {}): Promise<
     return { code, stdout, stderr };
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * A Bun script run as a separate test process (for testing what happens when a test process
+ * exits or is killed). It reports what it set up as one JSON line on stdout.
+ */
+export class ChildScript {
+  private readonly child: Bun.Subprocess<"ignore", "pipe", "pipe">;
+  private out = "";
+  private readonly reader: Promise<void>;
+
+  constructor(script: string) {
+    const child = Bun.spawn([process.execPath, "-e", script], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    this.child = child;
+    this.reader = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of child.stdout) this.out += decoder.decode(chunk, { stream: true });
+    })();
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** The first line of stdout that starts with "{", parsed. */
+  async report<T>(opts: { timeoutMs: number; what: string }): Promise<T> {
+    const line = await waitUntil(() => this.out.split("\n").find((l) => l.startsWith("{")), opts);
+    return JSON.parse(line) as T;
+  }
+
+  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+    this.child.kill(signal);
+  }
+
+  /** The exit code once the script has exited and its output is read. */
+  async exited(): Promise<number> {
+    const code = await this.child.exited;
+    await this.reader;
+    return code;
+  }
+
+  /** Kills the script (if still running) and waits for it: for `finally`. */
+  async close(): Promise<void> {
+    this.child.kill("SIGKILL");
+    await this.exited();
   }
 }

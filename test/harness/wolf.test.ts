@@ -3,10 +3,9 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { TestNet, hasNetnsSupport } from "./netns.ts";
-import { HARNESS_ROOT, pidAlive, sweepStaleRuns } from "./procs.ts";
+import { ChildScript, HARNESS_ROOT, pidAlive, sweepStaleRuns } from "./procs.ts";
 import { REPO_ROOT, WOLF_BIN, ensureBuilt, runWolf, runWolfOnce, type WolfProcess } from "./wolf.ts";
 
-const BUN = process.execPath;
 const sh = (script: string) => ({ command: ["sh", "-c", script, "sh"] });
 
 const started: WolfProcess[] = [];
@@ -103,17 +102,9 @@ describe("runWolf (process machinery, against small scripts)", () => {
           const p = runWolf([], { command: ["sleep", "300"] });
           console.log(JSON.stringify({ sleepPid: p.pid }));
           ${how === "exits" ? "setTimeout(() => process.exit(0), 100);" : ""}`;
-        const child = Bun.spawn([BUN, "-e", script], { stdout: "pipe", stderr: "pipe" });
+        const child = new ChildScript(script);
         try {
-          let out = "";
-          const reader = (async () => {
-            for await (const chunk of child.stdout) out += new TextDecoder().decode(chunk);
-          })();
-          const line = await waitUntil(() => out.split("\n").find((l) => l.startsWith("{")), {
-            timeoutMs: 10_000,
-            what: "the child to start its process",
-          });
-          const { sleepPid } = JSON.parse(line) as { sleepPid: number };
+          const { sleepPid } = await child.report<{ sleepPid: number }>({ timeoutMs: 10_000, what: "the child to start its process" });
           expect(pidAlive(sleepPid)).toBe(true);
           const runDirName = readdirSync(HARNESS_ROOT).find((n) => n.startsWith(`run-${child.pid}-`));
           expect(runDirName).toBeDefined(); // the child recorded its process there
@@ -121,8 +112,7 @@ describe("runWolf (process machinery, against small scripts)", () => {
           expect(readdirSync(join(runDir, "pids"))).toEqual([String(sleepPid)]);
           if (how === "gets SIGTERM") child.kill("SIGTERM");
           if (how === "gets SIGKILL") child.kill("SIGKILL");
-          const code = await child.exited;
-          await reader;
+          const code = await child.exited();
           expect(code).toBe({ exits: 0, "gets SIGTERM": 143, "gets SIGKILL": 137 }[how]);
           await waitUntil(() => !pidAlive(sleepPid), { timeoutMs: 3000, what: `the child's process ${sleepPid} to die` });
           if (how === "gets SIGKILL") {
@@ -131,8 +121,7 @@ describe("runWolf (process machinery, against small scripts)", () => {
           }
           expect(existsSync(runDir)).toBe(false);
         } finally {
-          child.kill("SIGKILL");
-          await child.exited;
+          await child.close();
         }
       });
     }

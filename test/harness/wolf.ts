@@ -11,7 +11,7 @@ import {
   dieWithParentPrefix,
   execArgv,
   killPidsSync,
-  onExitCleanup,
+  LiveSet,
   pidAlive,
   procStartTime,
   signalPid,
@@ -135,8 +135,12 @@ export interface RunWolfOptions {
   command?: string[];
 }
 
-const liveProcesses = new Set<WolfProcess>();
-let exitHookInstalled = false;
+const liveProcesses: LiveSet<WolfProcess> = new LiveSet<WolfProcess>({
+  what: "process(es) from runWolf",
+  order: 20,
+  destroySync: (p) => p.killSync(),
+  stop: (p) => p.stop(2000),
+});
 
 export class WolfProcess {
   readonly pid: number;
@@ -272,7 +276,6 @@ export function runWolf(args: string[], opts: RunWolfOptions = {}): WolfProcess 
   if (!opts.command && !existsSync(WOLF_BIN)) {
     throw new Error(`${WOLF_BIN} is missing: call \`await ensureBuilt()\` (e.g. in beforeAll) before runWolf`);
   }
-  installExitHook();
   return new WolfProcess([...(opts.command ?? [WOLF_BIN]), ...args], opts);
 }
 
@@ -288,21 +291,4 @@ export async function runWolfOnce(
   } finally {
     if (proc.running) await proc.stop(1000);
   }
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  onExitCleanup(
-    () => {
-      for (const p of [...liveProcesses]) p.killSync();
-      liveProcesses.clear();
-    },
-    20,
-    async () => {
-      const leaked = [...liveProcesses];
-      if (leaked.length > 0) console.error(`[harness] ${leaked.length} process(es) from runWolf were still running; stopping`);
-      await Promise.allSettled(leaked.map((p) => p.stop(2000)));
-    },
-  );
 }

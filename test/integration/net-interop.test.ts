@@ -5,33 +5,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { decodeKey, encodeKey, newKeyPair } from "../../lib/net/keys.ts";
 import { publicKeyOf } from "../../lib/net/noise.ts";
 import { type Host, TestNet, type WolfProcess, ensureBuilt, netnsSkipReason, runWolf, runWolfOnce } from "../harness/index.ts";
+import { wgHex, wgSet, wgSocketPath } from "../harness/wireguard.ts";
 
 const skip = netnsSkipReason() ?? (Bun.which("wireguard-go") ? undefined : "wireguard-go is not installed");
 const IFNAME = `wgi${process.pid % 100000}`;
-const hex = (k: Uint8Array) => Buffer.from(k).toString("hex");
-
-function uapi(body: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = connect(`/var/run/wireguard/${IFNAME}.sock`);
-    let reply = "";
-    sock.on("data", (d) => {
-      reply += d.toString();
-      if (reply.includes("\n\n")) {
-        sock.end();
-        resolve(reply);
-      }
-    });
-    sock.on("error", reject);
-    sock.write(`${body}\n`);
-  });
-}
 
 describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
   let net: TestNet;
@@ -58,11 +41,8 @@ describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
     // (existsSync, not Bun.file().exists(): the latter is false for a socket)
     // between namespaces, hence the per-process interface name.
     wg = wgHost.spawn(["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", IFNAME], { stdout: "ignore", stderr: "ignore" });
-    await waitUntil(() => existsSync(`/var/run/wireguard/${IFNAME}.sock`), { timeoutMs: 10_000, what: "wireguard-go's UAPI socket" });
-    const reply = await uapi(
-      `set=1\nprivate_key=${hex(wgKey.privateKey)}\nlisten_port=51820\npublic_key=${hex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`,
-    );
-    expect(reply).toContain("errno=0");
+    await waitUntil(() => existsSync(wgSocketPath(IFNAME)), { timeoutMs: 10_000, what: "wireguard-go's UAPI socket" });
+    await wgSet(IFNAME, `private_key=${wgHex(wgKey.privateKey)}\nlisten_port=51820\npublic_key=${wgHex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`);
     for (const cmd of [["addr", "add", "10.0.10.2/24", "dev", IFNAME], ["link", "set", IFNAME, "mtu", "1420", "up"]]) {
       expect((await wgHost.exec(["ip", ...cmd])).code).toBe(0);
     }
@@ -75,7 +55,7 @@ describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
     wg?.kill("SIGTERM");
     await wg?.exited;
     await net?.destroy();
-    rmSync(`/var/run/wireguard/${IFNAME}.sock`, { force: true });
+    rmSync(wgSocketPath(IFNAME), { force: true });
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -94,8 +74,8 @@ describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
     wolf = runWolf(["net", "up", "--config", config], { netns: wolfHost.ns, env: { NO_COLOR: "1" } });
     await wolf.waitForOutput(/wolf net up: /, 15_000);
     // Re-setting the peer drops wireguard-go's old session, so its next packet starts a handshake.
-    await uapi(`set=1\npublic_key=${hex(wolfPub)}\nremove=true\n`);
-    await uapi(`set=1\npublic_key=${hex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`);
+    await wgSet(IFNAME, `public_key=${wgHex(wolfPub)}\nremove=true\n`);
+    await wgSet(IFNAME, `public_key=${wgHex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`);
     await waitUntil(() => wgHost.canPing("10.0.10.1", 1), { timeoutMs: 15_000, what: "wireguard-go → wolf ping" });
     expect(wolf.output()).toMatch(/session with wg \(10\.0\.10\.2\) accepted/);
     expect(wolf.output()).not.toMatch(/initiated/);

@@ -2,8 +2,9 @@
  * Loading and validating a TOML config against its schema. Every problem names the file, the key
  * and the reason; an unknown key names the nearest valid one.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { ConfigError } from "../errors.ts";
+import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { ConfigError, describeSystemError, errnoName, errnoReason } from "../errors.ts";
 import type { AnySpec, ConfigSchema, Fields, InferFields } from "./schema.ts";
 import { nearest } from "./suggest.ts";
 
@@ -83,7 +84,9 @@ function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fiel
 
 /** Validates an already-parsed object (e.g. from tests or an API) against the schema. */
 export function validateConfig<F extends Fields>(schema: ConfigSchema<F>, raw: Record<string, unknown>, file = `${schema.name}.toml`): InferFields<F> {
-  return validateFields(raw, schema.fields, schema.fields, file, "") as InferFields<F>;
+  const config = validateFields(raw, schema.fields, schema.fields, file, "") as InferFields<F>;
+  schema.check?.(config, file);
+  return config;
 }
 
 export function parseConfig<F extends Fields>(schema: ConfigSchema<F>, text: string, file: string): InferFields<F> {
@@ -95,15 +98,37 @@ export function defaultConfig<F extends Fields>(schema: ConfigSchema<F>): InferF
   return validateConfig(schema, {}, "(defaults)");
 }
 
+/** Config files are small; a larger "config" is a wrong path (a log, an image, /dev/zero). */
+const MAX_CONFIG_BYTES = 1 << 20;
+
 export function loadConfig<F extends Fields>(schema: ConfigSchema<F>, file: string): InferFields<F> {
-  if (!existsSync(file)) {
-    throw new ConfigError("file not found", { file, hint: `create it with: wolf ${schema.name} init --config ${file}` });
-  }
-  let text: string;
+  return parseConfig(schema, readConfigText(file, schema.name), file);
+}
+
+/** The text of a config file, or a ConfigError saying plainly why it cannot be one. */
+export function readConfigText(file: string, schemaName: string): string {
+  let st;
   try {
-    text = readFileSync(file, "utf8");
+    st = statSync(file);
   } catch (err) {
-    throw new ConfigError(`cannot read: ${(err as Error).message}`, { file, cause: err });
+    if (errnoName(err) === "ENOENT") {
+      const hint = ["scale", "disk", "net"].includes(schemaName) ? `create it with: wolf ${schemaName} init --config ${file}` : undefined;
+      throw new ConfigError("file not found", { file, hint });
+    }
+    throw unreadable(file, err);
   }
-  return parseConfig(schema, text, file);
+  if (st.isDirectory()) {
+    throw new ConfigError(`is a directory, not a config file`, { file, hint: `pass the file itself, e.g. --config ${join(file, `${schemaName}.toml`)}` });
+  }
+  if (!st.isFile()) throw new ConfigError("is not a regular file (a device, socket or pipe cannot be a config file)", { file });
+  if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`is ${st.size} bytes, too large for a config file; is it the right path?`, { file });
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+}
+
+function unreadable(file: string, err: unknown): ConfigError {
+  return new ConfigError(`cannot read: ${errnoReason(err)}`, { file, hint: describeSystemError(err)?.hint, cause: err });
 }

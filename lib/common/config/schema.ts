@@ -57,10 +57,21 @@ export interface ConfigSchema<F extends Fields> {
   readonly name: string;
   readonly title: string;
   readonly fields: F;
+  /**
+   * Checks across keys (an address inside its subnet, no two peers on one address), run after
+   * every key is valid; throws a ConfigError naming file and key. So `validate` rejects what the
+   * daemon would, and `init` never writes such a file.
+   */
+  readonly check?: (config: InferFields<F>, file: string) => void;
 }
 
-export function defineSchema<F extends Fields>(name: string, title: string, fields: F): ConfigSchema<F> {
-  return { name, title, fields };
+export function defineSchema<F extends Fields>(
+  name: string,
+  title: string,
+  fields: F,
+  opts: { check?: (config: InferFields<F>, file: string) => void } = {},
+): ConfigSchema<F> {
+  return { name, title, fields, check: opts.check };
 }
 
 export function section<F extends Fields>(doc: string, fields: F): SectionSpec<F> {
@@ -121,6 +132,7 @@ function describe(raw: unknown): string {
   if (raw === null) return "null";
   if (raw instanceof Date) return "a date";
   if (typeof raw === "object") return "a table";
+  if (typeof raw === "number" && !Number.isFinite(raw)) return String(raw); // JSON.stringify(NaN) is "null"
   return `${typeof raw} ${JSON.stringify(raw)}`;
 }
 
@@ -140,38 +152,37 @@ export function str(doc: string, def: string, opts?: FieldOptions<string> & { pa
   );
 }
 
-export function int(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
+/** A number field with optional bounds; `accept` decides the kind ("an integer": Number.isInteger). */
+function numberField(
+  typeName: string,
+  accept: (n: number) => boolean,
+  render: (value: number) => string,
+  doc: string,
+  def: number,
+  opts: (FieldOptions<number> & { min?: number; max?: number }) | undefined,
+): FieldSpec<number> {
   const { min, max } = opts ?? {};
   return field(
-    "an integer",
+    typeName,
     doc,
     def,
     (raw) => {
-      if (typeof raw !== "number" || !Number.isInteger(raw)) return { ok: false, reason: `expected an integer, got ${describe(raw)}` };
-      if (min !== undefined && raw < min) return { ok: false, reason: `must be at least ${min}, got ${raw}` };
-      if (max !== undefined && raw > max) return { ok: false, reason: `must be at most ${max}, got ${raw}` };
-      const reason = opts?.check?.(raw);
-      return reason === undefined ? { ok: true, value: raw } : { ok: false, reason };
-    },
-    (value) => String(value),
-    { generate: opts?.generate },
-  );
-}
-
-export function num(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
-  const { min, max } = opts ?? {};
-  return field(
-    "a number",
-    doc,
-    def,
-    (raw) => {
-      if (typeof raw !== "number" || !Number.isFinite(raw)) return { ok: false, reason: `expected a number, got ${describe(raw)}` };
+      if (typeof raw !== "number" || !accept(raw)) return { ok: false, reason: `expected ${typeName}, got ${describe(raw)}` };
       if (min !== undefined && raw < min) return { ok: false, reason: `must be at least ${min}, got ${raw}` };
       if (max !== undefined && raw > max) return { ok: false, reason: `must be at most ${max}, got ${raw}` };
       return { ok: true, value: raw };
     },
-    (value) => (Number.isInteger(value) ? `${value}.0` : String(value)),
+    render,
+    opts,
   );
+}
+
+export function int(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
+  return numberField("an integer", Number.isInteger, String, doc, def, opts);
+}
+
+export function num(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
+  return numberField("a number", Number.isFinite, (value) => (Number.isInteger(value) ? `${value}.0` : String(value)), doc, def, opts);
 }
 
 export function bool(doc: string, def: boolean): FieldSpec<boolean> {

@@ -23,4 +23,12 @@ describe("net.toml", () => {
     expect(() => load(`[[peers]]\npublic_key = "${key()}"\nallowed_ip = "10.0.10.1"\n`)).toThrow(/already used by this node/);
     expect(() => load(`[[peers]]\npublic_key = "not a key"\nallowed_ip = "10.0.10.2"\n`)).toThrow(/public_key/);
   });
+  test("the schema itself runs these checks, so `wolf net validate` and `init` refuse what `up` would", () => {
+    expect(() => parseConfig(netSchema, `[interface]\naddress = "10.0.10.1"\nsubnet = "10.0.20.0/24"\n`, "net.toml")).toThrow(
+      "net.toml: interface.address: address 10.0.10.1 is not inside subnet 10.0.20.0/24",
+    );
+    const k = key();
+    const twice = `[[peers]]\npublic_key = "${k}"\nallowed_ip = "10.0.10.2"\n[[peers]]\npublic_key = "${key()}"\nallowed_ip = "10.0.10.2"\n`;
+    expect(() => parseConfig(netSchema, twice, "net.toml")).toThrow(/peers\[1\]\.allowed_ip: allowed_ip 10\.0\.10\.2 is already used/);
+  });
 });

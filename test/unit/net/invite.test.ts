@@ -1,6 +1,6 @@
 /** Invites: tokens, address allocation without collisions, single use, expiry, authentication. */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCidr, parseIPv4 } from "../../../lib/net/allowedips.ts";
@@ -30,6 +30,33 @@ describe("invite tokens", () => {
     expect(() => decodeToken("hello")).toThrow(/wolfnet1:/);
     expect(() => decodeToken(line.slice(0, 40))).toThrow(/not a valid invite line/);
   });
+
+  test("every kind of junk is a usage error, never a TypeError", () => {
+    const body = { e: "192.168.1.5:9600", a: "10.0.10.7", s: "10.0.10.0/24", i: "10.0.10.1", k: encodeKey(newKeyPair().publicKey), x: Buffer.alloc(32, 1).toString("base64url") };
+    const line = (v: unknown) => `wolfnet1:${Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url")}`;
+    const junk: [string, RegExp][] = [
+      [line("null"), /truncated or damaged/],
+      [line("[1,2]"), /truncated or damaged/],
+      [line('"text"'), /truncated or damaged/],
+      [line("42"), /truncated or damaged/],
+      [line({ ...body, e: 5 }), /field e is missing/],
+      [line({ ...body, e: "10.0.0.1:99999" }), /endpoint is malformed/],
+      [line({ ...body, e: "10.0.0.1:0" }), /endpoint is malformed/],
+      [line({ ...body, a: "10.0.99.7" }), /outside the subnet/],
+      [line({ ...body, k: "short" }), /public key is malformed/],
+      [line({ ...body, x: "c2hvcnQ" }), /secret has the wrong length/],
+    ];
+    for (const [text, why] of junk) {
+      let err: unknown;
+      try {
+        decodeToken(text);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe("usage");
+      expect((err as Error).message).toMatch(why);
+    }
+  });
 });
 
 describe("InviteBook", () => {
@@ -50,6 +77,17 @@ describe("InviteBook", () => {
     const joiner = newKeyPair();
     const r = again.handleRequest(makeJoinRequest(inv.secret, { public_key: encodeKey(joiner.publicKey), name: "x", listen_port: 9600 }), admitAll);
     expect(r?.accepted?.address).toBe(inv.address);
+  });
+
+  test("a damaged invites.json loses only the damaged entries, never crashes the daemon", () => {
+    const { file, book: b } = book();
+    const inv = b.create({ subnet, taken: new Set(), ttlMs: 60_000 });
+    const saved = JSON.parse(readFileSync(file, "utf8"));
+    writeFileSync(file, JSON.stringify([null, 7, { id: 1 }, ...saved]));
+    const again = new InviteBook(file);
+    expect(again.pending().map((p) => p.address)).toEqual([inv.address]);
+    writeFileSync(file, "{not json");
+    expect(new InviteBook(file).pending()).toEqual([]);
   });
 
   test("single use: the same joiner may ask again (lost reply), anyone else is refused", () => {
