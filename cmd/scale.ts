@@ -1,7 +1,9 @@
 /** `wolf scale`: MariaDB replication, failover, MySQL proxy, load balancer. Wiring only. */
 import { defineCommand } from "citty";
-import { notBuilt } from "../lib/common/cli.ts";
+import { intOption, notBuilt } from "../lib/common/cli.ts";
+import { checkHostPort } from "../lib/common/config/schema.ts";
 import { configArgs, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
+import { UsageError } from "../lib/common/errors.ts";
 import { setLogLevel } from "../lib/common/log.ts";
 import { ScaleClient, formatScaleStatus } from "../lib/scale/client.ts";
 import { scaleSchema } from "../lib/scale/config.ts";
@@ -12,9 +14,12 @@ const common = { ...configArgs("scale"), ...dataDirArg };
 const json = { json: { type: "boolean", description: "Print JSON" } } as const;
 
 async function start(args: { config?: string; "data-dir"?: string; bootstrap?: boolean }, join?: string): Promise<void> {
-  const { config } = loadFromArgs(scaleSchema, args);
+  // Checked before the config is read or anything starts: a typo must not wait for MariaDB first.
+  const badAddress = join === undefined ? undefined : checkHostPort(join);
+  if (badAddress) throw new UsageError(`wolf scale join: ${badAddress}`, "give the [cluster] host:port of a running node, e.g. wolf scale join 10.0.0.2:7654");
+  const { file, config } = loadFromArgs(scaleSchema, args);
   if (!process.env.WOLF_LOG_LEVEL) setLogLevel(config.node.log_level);
-  const code = await runDaemon({ config, bootstrap: args.bootstrap, join });
+  const code = await runDaemon({ config, configFile: file, bootstrap: args.bootstrap, join });
   process.exit(code);
 }
 
@@ -23,7 +28,7 @@ export const scaleCommand = defineCommand({
   subCommands: {
     init: initCommand(scaleSchema, {
       args: { "node-id": { type: "string", description: "This node's ID (1-1023)", valueHint: "N" } },
-      overrides: (args) => (args["node-id"] ? { cluster: { node_id: Number(args["node-id"]) } } : {}),
+      overrides: (args) => (args["node-id"] === undefined ? {} : { cluster: { node_id: intOption("--node-id", args["node-id"], { min: 1, max: 1023 }) } }),
     }),
     validate: validateCommand(scaleSchema),
     start: defineCommand({

@@ -3,9 +3,10 @@
  * file with a CRC per record, one fsync per append call, a small meta file for the pruned base).
  * Scale plugs in its WAL and disk its metadata journal through the same interface.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, ftruncateSync, writeSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, ftruncateSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { WolfError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import type { EntryKind, LogEntry, LogStore, Lsn, Term } from "./types.ts";
 
 export class MemoryLogStore implements LogStore {
@@ -170,12 +171,7 @@ export class FileLogStore implements LogStore {
   }
 
   private writeMeta(base: { lsn: Lsn; term: Term }): void {
-    const tmp = `${this.metaPath}.tmp`;
-    writeFileSync(tmp, JSON.stringify(base));
-    const fd = openSync(tmp, "r+");
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, this.metaPath);
+    writeFileAtomic(this.metaPath, JSON.stringify(base));
   }
 
   /** Meta first, then the rewritten data file: entries at or below the base are skipped on load. */
@@ -195,13 +191,8 @@ export class FileLogStore implements LogStore {
   }
 
   private rewrite(entries: LogEntry[]): void {
-    const tmp = `${this.dataPath}.tmp`;
     const recs = entries.map(encodeRecord);
-    writeFileSync(tmp, Buffer.concat(recs));
-    const tfd = openSync(tmp, "r+");
-    fsyncSync(tfd);
-    closeSync(tfd);
-    renameSync(tmp, this.dataPath);
+    writeFileAtomic(this.dataPath, Buffer.concat(recs));
     closeSync(this.fd);
     this.fd = openSync(this.dataPath, "r+");
     this.offsets = [];

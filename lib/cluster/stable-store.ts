@@ -1,7 +1,8 @@
 /** StableStores for term, vote and the last committed voter set: in memory, and a JSON file. */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { WolfError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import type { HardState, StableStore } from "./types.ts";
 
 const EMPTY: HardState = { term: 0, votedFor: null, committedConfig: null };
@@ -40,12 +41,7 @@ export class FileStableStore implements StableStore {
   }
 
   set(state: HardState): void {
-    const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(state));
-    const fd = openSync(tmp, "r+");
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, this.path);
+    writeFileAtomic(this.path, JSON.stringify(state));
     this.state = structuredClone(state);
   }
 }

@@ -1,18 +1,27 @@
 /** File-system helpers every subsystem needs, with errors that name the path and say why. */
-import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { describeSystemError, errnoReason, WolfError } from "./errors.ts";
 
 /**
- * Writes `text` to `path` through a temp file in the same directory and a rename, mode 0600, so a
- * crash never leaves half a file. Failures name `path` (never the temp file) and leave no temp file.
+ * Writes `data` to `path` through a temp file in the same directory, fsync and a rename (then an
+ * fsync of the directory), mode 0600: a crash leaves the old file or the new one, never half of
+ * one, and a returned call is durable. Failures name `path` (never the temp file) and leave no
+ * temp file. Used for configs, keys, invites and the cluster's term/vote and log metadata.
  */
-export function writeFileAtomic(path: string, text: string, opts: { mode?: number } = {}): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number } = {}): void {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(tmp, text, { mode: opts.mode ?? 0o600 });
+    const fd = openSync(tmp, "w", opts.mode ?? 0o600);
+    try {
+      writeFileSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
+    fsyncDir(dirname(path));
   } catch (err) {
     try {
       rmSync(tmp, { force: true });
@@ -20,6 +29,16 @@ export function writeFileAtomic(path: string, text: string, opts: { mode?: numbe
       // nothing was created (e.g. a file is in the way of the directory)
     }
     throw new WolfError("io", `cannot write ${path}: ${errnoReason(err)}`, { hint: describeSystemError(err)?.hint, cause: err });
+  }
+}
+
+/** Makes a rename or create in `dir` durable. */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

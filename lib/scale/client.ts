@@ -1,5 +1,5 @@
 /** `wolf ctl scale` and `wolf scale status`: talking to the local daemon's API and printing. */
-import { WolfError } from "../common/errors.ts";
+import { describeSystemError, errnoName, errnoReason, WolfError } from "../common/errors.ts";
 import { localApiUrl } from "./addresses.ts";
 import type { NodeView } from "./api/views.ts";
 import type { ScaleConfig } from "./config.ts";
@@ -24,9 +24,7 @@ export class ScaleClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      throw new WolfError("network", `no wolf scale daemon answers at ${this.base} (${(err as Error).message})`, {
-        hint: `is \`wolf scale start --config ${this.file}\` running? ([api] listen in ${this.file})`,
-      });
+      throw this.notReachable(err, timeoutMs);
     }
     const text = await res.text();
     let data: unknown;
@@ -41,6 +39,22 @@ export class ScaleClient {
       throw new WolfError(code, `${method} ${path}: ${e?.error ?? text.slice(0, 300)}`, { hint: e?.hint });
     }
     return data as T;
+  }
+
+  /** Why the daemon did not answer, as net's control client says it (lib/net/control.ts). */
+  private notReachable(err: unknown, timeoutMs: number): WolfError {
+    const start = { hint: `start it with: wolf scale start --config ${this.file} (or check [api] listen in ${this.file})`, cause: err };
+    const name = errnoName(err) ?? (err as Error).name;
+    if (name === "ECONNREFUSED") return new WolfError("state", `the wolf scale daemon is not running (nothing answers at ${this.base})`, start);
+    if (name === "TimeoutError" || name === "AbortError") {
+      return new WolfError("network", `the wolf scale daemon did not answer at ${this.base} within ${timeoutMs / 1000} s`, {
+        hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-scale)",
+        cause: err,
+      });
+    }
+    const known = describeSystemError(err, this.base);
+    if (known) return new WolfError(known.code, `the wolf scale daemon is not reachable: ${known.message}`, { hint: known.hint ?? start.hint, cause: err });
+    return new WolfError("state", `the wolf scale daemon is not reachable at ${this.base}: ${errnoReason(err)}`, start);
   }
 
   get<T>(path: string): Promise<T> {

@@ -93,8 +93,8 @@ export const ctlScaleCommands = {
     meta: { name: "check-config", description: "Check the local MariaDB's settings replication needs" },
     args: { ...args, fix: { type: "boolean", alias: "f", description: "Fix what can be fixed at runtime (SET GLOBAL)" } },
     async run({ args: a }) {
-      const { config } = loadFromArgs(scaleSchema, a);
-      const opts = connectOptions(config.database);
+      const { file, config } = loadFromArgs(scaleSchema, a);
+      const opts = connectOptions(config.database, file);
       let checks = await checkSettings(opts);
       if (a.fix) {
         const fixes = checks.filter((c) => !c.ok && c.fix);
@@ -122,7 +122,7 @@ export const ctlScaleCommands = {
     args,
     async run({ args: a }) {
       const { file, config } = loadFromArgs(scaleSchema, a);
-      const s = await withConnection(connectOptions(config.database), async (c) => {
+      const s = await withConnection(connectOptions(config.database, file), async (c) => {
         const m = (await c.queryObjects("SHOW MASTER STATUS"))[0];
         const g = (await c.queryObjects("SELECT @@gtid_binlog_pos AS pos, @@log_bin AS lb"))[0]!;
         return { file: m?.File ?? "", position: Number(m?.Position ?? 4), gtid: g.pos ?? "", logBin: g.lb === "1" };

@@ -23,14 +23,14 @@ import { type RunningCluster, startCluster } from "../cluster/start.ts";
 import { FileStableStore } from "../cluster/stable-store.ts";
 import type { AckLevel, ClusterMembers, Lsn, Role, Term } from "../cluster/types.ts";
 import { NotLeaderError } from "../cluster/types.ts";
-import { UsageError, WolfError } from "../common/errors.ts";
+import { errnoReason, UsageError, WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { waitUntil } from "../common/wait.ts";
 import { Wal } from "../wal/wal.ts";
 import { Snowflake } from "./api/snowflake.ts";
 import type { Statement } from "./api/statements.ts";
 import type { ScaleConfig } from "./config.ts";
-import { connectOptions, describeDb, requireReplicationSettings, withConnection } from "./db.ts";
+import { connectOptions, describeDb, requireReplicationSettings, unreachableDbHint, withConnection } from "./db.ts";
 import { Directory } from "./directory.ts";
 import { ScaleFsm } from "./fsm.ts";
 import { LeaderCapture } from "./leader-capture.ts";
@@ -44,8 +44,14 @@ import { startApi } from "./api/server.ts";
 
 const log = logger("scale");
 
+/** How long `scale start` waits for the local MariaDB (it may start after us at boot). */
+const DATABASE_WAIT_MS = 300_000;
+const DATABASE_LOG_EVERY_MS = 10_000;
+
 export interface DaemonOptions {
   config: ScaleConfig;
+  /** The config file it came from (named in hints). */
+  configFile?: string;
   bootstrap?: boolean;
   /** `wolf scale join <host:port>`: one more static peer. */
   join?: string;
@@ -108,9 +114,12 @@ export class ScaleDaemon {
   private leaderApis = new Map<number, { api: string; term: Term }>();
   private api: ReturnType<typeof startApi> | undefined;
 
-  private constructor(readonly cfg: ScaleConfig) {
+  private constructor(
+    readonly cfg: ScaleConfig,
+    private readonly configFile?: string,
+  ) {
     this.nodeId = cfg.cluster.node_id;
-    this.connect = connectOptions(cfg.database);
+    this.connect = connectOptions(cfg.database, configFile);
     this.snowflake = new Snowflake(this.nodeId);
     this.apiUrl = apiUrlOf(cfg);
     mkdirSync(cfg.node.data_dir, { recursive: true, mode: 0o750 });
@@ -118,7 +127,7 @@ export class ScaleDaemon {
   }
 
   static async start(opts: DaemonOptions): Promise<ScaleDaemon> {
-    const d = new ScaleDaemon(opts.config);
+    const d = new ScaleDaemon(opts.config, opts.configFile);
     try {
       await d.init(opts);
     } catch (err) {
@@ -128,15 +137,34 @@ export class ScaleDaemon {
     return d;
   }
 
+  /** Waits for MariaDB (it may still be starting), saying why it cannot connect: at once, then every ~10 s. */
+  private async waitForDatabase(where: string): Promise<void> {
+    const timeoutMs = DATABASE_WAIT_MS;
+    const started = Date.now();
+    const check = this.configFile ? unreachableDbHint(this.configFile) : "is MariaDB running? check [database] host/port/socket in the config";
+    let loggedAt: number | undefined;
+    await waitUntil(
+      async () => {
+        try {
+          return await withConnection(this.connect, async (c) => (this.mariadbVersion = c.serverVersion) || true);
+        } catch (err) {
+          if (loggedAt === undefined || Date.now() - loggedAt >= DATABASE_LOG_EVERY_MS) {
+            loggedAt = Date.now();
+            const left = Math.max(0, Math.round((timeoutMs - (loggedAt - started)) / 1000));
+            log.warn(`node ${this.nodeId}: ${errnoReason(err)}; ${check} (retrying, giving up in ${left} s)`);
+          }
+          throw err;
+        }
+      },
+      { timeoutMs, intervalMs: 500, what: `${where} to accept connections (${check})` },
+    );
+  }
+
   private async init(opts: DaemonOptions): Promise<void> {
     const cfg = this.cfg;
     const where = describeDb(cfg.database);
     log.info(`node ${this.nodeId}: waiting for ${where}`);
-    await waitUntil(() => withConnection(this.connect, async (c) => (this.mariadbVersion = c.serverVersion) || true), {
-      timeoutMs: 300_000,
-      intervalMs: 500,
-      what: `${where} to accept connections (check [database] in the config)`,
-    });
+    await this.waitForDatabase(where);
     await requireReplicationSettings(this.connect, where);
 
     this.wal = await Wal.open({

@@ -4,10 +4,16 @@ import type { ConnectOptions } from "./mysql/connection.ts";
 import { MysqlConnection } from "./mysql/connection.ts";
 import type { ScaleConfig } from "./config.ts";
 
-export function connectOptions(db: ScaleConfig["database"]): ConnectOptions {
+/** `configFile` names the file to fix when nothing answers (in the error's hint). */
+export function connectOptions(db: ScaleConfig["database"], configFile?: string): ConnectOptions {
+  const unreachableHint = configFile ? unreachableDbHint(configFile) : undefined;
   return db.socket
-    ? { socketPath: db.socket, user: db.user, password: db.password }
-    : { host: db.host, port: db.port, user: db.user, password: db.password };
+    ? { socketPath: db.socket, user: db.user, password: db.password, unreachableHint }
+    : { host: db.host, port: db.port, user: db.user, password: db.password, unreachableHint };
+}
+
+export function unreachableDbHint(configFile: string): string {
+  return `is MariaDB running? check [database] host/port/socket in ${configFile}`;
 }
 
 export function describeDb(db: ScaleConfig["database"]): string {

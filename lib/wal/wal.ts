@@ -10,6 +10,7 @@
  */
 import fs from "node:fs";
 import { join } from "node:path";
+import { concatBytes } from "../common/bytes.ts";
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { encodeRecord, FLAG_BATCH_END, FLAG_BATCH_START, markBatch, type WalEntry } from "./record.ts";
@@ -309,7 +310,7 @@ export class Wal {
         markBatch(batch[0]!, FLAG_BATCH_START);
         markBatch(batch[batch.length - 1]!, FLAG_BATCH_END);
         const records = entries.slice(i, j).map((e, k) => ({ size: batch[k]!.length, lsn: e.lsn, term: e.term, timeMs: e.timeMs }));
-        this.active.appendSync(concat(batch, size), records, this.fsync);
+        this.active.appendSync(joined(batch, size), records, this.fsync);
       } catch (e) {
         this.failed = new WolfError("io", `WAL write failed in ${this.dir}: ${(e as Error).message}`, { cause: e });
         log.error(this.failed.message);
@@ -373,7 +374,7 @@ export class Wal {
     if (this.active.bytes >= this.segmentBytes && this.active.count > 0) this.rotate();
     markBatch(batch[0]!.rec, FLAG_BATCH_START);
     markBatch(batch[batch.length - 1]!.rec, FLAG_BATCH_END);
-    const buf = concat(
+    const buf = joined(
       batch.map((p) => p.rec),
       size,
     );
@@ -467,6 +468,11 @@ export class Wal {
    * after the queued appends are written. Appends are refused while it runs.
    */
   async truncateAfter(lsn: number): Promise<void> {
+    await this.afterQueuedAppends(() => this.truncateAfterSync(lsn));
+  }
+
+  /** Refuses new appends while the queued ones are written, then runs `rewrite` (truncate, reset). */
+  private async afterQueuedAppends(rewrite: () => void): Promise<void> {
     const err = this.refuse();
     if (err) throw err;
     this.exclusive = true;
@@ -475,7 +481,7 @@ export class Wal {
     } finally {
       this.exclusive = false;
     }
-    this.truncateAfterSync(lsn);
+    rewrite();
   }
 
   /** Synchronous truncateAfter for callers with nothing in flight (the LogStore adapter). */
@@ -503,15 +509,7 @@ export class Wal {
    * at nextLsn - 1 in term `prevTerm`).
    */
   async reset(nextLsn: number, prevTerm: number): Promise<void> {
-    const err = this.refuse();
-    if (err) throw err;
-    this.exclusive = true;
-    try {
-      await this.drain();
-    } finally {
-      this.exclusive = false;
-    }
-    this.resetSync(nextLsn, prevTerm);
+    await this.afterQueuedAppends(() => this.resetSync(nextLsn, prevTerm));
   }
 
   resetSync(nextLsn: number, prevTerm: number): void {
@@ -588,13 +586,7 @@ export class Wal {
   }
 }
 
-function concat(parts: Uint8Array[], size: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const buf = new Uint8Array(size);
-  let off = 0;
-  for (const p of parts) {
-    buf.set(p, off);
-    off += p.length;
-  }
-  return buf;
+/** One buffer for a batch of encoded records (a batch of one is written as is, without a copy). */
+function joined(parts: Uint8Array[], size: number): Uint8Array {
+  return parts.length === 1 ? parts[0]! : concatBytes(parts, size);
 }

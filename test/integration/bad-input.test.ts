@@ -4,10 +4,10 @@
  * (2 usage, 4 config, 5 io, 6 network, 9 state). Runs the compiled dist/wolf the way users do.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureBuilt, freePort, runWolfOnce, WOLF_BIN } from "../harness/index.ts";
+import { ensureBuilt, freePort, runWolf, runWolfOnce, WOLF_BIN } from "../harness/index.ts";
 
 let dir: string;
 /** Fixture paths, filled in beforeAll. */
@@ -126,8 +126,17 @@ describe("config files, every subsystem", () => {
 });
 
 describe("option values", () => {
-  check("scale init --node-id out of range", { args: () => ["scale", "init", "--config", join(dir, "x1.toml"), "--node-id", "5000"], code: 4, says: /cluster\.node_id: must be at most 1023/ });
-  check("scale init --node-id abc is not a TOML error", { args: () => ["scale", "init", "--config", join(dir, "x2.toml"), "--node-id", "abc"], code: 4, says: /cluster\.node_id: expected an integer, got NaN/ });
+  check("scale init --node-id out of range", { args: () => ["scale", "init", "--config", join(dir, "x1.toml"), "--node-id", "5000"], code: 2, says: /--node-id takes an integer from 1 to 1023, got "5000"/ });
+  check("scale init --node-id abc names the option", { args: () => ["scale", "init", "--config", join(dir, "x2.toml"), "--node-id", "abc"], code: 2, says: /--node-id takes an integer from 1 to 1023, got "abc"/ });
+  test("scale init --node-id '': usage error, not a silent default", async () => {
+    const config = join(dir, "x3.toml");
+    const r = await wolf(["scale", "init", "--config", config, "--node-id", ""]);
+    expect(r.stderr).toContain('--node-id takes an integer from 1 to 1023, got ""');
+    expect(r.code).toBe(2);
+    expect(existsSync(config)).toBe(false);
+  });
+  check("scale join notanaddress: host:port checked before anything starts", { args: () => ["scale", "join", "--config", f.scale, "notanaddress"], code: 2, says: /wolf scale join: expected host:port like 10\.0\.0\.2:7654, got "notanaddress"\n  hint: / });
+  check("scale join with a port out of range", { args: () => ["scale", "join", "--config", f.scale, "127.0.0.1:70000"], code: 2, says: /expected host:port/ });
   check("net init --address 999.1.1.1", { args: () => ["net", "init", "--config", join(dir, "n1", "net.toml"), "--address", "999.1.1.1"], code: 4, says: /interface\.address: expected an IPv4 address/ });
   check("net init --subnet garbage", { args: () => ["net", "init", "--config", join(dir, "n2", "net.toml"), "--address", "10.1.1.1", "--subnet", "x"], code: 4, says: /interface\.subnet: expected an IPv4 network/ });
   check("net init: address outside the subnet is refused before writing", { args: () => ["net", "init", "--config", join(dir, "n3", "net.toml"), "--address", "10.1.1.1", "--subnet", "192.168.0.0/24"], code: 4, says: /not inside subnet 192\.168\.0\.0\/24/ });
@@ -195,11 +204,24 @@ describe("no daemon running", () => {
       rmSync(socket, { force: true });
     }
   });
-  const scaleDown = /no wolf scale daemon answers at http:\/\/127\.0\.0\.1:\d+[^\n]*\n  hint: is `wolf scale start --config /;
-  check("ctl scale list servers", { args: () => ["ctl", "scale", "list", "servers", "--config", f.scale], code: 6, says: scaleDown });
-  check("ctl scale status", { args: () => ["ctl", "scale", "status", "--config", f.scale], code: 6, says: scaleDown });
-  check("scale status", { args: () => ["scale", "status", "--config", f.scale], code: 6, says: scaleDown });
-  check("ctl scale check-config, MariaDB unreachable", { args: () => ["ctl", "scale", "check-config", "--config", f.scale], code: 6, says: /MariaDB connection failed: .*ECONNREFUSED/ });
+  const scaleDown = /the wolf scale daemon is not running \(nothing answers at http:\/\/127\.0\.0\.1:\d+\)\n  hint: start it with: wolf scale start --config .*scale\.toml/;
+  check("ctl scale list servers", { args: () => ["ctl", "scale", "list", "servers", "--config", f.scale], code: 9, says: scaleDown });
+  check("ctl scale status", { args: () => ["ctl", "scale", "status", "--config", f.scale], code: 9, says: scaleDown });
+  check("scale status", { args: () => ["scale", "status", "--config", f.scale], code: 9, says: scaleDown });
+  const mariadbDown = /cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)\n  hint: is MariaDB running\? check \[database\] host\/port\/socket in .*scale\.toml/;
+  check("ctl scale check-config, MariaDB unreachable", { args: () => ["ctl", "scale", "check-config", "--config", f.scale], code: 6, says: mariadbDown });
+  check("ctl scale binlog-setup, MariaDB unreachable", { args: () => ["ctl", "scale", "binlog-setup", "--config", f.scale], code: 6, says: mariadbDown });
+  test("scale start with MariaDB unreachable: says why (ECONNREFUSED …) while waiting", async () => {
+    const daemon = runWolf(["scale", "start", "--config", f.scale], { env: { WOLF_CONFIG_DIR: join(dir, "etc"), NO_COLOR: "1", WOLF_LOG_LEVEL: "warn" } });
+    try {
+      const [line] = await daemon.waitForOutput(/cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)[^\n]*/, 10_000);
+      expect(line).toContain(`check [database] host/port/socket in ${f.scale}`);
+      expect(line).toMatch(/giving up in \d+ s/);
+      expect(daemon.running).toBe(true);
+    } finally {
+      await daemon.stop(2000);
+    }
+  });
   check("ctl disk status is not built yet", { args: () => ["ctl", "disk", "status", "--config", f.disk], code: 3, says: /not built yet/ });
 });
 
@@ -211,16 +233,7 @@ describe("disk mounts", () => {
 });
 
 // Cases in other engineers' areas that do not behave yet (see the bad-input report):
-describe("known gaps (lib/scale, lib/disk, cmd/scale.ts)", () => {
-  // cmd/scale.ts:26 uses Number(args["node-id"]): "abc" becomes NaN (exit 4 via the schema) instead of a
-  // usage error naming --node-id (exit 2); intOption() in lib/common/cli.ts does this.
-  test.todo("scale init --node-id abc: usage error naming --node-id, exit 2");
-  // cmd/scale.ts:26: `args["node-id"] ? … : {}` treats "" as absent and silently writes node_id = 1.
-  test.todo("scale init --node-id '': usage error, not a silent default");
-  // cmd/scale.ts:37 passes the address unchecked; the daemon then waits for MariaDB first.
-  test.todo("scale join notanaddress: usage error (host:port) before anything starts");
-  // lib/scale/daemon.ts:134-139 waits up to 300 s and logs only "waiting for MariaDB at …", never why.
-  test.todo("scale start with MariaDB unreachable: says why (ECONNREFUSED …) while waiting, and gives up sooner");
+describe("known gaps (lib/disk)", () => {
   // lib/disk/daemon.ts:56 mkdir -p's any missing mountpoint, so a typo'd path is mounted silently.
   test.todo("disk mount -m /no/such/parent/dir: refuses a mountpoint whose parent does not exist");
 });

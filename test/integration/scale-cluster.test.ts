@@ -101,6 +101,32 @@ async function waitAcked(load: { acked: string[] }, n: number, what: string): Pr
   await waitUntil(() => load.acked.length >= n, { timeoutMs: 30_000, what });
 }
 
+/** Every acknowledged write of `load` is in `node`'s database. */
+async function expectNoAckedLost(load: { acked: string[] }, node: number): Promise<void> {
+  const have = new Set((await c.node(node).db.query<Array<{ k: string }>>("SELECT k FROM app.acked")).map((r) => r.k));
+  expect(load.acked.filter((k) => !have.has(k))).toEqual([]);
+}
+
+/**
+ * Kills the leader with `kill` under an acknowledged-write load, waits for another node to lead and
+ * acknowledge 40 more writes, stops the load and checks the new leader holds every acknowledged write.
+ */
+async function failoverUnderLoad(prefix: string, kill: (leader: number) => Promise<void>) {
+  const before = await c.waitLeader();
+  const load = ackedLoad(prefix);
+  await waitAcked(load, 60, "60 acknowledged writes before the kill");
+  const killedAt = Date.now();
+  await kill(before);
+  const others = c.running().filter((n) => n.id !== before).map((n) => n.id);
+  const leader = await c.waitLeader(others, 30_000);
+  const failoverMs = Date.now() - killedAt;
+  expect(leader).not.toBe(before);
+  await waitAcked(load, load.acked.length + 40, "writes acknowledged by the new leader");
+  await load.stop();
+  await expectNoAckedLost(load, leader);
+  return { before, leader, failoverMs, load };
+}
+
 /** After a restart: the node catches up, or says NeedsMigration and is migrated by `wolf ctl`. */
 async function rejoinOrMigrate(id: number): Promise<"caught up" | "migrated"> {
   const outcome = await waitUntil(
@@ -263,8 +289,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
         expect(st?.diverged).toBeNull();
         expect(st?.state).toBe("Active");
       }
-      const have = new Set((await c.node(1).db.query<Array<{ k: string }>>("SELECT k FROM app.acked")).map((x) => x.k));
-      expect(load.acked.filter((k) => !have.has(k))).toEqual([]);
+      await expectNoAckedLost(load, 1);
       await expectConvergedAndIdentical();
       console.log(`[scale] handover to node 2 and automatic handback to node 1 under load: ${load.acked.length} acked, 0 lost, ${load.unknown} unknown, nobody diverged`);
     });
@@ -272,22 +297,10 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
 
   test("kill -9 of the leader's wolf under load: acknowledged writes survive, the node rejoins", async () => {
     await withLogs(async () => {
-    const before = await c.waitLeader();
-    const load = ackedLoad("w");
-    await waitAcked(load, 60, "60 acknowledged writes before the kill");
-    const killedAt = Date.now();
-    c.node(before).proc!.kill("SIGKILL");
-    await c.node(before).proc!.waitForExit();
-    const ackedBefore = load.acked.length;
-    const leader = await c.waitLeader(c.running().map((n) => n.id), 30_000);
-    const failoverMs = Date.now() - killedAt;
-    expect(leader).not.toBe(before);
-    await waitAcked(load, ackedBefore + 40, "writes acknowledged by the new leader");
-    await load.stop();
-    const rows = await c.node(leader).db.query<Array<{ k: string }>>("SELECT k FROM app.acked");
-    const have = new Set(rows.map((r) => r.k));
-    const lost = load.acked.filter((k) => !have.has(k));
-    expect(lost).toEqual([]);
+    const { before, leader, failoverMs, load } = await failoverUnderLoad("w", async (id) => {
+      c.node(id).proc!.kill("SIGKILL");
+      await c.node(id).proc!.waitForExit();
+    });
     await c.startNode(before);
     const how = await rejoinOrMigrate(before);
     await expectConvergedAndIdentical();
@@ -297,19 +310,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
 
   test("kill -9 of the leader's MariaDB under load: another node leads, nothing acknowledged is lost", async () => {
     await withLogs(async () => {
-    const before = await c.waitLeader();
-    const load = ackedLoad("m");
-    await waitAcked(load, 60, "60 acknowledged writes before the kill");
-    const killedAt = Date.now();
-    await c.node(before).db.kill();
-    const others = c.running().filter((n) => n.id !== before).map((n) => n.id);
-    const leader = await c.waitLeader(others, 30_000);
-    const failoverMs = Date.now() - killedAt;
-    const ackedBefore = load.acked.length;
-    await waitAcked(load, ackedBefore + 40, "writes acknowledged by the new leader");
-    await load.stop();
-    const have = new Set((await c.node(leader).db.query<Array<{ k: string }>>("SELECT k FROM app.acked")).map((r) => r.k));
-    expect(load.acked.filter((k) => !have.has(k))).toEqual([]);
+    const { before, leader, failoverMs, load } = await failoverUnderLoad("m", (id) => c.node(id).db.kill());
     const s = await c.status(before);
     expect(s?.role).not.toBe("leader");
     expect(s?.database.up).toBe(false);

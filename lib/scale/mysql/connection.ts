@@ -5,7 +5,8 @@
  */
 import { createHash } from "node:crypto";
 import net from "node:net";
-import { WolfError } from "../../common/errors.ts";
+import { concatBytes } from "../../common/bytes.ts";
+import { errnoName, errnoReason, WolfError } from "../../common/errors.ts";
 import { ProtocolError, Reader, Writer } from "./codec.ts";
 
 export const enum Command {
@@ -38,6 +39,8 @@ export interface ConnectOptions {
   password?: string;
   database?: string;
   connectTimeoutMs?: number;
+  /** Hint when nothing answers at the address (which config setting to check). */
+  unreachableHint?: string;
   /**
    * Several statements in one COM_QUERY (one round trip). The server runs them in order and stops
    * at the first error, which query() throws; queryAll() returns every statement's result.
@@ -91,6 +94,23 @@ export interface QueryResult {
   insertId: number;
 }
 
+const SOCKET_FAILURES: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "no route to the host",
+  ENETUNREACH: "no route to the host",
+  ENOTFOUND: "cannot resolve the host name",
+  EAI_NONAME: "cannot resolve the host name",
+};
+
+/** Why a socket failed, in words and with its errno name ("connection refused (ECONNREFUSED)"). */
+export function socketFailure(err: unknown): string {
+  const name = errnoName(err);
+  const reason = (name && SOCKET_FAILURES[name]) ?? errnoReason(err);
+  return name && !reason.includes(name) ? `${reason} (${name})` : reason;
+}
+
 export class MysqlConnection {
   private socket: net.Socket;
   private chunks: Uint8Array[] = [];
@@ -109,7 +129,7 @@ export class MysqlConnection {
       this.wake();
     });
     socket.on("error", (err) => {
-      this.ended ??= new WolfError("network", `MariaDB connection failed: ${err.message}`, { cause: err });
+      this.ended ??= new WolfError("network", `MariaDB connection failed: ${socketFailure(err)}`, { cause: err });
       this.wake();
     });
     socket.on("close", () => {
@@ -136,6 +156,11 @@ export class MysqlConnection {
       ]);
     } catch (err) {
       conn.destroy();
+      // The socket failed before the server said anything: nothing (of ours) answers there.
+      const system = err instanceof WolfError && errnoName(err.cause) ? err.cause : errnoName(err) ? err : undefined;
+      if (system) {
+        throw new WolfError("network", `cannot connect to MariaDB at ${where}: ${socketFailure(system)}`, { hint: opts.unreachableHint ?? "is MariaDB running, and listening there?", cause: system });
+      }
       if (err instanceof WolfError) throw err;
       throw new WolfError("network", `MariaDB at ${where}: ${(err as Error).message}`, { cause: err });
     } finally {
@@ -179,15 +204,7 @@ export class MysqlConnection {
       parts.push(len > 0 ? await this.readBytes(len) : new Uint8Array(0));
       if (len < MAX_PACKET) break;
     }
-    if (parts.length === 1) return parts[0]!;
-    const total = parts.reduce((s, p) => s + p.length, 0);
-    const out = new Uint8Array(total);
-    let off = 0;
-    for (const p of parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
+    return parts.length === 1 ? parts[0]! : concatBytes(parts);
   }
 
   private writePacket(payload: Uint8Array): void {
