@@ -13,6 +13,8 @@ function open() {
   return dlopen("libc.so.6", {
     mount: { args: [P, P, P, u64, P], returns: i32 },
     umount2: { args: [P, i32], returns: i32 },
+    write: { args: [i32, P, u64], returns: FFIType.i64_fast },
+    writev: { args: [i32, P, i32], returns: FFIType.i64_fast },
   });
 }
 
@@ -76,6 +78,30 @@ export function unmount(target: string, flags = 0): number {
  */
 export function readFuse(fd: number, buf: Uint8Array): number {
   const n = Number(libc().read(fd, ptr(buf), buf.length));
+  return n >= 0 ? n : -errno();
+}
+
+/**
+ * One reply (or notification) written to the FUSE fd with a single write(2): the kernel takes a
+ * reply whole or not at all. Returns the bytes written, or a negative errno (ENOENT: the request
+ * was interrupted; ENODEV: the connection is gone).
+ */
+export function writeFuse(fd: number, buf: Uint8Array, length = buf.length): number {
+  const n = Number(sys().write(fd, ptr(buf), length));
+  return n >= 0 ? n : -errno();
+}
+
+const iovecs = new BigUint64Array(2 * 8);
+
+/** A reply in up to 8 pieces (header + body) with one writev(2), without joining them. */
+export function writevFuse(fd: number, parts: Uint8Array[]): number {
+  if (parts.length > 8) throw new Error("writevFuse: at most 8 parts");
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    iovecs[2 * i] = BigInt(p.length === 0 ? 0 : ptr(p));
+    iovecs[2 * i + 1] = BigInt(p.length);
+  }
+  const n = Number(sys().writev(fd, ptr(iovecs), parts.length));
   return n >= 0 ? n : -errno();
 }
 

@@ -129,6 +129,7 @@ export interface DiskFsOptions {
 
 /** Write-back state of one regular file. */
 interface FileData {
+  ino: number;
   dirty: Map<number, Buffer>;
   flushing: Map<number, Buffer>;
   loads: Map<number, Promise<void>>;
@@ -300,15 +301,71 @@ export class DiskFs {
     return inode;
   }
 
+  /**
+   * Called synchronously whenever what getattr(ino) returns may have changed (metadata op,
+   * buffered write, flush): the FUSE session drops attributes it cached for its reader.
+   */
+  onAttrChange?: (ino: number, attr?: Attr) => void;
+
+  /**
+   * Called synchronously when `ino` gets buffered or unsynced data, and when handle `fh` writes:
+   * from then on a close must go through flush() (see isClean/handleClean).
+   */
+  onDirty?: (ino: number, fh?: number) => void;
+
+  /** Nothing buffered or unsynced for `ino`: flush() of a handle that did not write has nothing to do. */
+  isClean(ino: number): boolean {
+    return !this.unsynced.has(ino) && !this.files.has(ino);
+  }
+
+  /** Handle `fh` is open and has not written since its last sync. */
+  handleClean(fh: number): boolean {
+    const h = this.handles.get(fh);
+    return h !== undefined && !h.wrote;
+  }
+
+  private changed(ino: number): void {
+    this.onAttrChange?.(ino);
+  }
+
   private commit(op: MetaOp): void {
+    const notify = this.onAttrChange;
+    if (!notify) {
+      this.meta.commit(op);
+      return;
+    }
+    // Inodes whose attributes the op changes (link counts, times, sizes), named before it runs.
+    const touched: (number | undefined)[] = [];
+    const state = this.meta.state;
+    switch (op.op) {
+      case "mknod":
+      case "link":
+        touched.push(op.ino, op.parent);
+        break;
+      case "unlink":
+        touched.push(op.parent, state.get(op.parent)?.entries?.get(op.name));
+        break;
+      case "rename":
+        touched.push(op.parent, op.newParent, state.get(op.parent)?.entries?.get(op.name), state.get(op.newParent)?.entries?.get(op.newName));
+        break;
+      default:
+        touched.push(op.ino);
+    }
     this.meta.commit(op);
+    // With the new attributes: the kernel asks for them right after a directory change.
+    for (const ino of touched) {
+      if (ino === undefined) continue;
+      const inode = state.get(ino);
+      notify(ino, inode ? this.attr(inode) : undefined);
+    }
   }
 
   private fileData(ino: number): FileData {
     let fd = this.files.get(ino);
     if (!fd) {
-      fd = { dirty: new Map(), flushing: new Map(), loads: new Map(), partial: new Map(), completing: new Map(), epoch: 0, dirtyBytes: 0, dirtySince: 0, chain: Promise.resolve() };
+      fd = { ino, dirty: new Map(), flushing: new Map(), loads: new Map(), partial: new Map(), completing: new Map(), epoch: 0, dirtyBytes: 0, dirtySince: 0, chain: Promise.resolve() };
       this.files.set(ino, fd);
+      this.onDirty?.(ino);
     }
     return fd;
   }
@@ -353,6 +410,7 @@ export class DiskFs {
     if (fd) {
       this.dirtyTotal -= fd.dirtyBytes;
       this.files.delete(ino);
+      this.changed(ino);
     }
     this.commit({ op: "purge", ino });
   }
@@ -387,6 +445,14 @@ export class DiskFs {
     const ino = name === "." ? parent : name === ".." ? dir.parent : dir.entries!.get(name);
     if (ino === undefined) throw new FsError("ENOENT");
     return this.attr(this.inode(ino));
+  }
+
+  /** The inode `name` in `parent` names, or undefined if there is none (lookup without the exception). */
+  lookupIno(parent: number, name: string): number | undefined {
+    const dir = this.dirInode(parent);
+    if (name.length > NAME_MAX) throw new FsError("ENAMETOOLONG");
+    const ino = name === "." ? parent : name === ".." ? dir.parent : dir.entries!.get(name);
+    return ino !== undefined && this.meta.state.get(ino) ? ino : undefined;
   }
 
   private newNode(parent: number, name: string, mode: number, ctx: Ctx, rdev = 0, target?: string): Attr {
@@ -506,8 +572,18 @@ export class DiskFs {
       this.regInode(ino);
       await this.truncate(ino, changes.size);
     }
-    const meta: Extract<MetaOp, { op: "setattr" }> = { op: "setattr", ino };
     const now = this.now();
+    if (inode.nlink === 0 && !this.openCount.get(ino) && changes.mode === undefined && changes.uid === undefined && changes.gid === undefined && changes.size === undefined) {
+      // Times the kernel writes back (writeback cache) for a file it just unlinked: with no name
+      // and no open file nobody can see them, and the inode goes at the kernel's FORGET. Answer
+      // without a journal record.
+      const attr = this.attr(inode);
+      if (changes.atime !== undefined) attr.atime = changes.atime === "now" ? now : changes.atime;
+      if (changes.mtime !== undefined) attr.mtime = changes.mtime === "now" ? now : changes.mtime;
+      if (changes.ctime !== undefined) attr.ctime = changes.ctime;
+      return attr;
+    }
+    const meta: Extract<MetaOp, { op: "setattr" }> = { op: "setattr", ino };
     if (changes.mode !== undefined) meta.mode = changes.mode & 0o7777;
     if (changes.uid !== undefined) meta.uid = changes.uid;
     if (changes.gid !== undefined) meta.gid = changes.gid;
@@ -517,6 +593,7 @@ export class DiskFs {
       if (this.files.has(ino)) await this.flushFile(ino);
       const fd = this.files.get(ino);
       if (fd) fd.mtime = undefined;
+      this.changed(ino);
       meta.mtime = changes.mtime === "now" ? now : changes.mtime;
     }
     if (Object.keys(meta).length > 2 || changes.ctime) {
@@ -617,7 +694,10 @@ export class DiskFs {
       if (this.files.has(ino)) await this.flushFile(ino);
       if (needed) await this.meta.sync();
     } catch (err) {
-      if (needed) this.unsynced.add(ino);
+      if (needed) {
+        this.unsynced.add(ino);
+        this.onDirty?.(ino);
+      }
       throw err;
     }
     if (needed && !this.unsynced.has(ino)) for (const h of this.handles.values()) if (h.ino === ino) h.wrote = false;
@@ -644,9 +724,27 @@ export class DiskFs {
     const size = this.sizeOf(inode);
     if (offset >= size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(offset + length, size);
-    const out = Buffer.alloc(end - offset);
     const fd = this.files.get(ino);
     const cs = this.chunkSize;
+    const first = Math.floor(offset / cs);
+    if (Math.floor((end - 1) / cs) === first && !fd?.dirty.has(first) && !fd?.flushing.has(first)) {
+      // Within one cached chunk (the usual sequential read): the reply is a view of the cached
+      // chunk, no copy (cached chunks are never modified; eviction only drops them).
+      const hash = inode.chunks!.get(first);
+      const whole = hash === undefined ? undefined : this.store.cached(hash);
+      if (whole && end - first * cs <= whole.length) {
+        const sequential = this.lastReadEnd.get(ino) === offset || offset % cs === 0;
+        this.lastReadEnd.set(ino, end);
+        if (this.lastReadEnd.size > 4096) this.lastReadEnd.delete(this.lastReadEnd.keys().next().value as number);
+        const next = sequential ? inode.chunks!.get(first + 1) : undefined;
+        if (next && !fd?.dirty.has(first + 1)) {
+          this.store.pin(next);
+          void this.store.loadWhole(next).catch(() => {}).finally(() => this.store.unpin(next));
+        }
+        return whole.subarray(offset - first * cs, end - first * cs);
+      }
+    }
+    const out = Buffer.alloc(end - offset);
     const jobs: Promise<unknown>[] = [];
     // Sequential readers get whole chunks through the cache, and the next chunk fetched ahead.
     const sequential = this.lastReadEnd.get(ino) === offset || offset % cs === 0;
@@ -759,6 +857,7 @@ export class DiskFs {
   }
 
   private installDirty(fd: FileData, idx: number, buf: Buffer): void {
+    this.changed(fd.ino);
     const old = fd.dirty.get(idx);
     if (old) fd.dirtyBytes -= old.length;
     if (fd.dirty.size === 0 && fd.dirtyBytes === 0) fd.dirtySince = Date.now();
@@ -771,6 +870,7 @@ export class DiskFs {
     const inode = this.regInode(ino);
     if (fh !== undefined) this.handle(fh).wrote = true;
     this.unsynced.add(ino);
+    this.onDirty?.(ino, fh);
     const end = offset + data.length;
     if (end > MAX_FILE_SIZE) throw new FsError("EFBIG");
     if (data.length === 0) return 0;
@@ -823,6 +923,7 @@ export class DiskFs {
     }
     fd.size = Math.max(this.sizeOf(inode), end);
     fd.mtime = this.now();
+    this.changed(ino);
     if (completed.length) {
       // A sequential writer finished these chunks: store them now, in the background.
       this.flushFile(ino, completed).catch((err) => (fd.error ??= err));
@@ -946,9 +1047,11 @@ export class DiskFs {
         fd.dirtyBytes -= buf.length;
         this.dirtyTotal -= buf.length;
       }
+      this.changed(ino);
     }
     if (fd.size !== undefined && fd.size <= inode.size) fd.size = undefined;
     if (fd.mtime === mtime) fd.mtime = undefined;
+    this.changed(ino);
   }
 
   private truncate(ino: number, size: number): Promise<void> {
@@ -994,6 +1097,7 @@ export class DiskFs {
             fd.partial.delete(idx);
             fd.dirtyBytes -= buf.length;
             this.dirtyTotal -= buf.length;
+            this.changed(ino);
           } else if (idx === Math.floor(size / cs)) {
             fd.dirty.get(idx)!.fill(0, size - idx * cs);
             const p = fd.partial.get(idx);

@@ -19,6 +19,10 @@ export const profile = {
   /** Per FUSE opcode name: time from the request reaching the JS thread to its reply. */
   ops: new Map<string, Timing>(),
   requests: 0,
+  /** GETATTRs the reader Worker answered from the shared attribute cache (not in `requests`). */
+  workerGetattrs: 0,
+  /** FLUSHes of clean handles the reader Worker answered (not in `requests`). */
+  workerFlushes: 0,
   journalAppends: 0,
   journalAppendBytes: 0,
   journalSyncs: timing(),
@@ -65,7 +69,7 @@ export function recordOp(name: string, ms: number, bytes: number): void {
 
 export function resetProfile(): void {
   profile.ops.clear();
-  profile.requests = profile.journalAppends = profile.journalAppendBytes = profile.chunkDedup = 0;
+  profile.requests = profile.workerGetattrs = profile.workerFlushes = profile.journalAppends = profile.journalAppendBytes = profile.chunkDedup = 0;
   for (const key of ["journalSyncs", "chunkPuts", "chunkSyncs", "chunkLoads", "chunkHashes", "chunkReads"] as const) Object.assign(profile[key], timing());
 }
 
@@ -79,7 +83,7 @@ export function formatProfile(): string {
   const cpu = process.cpuUsage();
   const cpuMs = (cpu.user + cpu.system) / 1000;
   const out = [
-    `requests ${profile.requests}; process CPU ${cpuMs.toFixed(0)} ms (user ${(cpu.user / 1000).toFixed(0)}, system ${(cpu.system / 1000).toFixed(0)})`,
+    `requests ${profile.requests} (+ ${profile.workerGetattrs} GETATTR, ${profile.workerFlushes} FLUSH answered by the reader); process CPU ${cpuMs.toFixed(0)} ms (user ${(cpu.user / 1000).toFixed(0)}, system ${(cpu.system / 1000).toFixed(0)})`,
     `journal: ${profile.journalAppends} appends (${(profile.journalAppendBytes / 1024).toFixed(0)} KiB), chunk dedup hits ${profile.chunkDedup}`,
   ];
   for (const [name, t] of [...profile.ops].sort((a, b) => b[1].ms - a[1].ms)) out.push(line(name, t));

@@ -233,6 +233,15 @@ export function entryOut(a: Attr, validMs: number): Buffer {
   return b;
 }
 
+/** A negative entry: "no such name", cacheable by the kernel for `validMs` (node id 0). */
+export function negativeEntryOut(validMs: number): Buffer {
+  const b = Buffer.alloc(ENTRY_OUT_SIZE);
+  const [sec, nsec] = splitSec(validMs);
+  b.writeBigUInt64LE(sec, 16);
+  b.writeUInt32LE(nsec, 32);
+  return b;
+}
+
 export function attrOut(a: Attr, validMs: number): Buffer {
   const b = Buffer.alloc(ATTR_OUT_SIZE);
   const [sec, nsec] = splitSec(validMs);

@@ -4,8 +4,8 @@
  * unmounts and prints the client's result and the daemon's profile (per FUSE op, journal
  * fsyncs, chunk stores/loads/hashes).
  *
- *   node_modules/.bin/bun test/bench/disk/profile.ts <workload> [--size-mb N] [--files N] [--bin] [--no-writeback]
- *   workloads: roundtrip, meta, seqwrite, seqread, randread, randwrite, all
+ *   node_modules/.bin/bun test/bench/disk/profile.ts <workload> [--size-mb N] [--files N] [--bin] [--no-writeback] [--read-ahead-kb N]
+ *   workloads: cmd (--cmd 'SHELL COMMAND', the mount in $MNT), roundtrip, meta, seqwrite, seqread, randread, randwrite, all
  *
  * Not part of `npm test`.
  */
@@ -34,6 +34,14 @@ async function fio(dir: string, args: string[]): Promise<string> {
   return `${(side.bw / 1024).toFixed(0)} MiB/s, ${side.iops.toFixed(0)} IOPS, clat p50 ${((side.clat_ns?.percentile?.["50.000000"] ?? 0) / 1000).toFixed(0)} µs`;
 }
 
+function dropCaches(): void {
+  try {
+    writeFileSync("/proc/sys/vm/drop_caches", "3");
+  } catch {
+    // not root
+  }
+}
+
 async function node(script: string): Promise<string> {
   const r = await execArgv([BUN, "-e", script], { timeoutMs: 600_000 });
   if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`);
@@ -41,6 +49,13 @@ async function node(script: string): Promise<string> {
 }
 
 const workloads: Record<string, (mnt: string) => Promise<string>> = {
+  // Any shell command run against the mount (in $MNT): --cmd 'python3 -c ...'
+  cmd: async (mnt) => {
+    const i = argv.indexOf("--cmd");
+    if (i < 0) throw new Error("workload cmd needs --cmd 'COMMAND'");
+    const r = await execArgv(["sh", "-c", argv[i + 1]!], { timeoutMs: 600_000, env: { ...process.env, MNT: mnt } });
+    return (r.stdout + r.stderr).trim();
+  },
   // GETXATTR is never cached by the kernel: one FUSE round trip per call.
   roundtrip: (mnt) =>
     execArgv(
@@ -68,6 +83,7 @@ const workloads: Record<string, (mnt: string) => Promise<string>> = {
   seqwrite: (mnt) => fio(mnt, ["--rw=write", "--bs=1M", `--size=${SIZE_MB}M`, "--end_fsync=1"]),
   seqread: async (mnt) => {
     await fio(mnt, ["--rw=write", "--bs=1M", `--size=${SIZE_MB}M`, "--end_fsync=1"]);
+    dropCaches(); // as run.ts does: the chunks come from the disk
     return fio(mnt, ["--rw=read", "--bs=1M", `--size=${SIZE_MB}M`]);
   },
   randread: async (mnt) => {
@@ -93,6 +109,7 @@ for (const name of names) {
   const init = await runWolfOnce(["disk", "init", "-c", config], { command });
   if (init.code !== 0) throw new Error(`init failed: ${init.stderr}`);
   if (argv.includes("--no-writeback")) writeFileSync(config, readFileSync(config, "utf8").replace(/^writeback_cache = true$/m, "writeback_cache = false"));
+  if (argv.includes("--read-ahead-kb")) writeFileSync(config, readFileSync(config, "utf8").replace(/^read_ahead_kb = \d+$/m, `read_ahead_kb = ${opt("read-ahead-kb", 1024)}`));
   const daemon = runWolf(["disk", "mount", "-c", config, "--data-dir", join(root, "data"), "-m", mnt], { command, env: { NO_COLOR: "1", WOLF_DISK_PROFILE: "1" } });
   try {
     await daemon.waitForOutput(/mounted drive/, 30_000);

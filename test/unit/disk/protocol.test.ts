@@ -14,6 +14,7 @@ import {
   entryOut,
   IN_HEADER_SIZE,
   initOut,
+  negativeEntryOut,
   Op,
   openOut,
   outHeader,
@@ -191,5 +192,15 @@ describe("FUSE replies", () => {
     expect(b.toString("latin1", 24, 29)).toBe("abcde");
     expect([...b.subarray(29, 32)]).toEqual([0, 0, 0]);
     expect(b[32]).toBe(0xee); // nothing written past the record
+  });
+});
+
+describe("negative entries", () => {
+  test("a missing name is node id 0 with the entry timeout, so the kernel caches it", () => {
+    const b = negativeEntryOut(2500);
+    expect(b.length).toBe(ENTRY_OUT_SIZE);
+    expect(b.readBigUInt64LE(0)).toBe(0n); // nodeid 0 = ENOENT, but cacheable
+    expect(b.readBigUInt64LE(16)).toBe(2n); // entry_valid (s)
+    expect(b.readUInt32LE(32)).toBe(500_000_000); // entry_valid_nsec
   });
 });
