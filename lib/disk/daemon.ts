@@ -4,7 +4,7 @@
  * every buffered write is stored, the journal is synced and a checkpoint is written.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import type { DiskConfig } from "./config.ts";
@@ -53,7 +53,13 @@ export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string
   const running = readDaemonRecord(drive);
   if (running) throw new WolfError("state", `drive "${drive.name}" is already served by pid ${running.pid} at ${running.mountpoint}`);
   if (isWolfMount(findMount(mountpoint)) && !isDeadMount(mountpoint)) throw new WolfError("state", `${mountpoint} is already a mounted wolf disk`);
-  if (!existsSync(mountpoint)) mkdirSync(mountpoint, { recursive: true });
+  if (!existsSync(mountpoint)) {
+    // Create the mount point itself, but not a whole path: a typo must not get mounted silently.
+    if (!existsSync(dirname(mountpoint))) {
+      throw new WolfError("usage", `cannot mount at ${mountpoint}: ${dirname(mountpoint)} does not exist`, { hint: "check the path, or create the parent directory first" });
+    }
+    mkdirSync(mountpoint);
+  }
   else if (!isDeadMount(mountpoint) && !statSync(mountpoint).isDirectory()) throw new WolfError("usage", `${mountpoint} is not a directory`);
 
   mkdirSync(drive.dir, { recursive: true });

@@ -3,7 +3,7 @@
  * the mount itself, which would ask its daemon), unmounting — also a mount whose daemon died
  * ("Transport endpoint is not connected") — and the kernel read-ahead of a FUSE mount.
  */
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { EBUSY, EINVAL, MNT_DETACH, unmount } from "../../native/fuse.ts";
 import { WolfError } from "../common/errors.ts";
@@ -78,7 +78,10 @@ export function setBdiKnob(mountpoint: string, knob: "read_ahead_kb" | "max_rati
 export async function unmountDrive(path: string, opts: { lazy?: boolean; timeoutMs?: number } = {}): Promise<"unmounted" | "detached-dead" | "detached-busy"> {
   const target = resolve(path);
   const m = findMount(target);
-  if (!m) throw new WolfError("state", `${target} is not mounted`);
+  if (!m) {
+    if (!existsSync(target)) throw new WolfError("usage", `${target} does not exist`, { hint: "check the mount point path (wolf disk status lists mounted drives)" });
+    throw new WolfError("state", `${target} is not mounted`);
+  }
   if (m.fstype !== "fuse.wolf") throw new WolfError("state", `${target} is a ${m.fstype} mount, not a wolf disk`, { hint: "use umount(8) for other filesystems" });
   if (isDeadMount(target)) {
     const rc = unmount(target, MNT_DETACH);

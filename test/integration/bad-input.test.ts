@@ -229,11 +229,13 @@ describe("disk mounts", () => {
   check("mount on a file", { args: () => ["disk", "mount", "--config", f.disk, "-m", f.file], code: 2, says: /a-file is not a directory/ });
   check("mount an unknown drive", { args: () => ["disk", "mount", "--config", f.disk, "--drive", "nope", "-m", f.folder], code: 2, says: /no drive named "nope"/ });
   check("unmount something not mounted", { args: () => ["disk", "unmount", "-m", f.folder], code: 9, says: /folder is not mounted/ });
+  check("mount under a parent that does not exist (a typo is not mkdir -p'd)", {
+    args: () => ["disk", "mount", "--config", f.disk, "-m", "/no/such/parent/dir"],
+    code: 2,
+    says: /\/no\/such\/parent does not exist/,
+  });
+  check("unmount a path that does not exist", { args: () => ["disk", "unmount", "-m", "/no/such/mnt"], code: 2, says: /\/no\/such\/mnt does not exist/ });
   check("unmount without -m", { args: () => ["disk", "unmount"], code: 2, says: /Missing required argument: --mountpoint/ });
 });
 
-// Cases in other engineers' areas that do not behave yet (see the bad-input report):
-describe("known gaps (lib/disk)", () => {
-  // lib/disk/daemon.ts:56 mkdir -p's any missing mountpoint, so a typo'd path is mounted silently.
-  test.todo("disk mount -m /no/such/parent/dir: refuses a mountpoint whose parent does not exist");
-});
+
