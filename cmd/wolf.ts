@@ -1,20 +1,22 @@
 /**
  * wolf: one binary for scale (MariaDB replication), disk (FUSE + S3), net (mesh VPN) and ctl.
- * Compiled with --bytecode (CommonJS output): no top-level await here.
+ * Subcommands are loaded when used, so `wolf net up` does not load the MariaDB client and
+ * `wolf --version` loads nothing.
  */
 import "../lib/common/color-env.ts";
 import { defineCommand } from "citty";
 import { version } from "../package.json";
 import { installCrashHandlers, runCli } from "../lib/common/cli.ts";
-import { ctlCommand } from "./ctl.ts";
-import { diskCommand } from "./disk.ts";
-import { internalCommand } from "./internal.ts";
-import { netCommand } from "./net.ts";
-import { scaleCommand } from "./scale.ts";
 
 const main = defineCommand({
   meta: { name: "wolf", version, description: "Turn a few bare Linux servers into a cluster" },
-  subCommands: { scale: scaleCommand, disk: diskCommand, net: netCommand, ctl: ctlCommand, internal: internalCommand },
+  subCommands: {
+    scale: () => import("./scale.ts").then((m) => m.scaleCommand),
+    disk: () => import("./disk.ts").then((m) => m.diskCommand),
+    net: () => import("./net.ts").then((m) => m.netCommand),
+    ctl: () => import("./ctl.ts").then((m) => m.ctlCommand),
+    internal: () => import("./internal.ts").then((m) => m.internalCommand),
+  },
 });
 
 installCrashHandlers();
