@@ -29,6 +29,7 @@ export const diskCommand = defineCommand({
         setLogLevel(config.node.log_level);
         const role = args.role ?? config.storage.role;
         if (role === "follower" || role === "client") throw new NotImplementedError(`wolf disk mount --role ${role}`, "clustering issue");
+        if (config.s3.enabled) throw new NotImplementedError("s3.enabled = true (the S3 gateway)", "set s3.enabled = false for now");
         await serveDrive(config, { mountpoint: args.mountpoint, drive: args.drive });
       },
     }),

@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { intOption, notBuilt } from "../lib/common/cli.ts";
 import { checkHostPort } from "../lib/common/config/schema.ts";
 import { configArgs, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
-import { UsageError } from "../lib/common/errors.ts";
+import { NotImplementedError, UsageError } from "../lib/common/errors.ts";
 import { setLogLevel } from "../lib/common/log.ts";
 import { ScaleClient, formatScaleStatus } from "../lib/scale/client.ts";
 import { scaleSchema } from "../lib/scale/config.ts";
@@ -18,6 +18,7 @@ async function start(args: { config?: string; "data-dir"?: string; bootstrap?: b
   const badAddress = join === undefined ? undefined : checkHostPort(join);
   if (badAddress) throw new UsageError(`wolf scale join: ${badAddress}`, "give the [cluster] host:port of a running node, e.g. wolf scale join 10.0.0.2:7654");
   const { file, config } = loadFromArgs(scaleSchema, args);
+  if (config.proxy.enabled) throw new NotImplementedError(`${file}: proxy.enabled = true (the MySQL proxy)`, "set proxy.enabled = false for now");
   if (!process.env.WOLF_LOG_LEVEL) setLogLevel(config.node.log_level);
   const code = await runDaemon({ config, configFile: file, bootstrap: args.bootstrap, join });
   process.exit(code);

@@ -32,8 +32,6 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
     dir: str("WAL directory (\"\" = <data_dir>/wal).", "", { check: checkOptionalAbsolutePath }),
     segment_size_mb: int("Size at which a WAL segment is closed and a new one started (MiB).", 64, { min: 1, max: 4096 }),
     fsync: bool("fsync each group commit (turn off only for throwaway data).", true),
-    batch_max: int("Most entries written in one group commit.", 512, { min: 1 }),
-    batch_wait_ms: int("Longest an entry waits for its group commit (ms).", 2, { min: 0, max: 1000 }),
     compression: oneOf("Record compression", ["lz4", "none"] as const, "lz4"),
     retention_hours: int("Keep WAL segments at least this many hours (0 = no time limit).", 168, { min: 0 }),
     retention_mb: int("Keep at most this much WAL (MiB, 0 = no size limit); older segments are pruned.", 10_240, { min: 0 }),
@@ -42,7 +40,6 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
     mode: oneOf("wal = wolf manages writes; binlog = capture an existing database's binlog", ["wal", "binlog"] as const, "wal"),
     ack: oneOf("Followers that must hold a write durably before a client gets OK", ["none", "one", "majority", "all"] as const, "one"),
     ack_timeout_ms: int("Longest a write waits for its acknowledgements before failing (ms).", 5000, { min: 100 }),
-    lag_threshold: int("A follower this many entries behind is Lagging.", 1000, { min: 1 }),
     capture_server_id: int("Replica server id wolf uses to tail the local binlog (0 = 1000000 + node_id); unique among the\nservers and replicas of that MariaDB.", 0, { min: 0, max: 4_294_967_295 }),
     binlog_file: str("binlog mode: binlog file to start from (\"\" = current).", ""),
     binlog_position: int("binlog mode: position in that file.", 4, { min: 4 }),
@@ -55,12 +52,12 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
       { check: (v) => (v === "" || /^https?:\/\/[^\s/]+$/.test(v) ? undefined : `expected a URL like http://10.0.0.5:8080, got ${JSON.stringify(v)}`) },
     ),
   }),
-  proxy: section("MySQL-protocol proxy on every node.", {
-    enabled: bool("Run the proxy.", true),
+  proxy: section("MySQL-protocol proxy on every node (not built yet).", {
+    enabled: bool("Run the proxy (not built yet: must stay false).", false),
     listen: str("Address:port the proxy listens on.", "0.0.0.0:8007", { check: checkHostPort }),
     max_connections: int("Most client connections.", 1000, { min: 1 }),
   }),
-  lb: section("Load balancer (`wolf scale lb`).", {
+  lb: section("Load balancer (`wolf scale lb`, not built yet).", {
     listen: str("Address:port the load balancer listens on.", "0.0.0.0:8008", { check: checkHostPort }),
     health_interval_ms: int("Health-check interval (ms).", 1000, { min: 100 }),
   }),

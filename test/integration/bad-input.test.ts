@@ -225,6 +225,19 @@ describe("no daemon running", () => {
   check("ctl disk status is not built yet", { args: () => ["ctl", "disk", "status", "--config", f.disk], code: 3, says: /not built yet/ });
 });
 
+describe("features that are configured but not built yet fail instead of being ignored", () => {
+  /** A copy of `file` with `enabled = true` in its [section]. */
+  const enabling = (file: string, section: string) => {
+    const text = readFileSync(file, "utf8");
+    const at = text.indexOf(`\n[${section}]\n`);
+    const out = join(dir, `unbuilt-${section}.toml`);
+    writeFileSync(out, text.slice(0, at) + text.slice(at).replace(/^enabled = false$/m, "enabled = true"));
+    return out;
+  };
+  check("scale start with proxy.enabled = true", { args: () => ["scale", "start", "--config", enabling(f.scale, "proxy")], code: 3, says: /proxy\.enabled = true.*not built yet/ });
+  check("disk mount with s3.enabled = true", { args: () => ["disk", "mount", "--config", enabling(f.disk, "s3"), "-m", join(dir, "s3mnt")], code: 3, says: /s3\.enabled = true.*not built yet/ });
+});
+
 describe("disk mounts", () => {
   check("mount on a file", { args: () => ["disk", "mount", "--config", f.disk, "-m", f.file], code: 2, says: /a-file is not a directory/ });
   check("mount an unknown drive", { args: () => ["disk", "mount", "--config", f.disk, "--drive", "nope", "-m", f.folder], code: 2, says: /no drive named "nope"/ });
