@@ -180,8 +180,12 @@ test.skipIf(skip !== undefined)(
       const sb = await b[0]!.status();
       expect(sb.voters).toEqual([1, 2]);
       expect(sb.quorum).toBe(false); // two nodes: one survivor keeps serving
-      const disc = (sb as unknown as { discovery: Record<string, number> }).discovery;
-      expect(disc.other_cluster).toBeGreaterThan(0); // it heard cluster "itest" and ignored it
+      // It hears cluster "itest"'s beacons (one per heartbeat) and ignores them; B may form before
+      // the first one arrives, so wait for it rather than expect it already.
+      await waitUntil(
+        async () => ((await b[0]!.status()) as unknown as { discovery: Record<string, number> }).discovery.other_cluster! > 0,
+        { timeoutMs: 10_000, intervalMs: 100, what: "cluster B to hear (and ignore) cluster A's beacons" },
+      );
       // Cluster A (forming at the same time, from beforeAll) ends up with exactly its three voters.
       const a = await waitUntil(
         async () => {
