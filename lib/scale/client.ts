@@ -1,5 +1,6 @@
 /** `wolf ctl scale` and `wolf scale status`: talking to the local daemon's API and printing. */
 import { describeSystemError, errnoName, errnoReason, WolfError } from "../common/errors.ts";
+import { formatTable } from "../common/format.ts";
 import { localApiUrl } from "./addresses.ts";
 import type { NodeView } from "./api/views.ts";
 import type { ScaleConfig } from "./config.ts";
@@ -65,17 +66,12 @@ export class ScaleClient {
   }
 }
 
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd()).join("\n");
-}
-
 export function formatNodes(nodes: NodeView[]): string {
   const rows = [["ID", "STATUS", "ROLE", "ADDRESS", "API", "LSN", "LAG"]];
   for (const n of nodes) {
     rows.push([`${n.id}${n.self ? "*" : ""}`, String(n.state), n.role ?? "-", n.addr || "?", n.api ?? "-", String(n.lsn), String(n.lag)]);
   }
-  return table(rows);
+  return formatTable(rows);
 }
 
 // biome-ignore lint: the status view is a plain object

@@ -5,7 +5,8 @@ import { UsageError } from "../common/errors.ts";
 import { LOG_LEVEL_NAMES } from "../common/log.ts";
 import { notBuilt } from "../common/cli.ts";
 import type { NodeView } from "./api/views.ts";
-import { ScaleClient, formatNodes, formatScaleStatus, table } from "./client.ts";
+import { formatTable } from "../common/format.ts";
+import { ScaleClient, formatNodes, formatScaleStatus } from "./client.ts";
 import { scaleSchema } from "./config.ts";
 import { checkSettings, connectOptions, describeDb, withConnection } from "./db.ts";
 
@@ -52,7 +53,7 @@ export const ctlScaleCommands = {
       type S = { writes: { writes: number }; appliedLsn: number; lastLsn: number; role: string; peers: Array<{ id: number; lag: number }> };
       let prev = await c.get<S>("/status");
       let t0 = performance.now();
-      out(table([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"]]));
+      out(formatTable([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"]]));
       for (let i = 0; i < count; i++) {
         await new Promise((r) => setTimeout(r, every * 1000)); // the reporting interval itself
         const s = await c.get<S>("/status");
@@ -68,7 +69,7 @@ export const ctlScaleCommands = {
           String(s.appliedLsn),
           String(lag),
         ];
-        out(a.json ? JSON.stringify(s) : table([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"], row]).split("\n")[1]!);
+        out(a.json ? JSON.stringify(s) : formatTable([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"], row]).split("\n")[1]!);
         prev = s;
       }
     },
@@ -105,7 +106,7 @@ export const ctlScaleCommands = {
       if (a.json) return out(JSON.stringify(checks, null, 2));
       const rows = [["SETTING", "VALUE", "WANT", "", "WHY"]];
       for (const c of checks) rows.push([c.name, c.value, c.want, c.ok ? "ok" : c.required ? "REQUIRED" : "recommended", c.note]);
-      out(`${describeDb(config.database)}\n${table(rows)}`);
+      out(`${describeDb(config.database)}\n${formatTable(rows)}`);
       const bad = checks.filter((c) => c.required && !c.ok);
       if (bad.length) throw new UsageError(`${bad.length} required setting(s) missing: ${bad.map((c) => c.name).join(", ")}`, "fix them in the MariaDB config (and --fix for the runtime ones)");
     },

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { waitUntil } from "../../../lib/common/wait.ts";
 import { findMount } from "../../../lib/disk/mounts.ts";
 import { ensureBuilt, execArgv, REPO_ROOT, runDir, runWolf, runWolfOnce, WOLF_BIN } from "../../harness/index.ts";
+import { dropCaches, metadataRun } from "./workloads.ts";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: number) => {
@@ -34,20 +35,6 @@ async function fio(dir: string, args: string[]): Promise<string> {
   return `${(side.bw / 1024).toFixed(0)} MiB/s, ${side.iops.toFixed(0)} IOPS, clat p50 ${((side.clat_ns?.percentile?.["50.000000"] ?? 0) / 1000).toFixed(0)} µs`;
 }
 
-function dropCaches(): void {
-  try {
-    writeFileSync("/proc/sys/vm/drop_caches", "3");
-  } catch {
-    // not root
-  }
-}
-
-async function node(script: string): Promise<string> {
-  const r = await execArgv([BUN, "-e", script], { timeoutMs: 600_000 });
-  if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`);
-  return r.stdout.trim();
-}
-
 const workloads: Record<string, (mnt: string) => Promise<string>> = {
   // Any shell command run against the mount (in $MNT): --cmd 'python3 -c ...'
   cmd: async (mnt) => {
@@ -66,20 +53,10 @@ const workloads: Record<string, (mnt: string) => Promise<string>> = {
       ],
       { timeoutMs: 120_000 },
     ).then((r) => r.stdout.trim() + r.stderr),
-  meta: (mnt) =>
-    node(`
-      const fs = require("node:fs"); const d = ${JSON.stringify(mnt)} + "/meta"; const n = ${FILES};
-      fs.mkdirSync(d, { recursive: true });
-      let t = performance.now();
-      for (let i = 0; i < n; i++) fs.closeSync(fs.openSync(d + "/f" + i, "w"));
-      const create = n / ((performance.now() - t) / 1000);
-      t = performance.now();
-      for (let i = 0; i < n; i++) fs.statSync(d + "/f" + i);
-      const stat = n / ((performance.now() - t) / 1000);
-      t = performance.now();
-      for (let i = 0; i < n; i++) fs.unlinkSync(d + "/f" + i);
-      const unlink = n / ((performance.now() - t) / 1000);
-      console.log("create " + create.toFixed(0) + "/s, stat " + stat.toFixed(0) + "/s, unlink " + unlink.toFixed(0) + "/s");`),
+  meta: async (mnt) => {
+    const m = await metadataRun(mnt, FILES);
+    return `create ${m.create.toFixed(0)}/s, stat ${m.stat.toFixed(0)}/s, unlink ${m.unlink.toFixed(0)}/s`;
+  },
   seqwrite: (mnt) => fio(mnt, ["--rw=write", "--bs=1M", `--size=${SIZE_MB}M`, "--end_fsync=1"]),
   seqread: async (mnt) => {
     await fio(mnt, ["--rw=write", "--bs=1M", `--size=${SIZE_MB}M`, "--end_fsync=1"]);

@@ -7,10 +7,11 @@
  *
  * Needs fio (apt-get install -y fio) and root (FUSE mount, drop_caches). Not part of `npm test`.
  */
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ensureBuilt, execArgv, runDir } from "../../harness/index.ts";
 import { mountDrive } from "../../integration/disk-helpers.ts";
+import { dropCaches, metadataRun } from "./workloads.ts";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: number) => {
@@ -28,41 +29,12 @@ if (!Bun.which("fio")) {
   process.exit(2);
 }
 
-function dropCaches(): void {
-  try {
-    writeFileSync("/proc/sys/vm/drop_caches", "3");
-  } catch {
-    // not root: reads may come from the page cache on both sides alike
-  }
-}
-
 async function fio(dir: string, name: string, args: string[]): Promise<{ mibps: number; iops: number }> {
   const r = await execArgv(["fio", `--name=${name}`, `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args], { timeoutMs: 600_000 });
   if (r.code !== 0) throw new Error(`fio ${name} failed: ${r.stderr}${r.stdout}`);
   const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
   const side = args.some((a) => /rw=(rand)?write/.test(a)) ? job.write : job.read;
   return { mibps: side.bw / 1024, iops: side.iops };
-}
-
-/** create/stat/unlink of many empty files, in a child process (never in the daemon's). */
-async function metadata(dir: string): Promise<{ create: number; stat: number; unlink: number }> {
-  const script = `
-    const fs = require("node:fs"); const d = ${JSON.stringify(dir)} + "/meta"; const n = ${META_FILES};
-    fs.mkdirSync(d, { recursive: true });
-    let t = performance.now();
-    for (let i = 0; i < n; i++) fs.closeSync(fs.openSync(d + "/f" + i, "w"));
-    const create = n / ((performance.now() - t) / 1000);
-    t = performance.now();
-    for (let i = 0; i < n; i++) fs.statSync(d + "/f" + i);
-    const stat = n / ((performance.now() - t) / 1000);
-    t = performance.now();
-    for (let i = 0; i < n; i++) fs.unlinkSync(d + "/f" + i);
-    const unlink = n / ((performance.now() - t) / 1000);
-    fs.rmdirSync(d);
-    console.log(JSON.stringify({ create, stat, unlink }));`;
-  const r = await execArgv([process.execPath, "-e", script], { timeoutMs: 600_000 });
-  if (r.code !== 0) throw new Error(`metadata run failed: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim());
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -84,7 +56,7 @@ async function suite(dir: string): Promise<Record<string, number>> {
   out["rand read 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randread", "--bs=4k", size, "--runtime=10", "--time_based"])).iops;
   out["rand write 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randwrite", "--bs=4k", size, "--runtime=10", "--time_based", "--end_fsync=1"])).iops;
   rmSync(join(dir, "seq.0.0"), { force: true });
-  const m = await metadata(dir);
+  const m = await metadataRun(dir, META_FILES);
   out["create (files/s)"] = m.create;
   out["stat (files/s)"] = m.stat;
   out["unlink (files/s)"] = m.unlink;
