@@ -112,7 +112,7 @@ async function expectNoAckedLost(load: { acked: string[] }, node: number): Promi
  * acknowledge 40 more writes, stops the load and checks the new leader holds every acknowledged write.
  */
 async function failoverUnderLoad(prefix: string, kill: (leader: number) => Promise<void>) {
-  const before = await c.waitLeader();
+  const before = await waitSettled();
   const load = ackedLoad(prefix);
   await waitAcked(load, 60, "60 acknowledged writes before the kill");
   const killedAt = Date.now();
@@ -125,6 +125,20 @@ async function failoverUnderLoad(prefix: string, kill: (leader: number) => Promi
   await load.stop();
   await expectNoAckedLost(load, leader);
   return { before, leader, failoverMs, load };
+}
+
+/**
+ * Waits until leadership is where the core puts it when nothing is in flux: the lowest running ID
+ * leads and every running node has applied its log. A test that picks "the leader" before this can
+ * pick a node in the middle of handing leadership back to a lower ID (seen on slow CI machines).
+ */
+async function waitSettled(): Promise<number> {
+  const lowest = Math.min(...c.running().map((n) => n.id));
+  await waitUntil(async () => (await c.status(lowest))?.role === "leader", { timeoutMs: 60_000, what: `node ${lowest} (lowest ID) to lead` });
+  await c.waitConverged();
+  const leader = await c.waitLeader();
+  expect(leader).toBe(lowest);
+  return leader;
 }
 
 /** After a restart: the node catches up, or says NeedsMigration and is migrated by `wolf ctl`. */
@@ -310,21 +324,31 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
 
   test("kill -9 of the leader's MariaDB under load: another node leads, nothing acknowledged is lost", async () => {
     await withLogs(async () => {
-    const { before, leader, failoverMs, load } = await failoverUnderLoad("m", (id) => c.node(id).db.kill());
-    const s = await c.status(before);
-    expect(s?.role).not.toBe("leader");
-    expect(s?.database.up).toBe(false);
-    await c.node(before).db.restart();
-    const how = await rejoinOrMigrate(before);
-    await expectConvergedAndIdentical();
-    console.log(`[scale] leader MariaDB kill: node ${leader} writable after ${failoverMs} ms; ${load.acked.length} acked, 0 lost; node ${before} ${how}`);
+    let killed: number | undefined;
+    try {
+      const { before, leader, failoverMs, load } = await failoverUnderLoad("m", (id) => {
+        killed = id;
+        return c.node(id).db.kill();
+      });
+      const s = await waitUntil(async () => {
+        const st = await c.status(before);
+        return st && !st.database.up ? st : undefined;
+      }, { timeoutMs: 10_000, what: `node ${before} to report its MariaDB down` });
+      expect(s.role).not.toBe("leader");
+      await c.node(before).db.restart();
+      const how = await rejoinOrMigrate(before);
+      await expectConvergedAndIdentical();
+      console.log(`[scale] leader MariaDB kill: node ${leader} writable after ${failoverMs} ms; ${load.acked.length} acked, 0 lost; node ${before} ${how}`);
+    } finally {
+      // A failure above must not leave the next tests with a dead database.
+      if (killed !== undefined && !c.node(killed).db.running) await c.node(killed).db.restart();
+    }
     });
   }, 180_000);
 
   test("an old leader whose MariaDB holds an unreplicated transaction is NeedsMigration, and migrate brings it back", async () => {
     await withLogs(async () => {
-      const old = await c.waitLeader();
-      await c.waitConverged();
+      const old = await waitSettled();
       c.node(old).proc!.kill("SIGKILL");
       await c.node(old).proc!.waitForExit();
       // Committed on the old leader's MariaDB but never captured (as if its wolf died right after the commit).
@@ -360,7 +384,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
 
   test("kill -9 of a follower mid-apply, three times: every transaction applied exactly once", async () => {
     await withLogs(async () => {
-    const leader = await c.waitLeader();
+    const leader = await waitSettled();
     // The highest ID never gets leadership handed to it: it stays a follower throughout.
     const victim = Math.max(...c.running().filter((n) => n.id !== leader).map((n) => n.id));
     const load = ackedLoad("f");
