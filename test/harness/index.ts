@@ -9,6 +9,7 @@ export {
   type AddHostOptions,
   type TestNetOptions,
 } from "./netns.ts";
+export { NodeProc, clusterNodeArgv, type AppendResult, type Entry } from "./cluster-node.ts";
 export { mariadbTemplate, startMariaDB, type MariaDBInstance, type MariaDBOptions, type Row } from "./mariadb.ts";
 export { freePort, freePorts } from "./ports.ts";
 export {

@@ -14,99 +14,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import type { ClusterStatus } from "../../lib/cluster/status.ts";
-import { ensureBuilt, netnsSkipReason, TestNet, WOLF_BIN, type Host } from "../harness/index.ts";
+import { clusterNodeArgv, ensureBuilt, netnsSkipReason, NodeProc, TestNet } from "../harness/index.ts";
 
 const H = 500;
 const skip = netnsSkipReason() ?? (Bun.which("nft") === null ? "needs nftables (`nft`)" : undefined);
-
-interface Entry {
-  lsn: number;
-  term: number;
-  kind: string;
-  data: string;
-}
-
-/** One node process: JSON lines on stdin/stdout (lib/cluster/test-node.ts). */
-class NodeProc {
-  readonly events: Record<string, unknown>[] = [];
-  private readonly replies = new Map<number, (r: Record<string, unknown>) => void>();
-  private nextId = 1;
-  output = "";
-  readonly proc: Bun.Subprocess<"pipe", "pipe", "pipe">;
-
-  constructor(
-    readonly id: number,
-    readonly host: Host,
-    argv: string[],
-  ) {
-    this.proc = host.spawn(argv, { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
-    void this.read(this.proc.stdout, true);
-    void this.read(this.proc.stderr, false);
-  }
-
-  private async read(stream: ReadableStream<Uint8Array>, json: boolean) {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of stream) {
-      const text = dec.decode(chunk, { stream: true });
-      this.output += text;
-      if (!json) continue;
-      buf += text;
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        let msg: Record<string, unknown>;
-        try {
-          msg = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          continue;
-        }
-        if (typeof msg.reply === "number") this.replies.get(msg.reply)?.(msg);
-        else this.events.push(msg);
-      }
-    }
-  }
-
-  call(cmd: Record<string, unknown>, timeoutMs = 10_000): Promise<Record<string, unknown>> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.replies.delete(id);
-        reject(new Error(`node ${this.id}: no reply to ${JSON.stringify(cmd)} within ${timeoutMs} ms\n${this.output.slice(-3000)}`));
-      }, timeoutMs);
-      this.replies.set(id, (r) => {
-        clearTimeout(timer);
-        this.replies.delete(id);
-        resolve(r);
-      });
-      this.proc.stdin.write(`${JSON.stringify({ id, ...cmd })}\n`);
-      this.proc.stdin.flush();
-    });
-  }
-
-  async status(): Promise<ClusterStatus> {
-    return (await this.call({ cmd: "status" })).status as ClusterStatus;
-  }
-
-  async entries(): Promise<Entry[]> {
-    return (await this.call({ cmd: "entries" })).entries as Entry[];
-  }
-
-  async append(data: string, ack = "one", timeoutMs = 3000): Promise<{ ok: boolean; lsn?: number; error?: string }> {
-    return (await this.call({ cmd: "append", data, ack, timeoutMs }, timeoutMs + 5000)) as { ok: boolean; lsn?: number; error?: string };
-  }
-
-  async stop(): Promise<void> {
-    try {
-      this.proc.stdin.end();
-    } catch {
-      // already closed
-    }
-    const exited = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]);
-    if (!exited) this.proc.kill("SIGKILL");
-  }
-}
 
 let net: TestNet | undefined;
 let work = "";
@@ -135,10 +46,10 @@ bootstrap_expect = 3
     const host = await net.addHost(`n${id}`);
     const dir = join(work, `data${id}`);
     mkdirSync(dir);
-    nodes.set(id, new NodeProc(id, host, [WOLF_BIN, "internal", "cluster-node", "--config", join(work, "cluster.toml"), "--id", String(id), "--data-dir", dir]));
+    nodes.set(id, new NodeProc(id, host, clusterNodeArgv(join(work, "cluster.toml"), id, dir)));
   }
   const sh = await net.addHost("stranger");
-  stranger = new NodeProc(9, sh, [WOLF_BIN, "internal", "cluster-node", "--config", join(work, "stranger.toml"), "--id", "9", "--data-dir", join(work, "data9")]);
+  stranger = new NodeProc(9, sh, clusterNodeArgv(join(work, "stranger.toml"), 9, join(work, "data9")));
 }, 300_000);
 
 afterAll(async () => {
@@ -165,7 +76,7 @@ test.skipIf(skip !== undefined)(
         file,
         `[cluster]\nname = "itest-b"\nsecret = "${secret}"\nport = ${7863 + id}\ndiscovery = true\ndiscovery_port = 7855\nheartbeat_ms = ${H}\nbootstrap_expect = 2\n`,
       );
-      b.push(new NodeProc(id, host, [WOLF_BIN, "internal", "cluster-node", "--config", file, "--id", String(id), "--data-dir", join(work, `b-data${id}`)]));
+      b.push(new NodeProc(id, host, clusterNodeArgv(file, id, join(work, `b-data${id}`))));
     }
     try {
       await waitUntil(
