@@ -51,6 +51,7 @@ async function expectConvergedAndIdentical(ids = c.running().map((n) => n.id)): 
  */
 function ackedLoad(prefix: string, workers = 3) {
   const acked: string[] = [];
+  const how = new Map<string, string>(); // key → which node answered, the LSN, when (for a failure's report)
   let unknown = 0;
   let stop = false;
   const done = Promise.all(
@@ -65,6 +66,7 @@ function ackedLoad(prefix: string, workers = 3) {
           });
           if (r.status === 200) {
             acked.push(k);
+            how.set(k, `sent to node ${node.id}, lsn ${r.body.lsn}, at ${new Date().toISOString()}`);
             continue;
           }
           unknown++;
@@ -77,6 +79,7 @@ function ackedLoad(prefix: string, workers = 3) {
   );
   return {
     acked,
+    how,
     get unknown() {
       return unknown;
     },
@@ -102,9 +105,26 @@ async function waitAcked(load: { acked: string[] }, n: number, what: string): Pr
 }
 
 /** Every acknowledged write of `load` is in `node`'s database. */
-async function expectNoAckedLost(load: { acked: string[] }, node: number): Promise<void> {
+async function expectNoAckedLost(load: { acked: string[]; how?: Map<string, string> }, node: number): Promise<void> {
   const have = new Set((await c.node(node).db.query<Array<{ k: string }>>("SELECT k FROM app.acked")).map((r) => r.k));
-  expect(load.acked.filter((k) => !have.has(k))).toEqual([]);
+  const lost = load.acked.filter((k) => !have.has(k));
+  if (lost.length > 0) {
+    // Say where the lost writes went, so a failure on CI can be understood from its log alone.
+    for (const k of lost) {
+      const where = await Promise.all(
+        c.nodes.map(async (n) => `node ${n.id}: ${n.db.running ? ((await n.db.query<unknown[]>("SELECT k FROM app.acked WHERE k = ?", [k])).length ? "has it" : "lacks it") : "db down"}`),
+      );
+      console.error(`[scale] lost ${k} (${load.how?.get(k) ?? "?"}); checked on node ${node}; ${where.join(", ")}`);
+    }
+    for (const n of c.nodes) console.error(`[scale] node ${n.id} status: ${JSON.stringify(await c.status(n.id))}`);
+    // WOLF_TEST_KEEP=1: keep a copy of every node's WAL, config and MariaDB (binlogs) for a post-mortem.
+    if (process.env.WOLF_TEST_KEEP) {
+      const copy = `/tmp/wolf-scale-postmortem-${Date.now()}`;
+      Bun.spawnSync(["cp", "-a", c.dir, copy]);
+      console.error(`[scale] copied ${c.dir} to ${copy}`);
+    }
+  }
+  expect(lost).toEqual([]);
 }
 
 /**
@@ -123,7 +143,11 @@ async function failoverUnderLoad(prefix: string, kill: (leader: number) => Promi
   expect(leader).not.toBe(before);
   await waitAcked(load, load.acked.length + 40, "writes acknowledged by the new leader");
   await load.stop();
-  await expectNoAckedLost(load, leader);
+  // Leadership may have moved on since (e.g. handed back to a lower ID that caught up): a write
+  // acknowledged by that later leader is durable in the others' logs but maybe not applied yet.
+  // So check every survivor once all have applied everything.
+  await c.waitConverged(60_000, others);
+  for (const id of others) await expectNoAckedLost(load, id);
   return { before, leader, failoverMs, load };
 }
 
