@@ -8,6 +8,7 @@ import type { ClusterNode } from "../cluster/node.ts";
 import type { EntryRef } from "../cluster/types.ts";
 import { WolfError } from "../common/errors.ts";
 import { BinlogCapture, type CaptureStats } from "./binlog/capture.ts";
+import { formatGtid } from "./binlog/events.ts";
 import { parseGtidState } from "./binlog/grouper.ts";
 import type { CapturedTxn } from "./binlog/txn.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
@@ -29,6 +30,9 @@ export class LeaderCapture {
   private readonly recent = new Map<string, EntryRef>();
   private waiters: GtidWaiter[] = [];
   private failure: Error | undefined;
+  /** Where capture started (every server's GTIDs, per domain) and the entry covering up to there (the marker). */
+  private startPos = new Map<number, bigint>();
+  private startEntry: EntryRef | undefined;
   /** Called once if capture stops for good while running (the daemon steps down). */
   onFailed?: (err: Error) => void;
 
@@ -57,7 +61,33 @@ export class LeaderCapture {
    * `entry`, the marker), so a writer waiting for one of them is answered at once.
    */
   startAt(pos: string, serverId: number, entry: EntryRef): void {
-    for (const g of parseGtidState(pos)) if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, entry });
+    this.startEntry = entry;
+    for (const g of parseGtidState(pos)) {
+      this.startPos.set(g.domainId, g.seqNo);
+      if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, entry });
+    }
+  }
+
+  /**
+   * The entry a snapshot of this MariaDB taken at binlog GTID position `pos` corresponds to: the
+   * snapshot holds a prefix of the binlog, capture appends in binlog order, so it holds exactly the
+   * log's entries up to the one of the newest transaction within `pos` — or up to the marker (start
+   * entry) when every transaction within `pos` predates this capture. Waits until capture got that
+   * far; throws if capture stops first or the transaction is too old to be remembered exactly.
+   */
+  async entryThrough(pos: string, timeoutMs: number): Promise<EntryRef> {
+    if (!this.startEntry) throw new WolfError("internal", "capture has no start entry (startAt was not called)");
+    let best = this.startEntry;
+    for (const g of parseGtidState(pos)) {
+      const start = this.startPos.get(g.domainId);
+      if (start !== undefined && g.seqNo <= start) continue; // in the database before capture started
+      const gtid = formatGtid(g);
+      await this.entryOf(gtid, timeoutMs);
+      const entry = this.recent.get(gtid); // exact: entryOf may answer with a later entry that covers it
+      if (!entry) throw new WolfError("state", `transaction ${gtid} was captured too long ago to map a snapshot to its entry; retry`);
+      if (entry.lsn > best.lsn) best = entry;
+    }
+    return best;
   }
 
   get stats(): CaptureStats {

@@ -391,10 +391,11 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
       // The leader's view follows within a heartbeat or two (from the node's pings).
       await waitUntil(
         async () => {
-          const list = await runWolfOnce(["ctl", "scale", "list", "servers", "--config", c.node(leader).config], { env: { NO_COLOR: "1" } });
+          const current = (await c.status(leader))?.leader ?? leader; // it may have handed over since
+          const list = await runWolfOnce(["ctl", "scale", "list", "servers", "--config", c.node(current).config], { env: { NO_COLOR: "1" } });
           return new RegExp(`^${old}\\s+NeedsMigration`, "m").test(list.stdout);
         },
-        { timeoutMs: 10_000, what: `wolf ctl scale list servers on node ${leader} to show node ${old} as NeedsMigration` },
+        { timeoutMs: 10_000, what: `wolf ctl scale list servers on the leader to show node ${old} as NeedsMigration` },
       );
       expect(await rejoinOrMigrate(old)).toBe("migrated");
       await expectConvergedAndIdentical();
