@@ -674,7 +674,9 @@ export class ClusterNode {
     const mine = { lastTerm: lastTerm(this.store), lastLsn: this.store.lastLsn() };
     let rank = 0;
     for (const id of this.otherVoters()) {
-      if (id >= this.id || !this.membership.alive(id, now, this.t.electionBaseMs)) continue;
+      // The leader we follow does not count: the timer only fires once it went silent, and
+      // counting it would add half a heartbeat to every failover.
+      if (id >= this.id || id === this.leaderId || !this.membership.alive(id, now, this.t.electionBaseMs)) continue;
       const info = this.membership.peers.get(id)?.info;
       if (!info || info.neverLeader || info.state === "NeedsMigration" || info.state === "Joining") continue;
       if (logUpToDate(info, mine)) rank++;
