@@ -131,8 +131,9 @@ export const ctlScaleCommands = {
       if (!s.logBin || !s.file) throw new UsageError(`${describeDb(config.database)} has no binary log`, "start it with --log-bin --binlog-format=ROW --server-id=N");
       if (a.json) return out(JSON.stringify(s));
       out(`# binlog mode for ${describeDb(config.database)} — add to ${file}:
-# capture starts at the current end of the binlog (GTID ${s.gtid || "none yet"}); give followers a copy
-# of the data as of this point first (or: wolf ctl scale migrate --from <this node> on each follower).
+# capture starts at the current end of the binlog (GTID ${s.gtid || "none yet"}). Start this node first
+# (scale start --bootstrap); each follower then copies the existing data from it once it joined:
+#   wolf ctl scale migrate --from <this node's ID>
 [replication]
 mode = "binlog"
 binlog_file = "${s.file}"

@@ -35,7 +35,7 @@ import { Directory } from "./directory.ts";
 import { ScaleFsm } from "./fsm.ts";
 import { LeaderCapture } from "./leader-capture.ts";
 import { encodeMarker, type LeaderMarker } from "./marker.ts";
-import { dumpResponse, loadDump } from "./migrate.ts";
+import { type BinlogPosition, type DumpMeta, dumpResponse, loadDump } from "./migrate.ts";
 import { MysqlConnection, type ConnectOptions } from "./mysql/connection.ts";
 import { formatOwn } from "./origin.ts";
 import { WalLogStore } from "./wal-logstore.ts";
@@ -570,27 +570,59 @@ export class ScaleDaemon {
   // ---------------------------------------------------------------------------------------------
   // Migration
 
-  /** Source side: a consistent dump of this follower, with the LSN it corresponds to. */
+  /** Source side: a consistent dump of this node, with the LSN it corresponds to. */
   async dump(): Promise<Response> {
     const s = this.node.status();
-    if (s.role === "leader" && s.voters.length > 1) {
-      throw new WolfError("state", `node ${this.nodeId} leads; take the dump from a follower (its database runs ahead of the log)`);
-    }
     if (this.diverged || s.state === "NeedsMigration") throw new WolfError("state", `node ${this.nodeId} needs a migration itself`);
     if (s.applyError) throw new WolfError("state", `node ${this.nodeId} stopped applying: ${s.applyError}`);
+    if (s.role === "leader") return this.leaderDump();
     const release = await this.fsm.pause();
     try {
       const lsn = await this.fsm.syncProgress();
       const term = termAt(this.store, lsn);
       if (term === undefined) throw new WolfError("state", `entry ${lsn} is no longer in this node's log`);
-      const members: ClusterMembers = {
-        voters: s.voters.map((id) => ({ id, addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? "") })),
-      };
-      return await dumpResponse(this.cfg.database, this.connect, { lsn, term, members, node: this.nodeId }, release);
+      return await dumpResponse(this.cfg.database, this.connect, { meta: { lsn, term, members: this.membersView(), node: this.nodeId } }, release);
     } catch (err) {
       release();
       throw err;
     }
+  }
+
+  /**
+   * The leader's dump. Its MariaDB runs ahead of the log (a transaction commits before capture
+   * appends it; in binlog mode clients write to it directly, past anything wolf could block), so
+   * an LSN read before the snapshot opens could miss a transaction the snapshot then holds. The
+   * snapshot names its own position instead: Binlog_snapshot_file/position, which MariaDB keeps
+   * consistent with the InnoDB snapshot (binlog order is commit order). The snapshot holds
+   * exactly the binlog up to there; capture appends in binlog order, so that is exactly the log up
+   * to the entry of the newest transaction within it, plus the entries without SQL that follow
+   * (LeaderCapture.entryThrough). That entry must be committed before it is announced (a target
+   * takes it as committed). Writes are not blocked.
+   */
+  private async leaderDump(): Promise<Response> {
+    await waitUntil(() => (this.leaderReady && this.capture) || this.node.getRole() !== "leader" || this.stopped, {
+      timeoutMs: 30_000,
+      intervalMs: 10,
+      what: "this leader to start capturing",
+    });
+    const capture = this.capture;
+    if (!capture || this.node.getRole() !== "leader") throw new NotLeaderError(`node ${this.nodeId} stopped leading; take the dump from another node`, this.node.leader());
+    const atSnapshot = async ({ file, pos }: BinlogPosition): Promise<DumpMeta> => {
+      const f = file.replace(/[^A-Za-z0-9._-]/g, "");
+      const gtid = await withConnection(this.connect, async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${Math.trunc(pos)}) AS p`))[0]?.p);
+      if (gtid === null || gtid === undefined) throw new WolfError("state", `binlog position ${file}:${pos} of the dump's snapshot is not in the binlog`);
+      const entry = await capture.entryThrough(gtid, 30_000);
+      await this.node.waitFor(entry, "majority", 30_000);
+      log.info(`node ${this.nodeId}: dump snapshot at ${file}:${pos} (GTID ${gtid || "none"}) holds the log up to LSN ${entry.lsn}`);
+      return { lsn: entry.lsn, term: entry.term, members: this.membersView(), node: this.nodeId, progressGtid: gtid };
+    };
+    return dumpResponse(this.cfg.database, this.connect, { atSnapshot }, () => {});
+  }
+
+  /** Voters with their cluster addresses (a migrated node starts from them). */
+  private membersView(): ClusterMembers {
+    const s = this.node.status();
+    return { voters: s.voters.map((id) => ({ id, addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? "") })) };
   }
 
   /** Target side: replace this node's data with a healthy node's dump and resume from its LSN. */

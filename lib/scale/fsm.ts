@@ -407,7 +407,7 @@ export class ScaleFsm implements FSM {
 
   /** Brings the progress row up to the applied LSN (paused, not leading): before a dump. */
   async syncProgress(): Promise<Lsn> {
-    if (this.lazy) throw new WolfError("state", "this node is leading; take dumps from a follower");
+    if (this.lazy) throw new WolfError("internal", "syncProgress while leading (a leader's dump maps its snapshot to the LSN instead)");
     const a = await this.ensureApplier();
     if (a.applied.lsn < this.appliedLsnValue) await this.jumpOwnGap(a.applied.lsn, this.appliedLsnValue);
     return this.appliedLsnValue;

@@ -69,15 +69,19 @@ export class LeaderCapture {
   }
 
   /**
-   * The entry a snapshot of this MariaDB taken at binlog GTID position `pos` corresponds to: the
-   * snapshot holds a prefix of the binlog, capture appends in binlog order, so it holds exactly the
-   * log's entries up to the one of the newest transaction within `pos` — or up to the marker (start
-   * entry) when every transaction within `pos` predates this capture. Waits until capture got that
-   * far; throws if capture stops first or the transaction is too old to be remembered exactly.
+   * The last entry a snapshot of this MariaDB taken at binlog GTID position `pos` holds. The
+   * snapshot holds a prefix of the binlog and capture appends in binlog order, so it holds the
+   * log's transactions up to the newest one within `pos` (or none since the marker, when every
+   * transaction within `pos` predates this capture) and none after. The entries that follow, up to
+   * the next captured transaction, carry no SQL (markers, noops, config): it holds those too, and
+   * the answer extends over them — a node restored from the snapshot must not fall behind entries
+   * it already acknowledged, and all of those were appended before the snapshot opened, so before
+   * that next transaction. Waits until capture got that far; throws if capture stops first or the
+   * transaction is too old to be remembered exactly.
    */
   async entryThrough(pos: string, timeoutMs: number): Promise<EntryRef> {
     if (!this.startEntry) throw new WolfError("internal", "capture has no start entry (startAt was not called)");
-    let best = this.startEntry;
+    let last = this.startEntry;
     for (const g of parseGtidState(pos)) {
       const start = this.startPos.get(g.domainId);
       if (start !== undefined && g.seqNo <= start) continue; // in the database before capture started
@@ -85,9 +89,13 @@ export class LeaderCapture {
       await this.entryOf(gtid, timeoutMs);
       const entry = this.recent.get(gtid); // exact: entryOf may answer with a later entry that covers it
       if (!entry) throw new WolfError("state", `transaction ${gtid} was captured too long ago to map a snapshot to its entry; retry`);
-      if (entry.lsn > best.lsn) best = entry;
+      if (entry.lsn > last.lsn) last = entry;
     }
-    return best;
+    if (last === this.startEntry && this.recent.size >= RECENT) throw new WolfError("state", "capture ran too far ahead of the snapshot to map it; retry");
+    // Synchronous from here: a transaction is appended and noted in one go (the sink).
+    let next = Infinity;
+    for (const e of this.recent.values()) if (e.lsn > last.lsn && e.lsn < next) next = e.lsn;
+    return { lsn: next === Infinity ? this.node.lastLsn() : next - 1, term: last.term };
   }
 
   get stats(): CaptureStats {

@@ -68,13 +68,18 @@ export interface BinlogPosition {
  */
 export type DumpSource = { meta: DumpMeta } | { atSnapshot: (pos: BinlogPosition) => Promise<DumpMeta> };
 
-/** Reads mariadb-dump's output up to the snapshot position comment; what was read stays in `head`. */
-async function readSnapshotPosition(reader: ReadableStreamDefaultReader<Uint8Array>, head: Uint8Array[]): Promise<BinlogPosition> {
+type ChunkReader = { read(): Promise<{ done: true; value?: Uint8Array } | { done: false; value: Uint8Array }> };
+
+/**
+ * Reads mariadb-dump's output up to the snapshot position comment (what was read stays in `head`);
+ * undefined if the output ended first.
+ */
+async function readSnapshotPosition(reader: ChunkReader, head: Uint8Array[]): Promise<BinlogPosition | undefined> {
   const dec = new TextDecoder();
   let text = "";
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) throw new WolfError("io", "mariadb-dump ended before it reported its snapshot's binlog position");
+    if (done) return undefined;
     head.push(value);
     text += dec.decode(value, { stream: true });
     const m = SNAPSHOT_POSITION.exec(text);
@@ -137,14 +142,13 @@ export async function dumpResponse(db: ScaleConfig["database"], connect: Connect
     const err = code === 0 ? "" : (await new Response(proc.stderr).text()).trim().slice(0, 500);
     return err ? `${what}: mariadb-dump failed (exit ${code}): ${err}` : what;
   };
-  const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+  const reader: ChunkReader = proc.stdout.getReader();
   const head: Uint8Array[] = [];
   let meta: DumpMeta;
   try {
     if (atSnapshot) {
-      const pos = await readSnapshotPosition(reader, head).catch(async (err: Error) => {
-        throw new WolfError("io", await failure(err.message));
-      });
+      const pos = await readSnapshotPosition(reader, head);
+      if (!pos) throw new WolfError("io", await failure("mariadb-dump ended before it reported its snapshot's binlog position"));
       meta = await atSnapshot(pos);
     } else meta = (source as { meta: DumpMeta }).meta;
   } catch (err) {

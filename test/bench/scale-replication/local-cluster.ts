@@ -4,7 +4,7 @@
  * Node 1 bootstraps; the others join through static peers. Every process is stopped by PID.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitUntil } from "../../../lib/common/wait.ts";
 import { freePort, runWolf, startMariaDB, type MariaDBInstance, type WolfProcess } from "../../harness/index.ts";
@@ -38,6 +38,7 @@ export interface NodeStatusView {
   state: string;
   term: number;
   leader: number | null;
+  leaderApi?: string | null;
   lastLsn: number;
   commitLsn: number;
   appliedLsn: number;
@@ -46,6 +47,7 @@ export interface NodeStatusView {
   diverged: string | null;
   writable: boolean;
   database: { up: boolean };
+  capture?: { transactions: number } | null;
 }
 
 export class LocalScaleCluster {
@@ -120,6 +122,19 @@ admin_token = "${this.token}"
 [proxy]
 enabled = false
 `;
+  }
+
+  /**
+   * Adds `key = value` lines to `section` of a node's config (before it starts), e.g. the
+   * [replication] settings `wolf ctl scale binlog-setup` prints for binlog mode.
+   */
+  configure(id: number, section: string, lines: string[]): void {
+    const n = this.node(id);
+    const text = readFileSync(n.config, "utf8");
+    const header = `[${section}]\n`;
+    const at = text.indexOf(header);
+    const added = lines.map((l) => `${l}\n`).join("");
+    writeFileSync(n.config, at < 0 ? `${text}\n${header}${added}` : `${text.slice(0, at + header.length)}${added}${text.slice(at + header.length)}`);
   }
 
   node(id: number): LocalNode {
