@@ -72,7 +72,7 @@ export function decodeMessage(buf: Uint8Array): Message {
     msg.entries = entries;
     checkAppendShape(msg as unknown as AppendRequest);
   } else if (msg.type === "append_reply") {
-    if (typeof msg.ok !== "boolean" || !isNum(msg.matchLsn) || typeof msg.hintLsn !== "number") bad("bad append reply");
+    if (typeof msg.ok !== "boolean" || !isNum(msg.matchLsn) || typeof msg.hintLsn !== "number" || (msg.epoch !== undefined && !isNum(msg.epoch))) bad("bad append reply");
   } else if (msg.type === "vote") {
     if (!isNum(msg.lastLsn) || !isNum(msg.lastTerm) || typeof msg.pre !== "boolean" || typeof msg.handover !== "boolean") bad("bad vote");
   } else if (msg.type === "vote_reply") {

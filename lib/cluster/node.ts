@@ -158,6 +158,8 @@ export class ClusterNode {
   private readonly fsm: FSM;
   private readonly clock: Clock;
   private readonly rng: Rng;
+  /** Sent with every append reply; see AppendReply.epoch. */
+  private logEpoch = 0;
   private readonly limits: ReplicationLimits;
   private readonly opts: Required<Omit<NodeOptions, "limits">>;
   /** Why this node must not lead right now (setEligible); empty = it may. */
@@ -232,6 +234,7 @@ export class ClusterNode {
     this.fsm = deps.fsm;
     this.clock = deps.clock ?? realClock;
     this.rng = deps.rng ?? Math.random;
+    this.logEpoch = this.newEpoch();
     this.membership = new Membership(this.id, membershipThresholds(this.opts.heartbeatMs, this.opts.deadAfterMs));
     this.handoverBackoffMs = this.t.handoverBackoffMinMs;
 
@@ -526,6 +529,7 @@ export class ClusterNode {
    */
   migrated(lsn: Lsn, term: Term, members: ClusterMembers = this.members()): void {
     this.store.resetTo({ lsn, term });
+    this.logEpoch = this.newEpoch();
     this.committedConfig = { lsn, members };
     this.persist();
     this.configs = [this.committedConfig];
@@ -535,6 +539,13 @@ export class ClusterNode {
     this.applyError = null;
     this.everActive = false;
     this.state = this.isVoter() ? "Syncing" : "Joining";
+  }
+
+  private newEpoch(): number {
+    let e: number;
+    do e = Math.floor(this.rng() * 2 ** 31);
+    while (e === this.logEpoch);
+    return e;
   }
 
   quorum(): boolean {
@@ -1017,6 +1028,17 @@ export class ClusterNode {
     const now = this.clock.now();
     pr.lastReplyAt = pr.repliedAt = now;
     this.membership.heard(pr.id, now);
+    if (reply.epoch !== undefined && reply.epoch !== pr.epoch) {
+      if (pr.epoch !== undefined) {
+        // Another log than the one that acknowledged pr.match (restarted, or restored from a
+        // dump below it): learn where it stands again instead of taking its refusals as stale.
+        pr.match = 0;
+        pr.commitSent = 0;
+        pr.caughtUpSince = null;
+        pr.probing = true;
+      }
+      pr.epoch = reply.epoch;
+    }
     if (reply.needsMigration) {
       pr.needsMigration = true;
       return;
@@ -1287,7 +1309,7 @@ export class ClusterNode {
 
   private onAppend(from: NodeId, req: AppendRequest, reply: (m: Message) => void): void {
     const fail = (hintLsn: Lsn, needsMigration?: boolean) =>
-      reply({ type: "append_reply", term: this.term, ok: false, matchLsn: 0, hintLsn, needsMigration } satisfies AppendReply);
+      reply({ type: "append_reply", term: this.term, ok: false, matchLsn: 0, hintLsn, needsMigration, epoch: this.logEpoch } satisfies AppendReply);
     if (req.term < this.term) return fail(this.store.lastLsn());
     if (req.term === this.term && this.role === "leader") {
       // Two leaders in one term can only happen with quorum off (both sides elected alone).
@@ -1325,7 +1347,7 @@ export class ClusterNode {
       this.applyCommitted();
     }
     this.updateSelfState();
-    reply({ type: "append_reply", term: this.term, ok: true, matchLsn: result.matchLsn, hintLsn: 0 } satisfies AppendReply);
+    reply({ type: "append_reply", term: this.term, ok: true, matchLsn: result.matchLsn, hintLsn: 0, epoch: this.logEpoch } satisfies AppendReply);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ export class Progress {
   caughtUpSince: number | null = null;
   needsMigration = false;
   migrateNoticeAt = -Infinity;
+  /** The follower's log epoch from its last reply (undefined until the first). */
+  epoch: number | undefined;
   /** Highest commit LSN this follower can learn from what was sent to it (min(commit, last LSN sent)). */
   commitSent: Lsn = 0;
 

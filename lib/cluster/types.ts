@@ -159,6 +159,11 @@ export interface AppendReply {
   hintLsn: Lsn;
   /** The follower cannot continue from the log (gap pruned, or applied entries diverged). */
   needsMigration?: boolean;
+  /**
+   * Identifies the follower's log: new in every process and after a restore from a dump. A change
+   * tells the leader that what this follower acknowledged before may be gone.
+   */
+  epoch?: number;
 }
 export interface TimeoutNow {
   type: "timeout_now";

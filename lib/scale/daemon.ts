@@ -570,12 +570,23 @@ export class ScaleDaemon {
   // ---------------------------------------------------------------------------------------------
   // Migration
 
-  /** Source side: a consistent dump of this node, with the LSN it corresponds to. */
-  async dump(): Promise<Response> {
+  /**
+   * Source side: a consistent dump of this node, with the LSN it corresponds to. `after`: the
+   * target's last LSN. A follower source first applies that far (as far as its own log goes): the
+   * target may have acknowledged those entries, and a dump holding less would drop its copy of
+   * them. (A leader's snapshot always covers them: they were captured before the request.)
+   */
+  async dump(after = 0): Promise<Response> {
     const s = this.node.status();
     if (this.diverged || s.state === "NeedsMigration") throw new WolfError("state", `node ${this.nodeId} needs a migration itself`);
     if (s.applyError) throw new WolfError("state", `node ${this.nodeId} stopped applying: ${s.applyError}`);
     if (s.role === "leader") return this.leaderDump();
+    const need = Math.min(after, this.node.lastLsn());
+    await waitUntil(() => this.node.applied() >= need || undefined, { timeoutMs: 30_000, intervalMs: 10, what: `node ${this.nodeId} to apply up to LSN ${need} (the target's last entry)` }).catch(() => {
+      throw new WolfError("state", `node ${this.nodeId} has applied only up to LSN ${this.node.applied()}, behind the target (LSN ${need})`, {
+        hint: "retry in a moment, or migrate from the leader or another follower",
+      });
+    });
     const release = await this.fsm.pause();
     try {
       const lsn = await this.fsm.syncProgress();
@@ -632,13 +643,14 @@ export class ScaleDaemon {
     const url = /^https?:\/\//.test(from) ? from.replace(/\/$/, "") : this.directory.get(Number(from));
     if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
     if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");
+    const after = this.node.lastLsn();
     this.node.setEligible(false, "migrating");
     this.node.markNeedsMigration("an operator is migrating it");
     const release = await this.fsm.pause();
     const t0 = Date.now();
     try {
       await waitUntil(() => !this.node.isApplying(), { timeoutMs: 60_000, what: "the entry being applied to finish" });
-      const res = await fetch(`${url}/dump`, { headers: { authorization: `Bearer ${this.cfg.api.admin_token}` } });
+      const res = await fetch(`${url}/dump?after=${after}`, { headers: { authorization: `Bearer ${this.cfg.api.admin_token}` } });
       if (!res.ok || !res.body) {
         const text = await res.text().catch(() => "");
         throw new WolfError("network", `${url}/dump answered ${res.status}: ${text.slice(0, 500)}`);

@@ -152,7 +152,11 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
         const ids = Array.from({ length: n }, () => d.snowflake.next().toString());
         return json(n === 1 ? { id: ids[0] } : { ids });
       }
-      if (path === "/dump") return await d.dump();
+      if (path === "/dump") {
+        const after = url.searchParams.get("after") ?? "0";
+        if (!/^\d{1,15}$/.test(after)) throw new UsageError(`after=${after.slice(0, 40)} is not an LSN`, "give the target's last LSN as a whole number");
+        return await d.dump(Number(after));
+      }
     }
     if (method === "POST") {
       const body = await readJson(req);

@@ -294,6 +294,27 @@ group("followers whose log base differs from the leader's", () => {
     expect(texts(sim, 3)).toEqual(texts(sim, 1));
     expectClean(sim);
   });
+
+  test("a follower restored from a dump below what it had acknowledged is shipped its entries again", () => {
+    const sim = cluster([1, 2, 3]);
+    expect(sim.stableLeader(10 * H)).toBe(1);
+    for (let i = 0; i < 30; i++) sim.propose("majority");
+    expect(sim.converged(10 * H)).toBe(true);
+    // The source of the dump lags node 3: the dump holds less than node 3 had acknowledged, so the
+    // leader's record of node 3's log (match) is now above the log node 3 really has.
+    const lsn = sim.node(2).applied() - 10;
+    const term = sim.store(2).get(lsn)!.term;
+    sim.node(3).markNeedsMigration("test");
+    sim.fsm(3).applied = sim.fsm(2).applied.slice(0, lsn);
+    sim.store(3).resetTo({ lsn: 0, term: 0 });
+    sim.node(3).migrated(lsn, term, { voters: [1, 2, 3].map((id) => ({ id, addr: `sim:${id}` })) });
+    sim.run(4 * H); // no new entries: only the leader's heartbeats can bring node 3 back
+    expect(sim.node(3).lastLsn()).toBe(sim.node(1).lastLsn());
+    for (let i = 0; i < 5; i++) sim.propose("majority");
+    expect(sim.converged(20 * H)).toBe(true);
+    expect(texts(sim, 3)).toEqual(texts(sim, 1));
+    expectClean(sim);
+  });
 });
 
 group("apply errors", () => {

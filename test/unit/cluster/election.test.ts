@@ -206,7 +206,7 @@ group("election", () => {
     const handedBack = sim.run(30 * H, () => {
       maxLeaders = Math.max(maxLeaders, sim.leaders().length);
       // Keep writing through the handover: the leader must refuse while handing over.
-      if (sim.clock.executed % 50 === 0) writesDuringHandover += sim.propose();
+      if (sim.clock.executed % 10 === 0) writesDuringHandover += sim.propose();
       return sim.node(1).isLeader() && sim.up().every((id) => sim.node(id).leader() === 1);
     });
     expect(handedBack).toBe(true);
