@@ -639,7 +639,10 @@ export class ScaleDaemon {
   /** Target side: replace this node's data with a healthy node's dump and resume from its LSN. */
   async migrateFrom(from: string): Promise<string> {
     if (this.node.getRole() === "leader") throw new WolfError("state", `node ${this.nodeId} leads; it cannot be migrated (demote it first)`);
-    if (!/^https?:\/\//.test(from) && !this.directory.get(Number(from))) await this.register();
+    if (!/^https?:\/\//.test(from) && !this.directory.get(Number(from))) {
+      // Just joined: the API addresses arrive with the next registration round; wait a little.
+      await waitUntil(async () => (await this.register(), this.directory.get(Number(from)) !== undefined), { timeoutMs: 5000, intervalMs: 250, what: `node ${from}'s API address` }).catch(() => {});
+    }
     const url = /^https?:\/\//.test(from) ? from.replace(/\/$/, "") : this.directory.get(Number(from));
     if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
     if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");

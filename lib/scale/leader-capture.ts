@@ -74,10 +74,9 @@ export class LeaderCapture {
    * log's transactions up to the newest one within `pos` (or none since the marker, when every
    * transaction within `pos` predates this capture) and none after. The entries that follow, up to
    * the next captured transaction, carry no SQL (markers, noops, config): it holds those too, and
-   * the answer extends over them — a node restored from the snapshot must not fall behind entries
-   * it already acknowledged, and all of those were appended before the snapshot opened, so before
-   * that next transaction. Waits until capture got that far; throws if capture stops first or the
-   * transaction is too old to be remembered exactly.
+   * the answer extends over the committed ones, so a restored node starts as close as it can to
+   * what it already acknowledged. Waits until capture got that far; throws if capture stops first
+   * or the transaction is too old to be remembered exactly.
    */
   async entryThrough(pos: string, timeoutMs: number): Promise<EntryRef> {
     if (!this.startEntry) throw new WolfError("internal", "capture has no start entry (startAt was not called)");
@@ -93,9 +92,14 @@ export class LeaderCapture {
     }
     if (last === this.startEntry && this.recent.size >= RECENT) throw new WolfError("state", "capture ran too far ahead of the snapshot to map it; retry");
     // Synchronous from here: a transaction is appended and noted in one go (the sink).
+    // Only over committed ones: the caller waits for the entry to commit, and an uncommitted config
+    // entry may need the very node being migrated (it refuses entries meanwhile) to commit. A
+    // target whose log went past the dump is relearned by the leader (log epoch), so stopping
+    // short is safe.
     let next = Infinity;
     for (const e of this.recent.values()) if (e.lsn > last.lsn && e.lsn < next) next = e.lsn;
-    return { lsn: next === Infinity ? this.node.lastLsn() : next - 1, term: last.term };
+    const end = Math.min(next === Infinity ? this.node.lastLsn() : next - 1, this.node.committed());
+    return { lsn: Math.max(last.lsn, end), term: last.term };
   }
 
   get stats(): CaptureStats {
