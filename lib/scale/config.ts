@@ -43,6 +43,10 @@ export const scaleSchema = defineSchema("scale", "wolf scale — MariaDB replica
     capture_server_id: int("Replica server id wolf uses to tail the local binlog (0 = 1000000 + node_id); unique among the\nservers and replicas of that MariaDB.", 0, { min: 0, max: 4_294_967_295 }),
     binlog_file: str("binlog mode: binlog file to start from (\"\" = current).", ""),
     binlog_position: int("binlog mode: position in that file.", 4, { min: 4 }),
+    auto_migrate: bool(
+      "When this node needs a migration (e.g. it led, crashed, and its MariaDB holds a transaction the cluster never\ngot), copy the leader's data by itself instead of waiting for `wolf ctl scale migrate`. Transactions only\nthis node's MariaDB holds are discarded (they are named in the log first): keep it off in binlog mode if\nclients write to MariaDB directly.",
+      false,
+    ),
   }),
   api: section(scaleApi.doc, {
     ...scaleApi.fields,

@@ -202,6 +202,7 @@ export class ScaleDaemon {
     this.api = startApi(this);
     this.timers.push(setInterval(() => void this.healthCheck(), cfg.database.health_interval_ms));
     this.timers.push(setInterval(() => void this.register(), 2000));
+    if (cfg.replication.auto_migrate) this.timers.push(setInterval(() => void this.autoMigrate(), 1000));
     void this.register();
     this.timers.push(setInterval(() => this.directory.save(), 5000));
     for (const t of this.timers) t.unref?.();
@@ -636,9 +637,41 @@ export class ScaleDaemon {
     return { voters: s.voters.map((id) => ({ id, addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? "") })) };
   }
 
+  private migrating = false;
+  private autoMigrateAt = 0;
+  private autoMigrateBackoffMs = 0;
+
+  /** replication.auto_migrate: a node that needs a migration copies the leader's data by itself. */
+  private async autoMigrate(): Promise<void> {
+    if (this.stopped || this.migrating || Date.now() < this.autoMigrateAt) return;
+    if (this.diverged === null && !this.node.needsMigration()) return;
+    const leader = this.node.leader();
+    if (leader === null || leader === this.nodeId) return;
+    const why = this.diverged ?? "the leader no longer has the entries it needs, or they conflict";
+    log.warn(`node ${this.nodeId}: auto_migrate: copying node ${leader}'s data (${why}); what only this node's MariaDB holds is discarded`);
+    try {
+      await this.migrateFrom(String(leader));
+      this.autoMigrateBackoffMs = 0;
+    } catch (err) {
+      this.autoMigrateBackoffMs = Math.min(60_000, Math.max(2000, this.autoMigrateBackoffMs * 2));
+      this.autoMigrateAt = Date.now() + this.autoMigrateBackoffMs;
+      log.error(`node ${this.nodeId}: auto_migrate from node ${leader} failed: ${(err as Error).message}; retrying in ${this.autoMigrateBackoffMs / 1000} s`);
+    }
+  }
+
   /** Target side: replace this node's data with a healthy node's dump and resume from its LSN. */
   async migrateFrom(from: string): Promise<string> {
     if (this.node.getRole() === "leader") throw new WolfError("state", `node ${this.nodeId} leads; it cannot be migrated (demote it first)`);
+    if (this.migrating) throw new WolfError("state", `node ${this.nodeId} is already being migrated`);
+    this.migrating = true;
+    try {
+      return await this.migrateFromUnguarded(from);
+    } finally {
+      this.migrating = false;
+    }
+  }
+
+  private async migrateFromUnguarded(from: string): Promise<string> {
     if (!/^https?:\/\//.test(from) && !this.directory.get(Number(from))) {
       // Just joined: the API addresses arrive with the next registration round; wait a little.
       await waitUntil(async () => (await this.register(), this.directory.get(Number(from)) !== undefined), { timeoutMs: 5000, intervalMs: 250, what: `node ${from}'s API address` }).catch(() => {});

@@ -16,6 +16,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { ensureBuilt, runWolfOnce } from "../harness/index.ts";
 import { LocalScaleCluster } from "../bench/scale-replication/local-cluster.ts";
@@ -163,6 +164,20 @@ async function waitSettled(): Promise<number> {
   const leader = await c.waitLeader();
   expect(leader).toBe(lowest);
   return leader;
+}
+
+/**
+ * Kills the settled leader's wolf, commits a row (`name`) straight into its MariaDB — as if wolf
+ * died right after a commit it never captured — and lets the cluster move on with 5 writes.
+ */
+async function strandOnOldLeader(name: string): Promise<{ old: number; leader: number }> {
+  const old = await waitSettled();
+  c.node(old).proc!.kill("SIGKILL");
+  await c.node(old).proc!.waitForExit();
+  await c.node(old).db.query("INSERT INTO app.counters (name, n) VALUES (?, 1)", [name]);
+  const leader = await c.waitLeader(c.running().map((n) => n.id), 30_000);
+  for (let i = 0; i < 5; i++) await expectOk(sql(leader, { sql: `INSERT INTO app.counters (name, n) VALUES ('after-${name}-${i}', ${i})` }));
+  return { old, leader };
 }
 
 /** After a restart: the node catches up, or says NeedsMigration and is migrated by `wolf ctl`. */
@@ -372,13 +387,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
 
   test("an old leader whose MariaDB holds an unreplicated transaction is NeedsMigration, and migrate brings it back", async () => {
     await withLogs(async () => {
-      const old = await waitSettled();
-      c.node(old).proc!.kill("SIGKILL");
-      await c.node(old).proc!.waitForExit();
-      // Committed on the old leader's MariaDB but never captured (as if its wolf died right after the commit).
-      await c.node(old).db.query("INSERT INTO app.counters (name, n) VALUES ('ghost', 1)");
-      const leader = await c.waitLeader(c.running().map((n) => n.id), 30_000);
-      for (let i = 0; i < 5; i++) await expectOk(sql(leader, { sql: `INSERT INTO app.counters (name, n) VALUES ('after-${i}', ${i})` }));
+      const { old, leader } = await strandOnOldLeader("ghost");
       await c.startNode(old);
       const s = await waitUntil(async () => {
         const st = await c.status(old);
@@ -404,6 +413,25 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
       await expectOk(sql(leader, { sql: "INSERT INTO app.counters (name, n) VALUES ('after-migrate', 1)" }));
       await expectConvergedAndIdentical();
       console.log(`[scale] node ${old} diverged (${s.diverged}); migrated and converged`);
+    });
+  }, 120_000);
+
+  test("with replication.auto_migrate, a returning old leader holding an unreplicated transaction copies the leader's data by itself", async () => {
+    await withLogs(async () => {
+      const { old, leader } = await strandOnOldLeader("ghost-auto");
+      c.configure(old, "replication", ["auto_migrate = true"]);
+      try {
+        await c.startNode(old);
+        await waitUntil(() => c.node(old).proc!.output().includes("auto_migrate: copying node"), { timeoutMs: 30_000, what: `node ${old} to start migrating by itself` });
+        await expectConvergedAndIdentical();
+        for (const n of c.nodes) expect(await n.db.query("SELECT COUNT(*) AS n FROM app.counters WHERE name = 'ghost-auto'")).toEqual([{ n: 0 }]);
+        expect((await c.status(old))?.diverged).toBeNull();
+      } finally {
+        // The other tests run without it (they expect NeedsMigration to wait for an operator).
+        const text = readFileSync(c.node(old).config, "utf8");
+        writeFileSync(c.node(old).config, text.replace("auto_migrate = true\n", ""));
+      }
+      console.log(`[scale] node ${old} with auto_migrate copied node ${leader}'s data by itself and converged`);
     });
   }, 120_000);
 
