@@ -1,7 +1,12 @@
 /**
  * Imported first by cmd/wolf.ts, before citty: citty decides about colours when it loads and only
- * honours NO_COLOR=1 exactly. We follow no-color.org (any non-empty NO_COLOR) and also turn colours
- * off when stdout is not a terminal, unless FORCE_COLOR is set.
+ * honours NO_COLOR=1 exactly. We follow no-color.org (any non-empty NO_COLOR wins) and also turn
+ * colours off when stdout is not a terminal, unless FORCE_COLOR asks for them ("0", "false" do not).
  */
-const wantsNoColor = (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== "") || !process.stdout.isTTY;
-if (wantsNoColor && !process.env.FORCE_COLOR) process.env.NO_COLOR = "1";
+import { forceColorRequested } from "./color.ts";
+
+const noColor = process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== "";
+if (noColor || (!process.stdout.isTTY && !forceColorRequested())) {
+  process.env.NO_COLOR = "1";
+  delete process.env.FORCE_COLOR; // some colour detectors read FORCE_COLOR=0 as "force"
+}

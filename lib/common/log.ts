@@ -2,6 +2,7 @@
  * Logging: consola to stderr (journald picks it up), colour only when allowed.
  * NO_COLOR (https://no-color.org) and a non-TTY stderr both turn colours off.
  */
+import { forceColorRequested } from "./color.ts";
 import { createConsola, type ConsolaInstance, LogLevels, type LogType } from "consola";
 
 export type LogLevelName = "silent" | "error" | "warn" | "info" | "debug" | "trace";
@@ -9,7 +10,7 @@ export const LOG_LEVEL_NAMES: LogLevelName[] = ["silent", "error", "warn", "info
 
 export function colorEnabled(): boolean {
   if (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== "") return false;
-  if (process.env.FORCE_COLOR) return true;
+  if (forceColorRequested()) return true;
   return Boolean(process.stderr.isTTY);
 }
 

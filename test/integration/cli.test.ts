@@ -31,6 +31,14 @@ describe("wolf CLI", () => {
     for (const verb of ["init", "start", "join", "status", "info", "validate", "proxy", "lb"]) expect(r.stdout).toContain(verb);
   });
 
+  test("FORCE_COLOR=0 or false on a pipe is no colour (seen coloured when a CI variable was absent); NO_COLOR beats FORCE_COLOR", async () => {
+    // CI="" so citty's own "no colours on CI" rule does not hide the case.
+    const help = async (env: Record<string, string>) => (await runWolfOnce(["--help"], { env: { CI: "", ...env } })).stdout;
+    expect(await help({ FORCE_COLOR: "0" })).not.toMatch(ANSI);
+    expect(await help({ FORCE_COLOR: "false" })).not.toMatch(ANSI);
+    expect(await help({ FORCE_COLOR: "1", NO_COLOR: "yes" })).not.toMatch(ANSI);
+  });
+
   test("--version prints the package version", async () => {
     const r = await runWolfOnce(["--version"]);
     expect(r.code).toBe(0);
