@@ -624,7 +624,10 @@ export class ScaleDaemon {
       const gtid = await withConnection(this.connect, async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${Math.trunc(pos)}) AS p`))[0]?.p);
       if (gtid === null || gtid === undefined) throw new WolfError("state", `binlog position ${file}:${pos} of the dump's snapshot is not in the binlog`);
       const entry = await capture.entryThrough(gtid, 30_000);
-      await this.node.waitFor(entry, "majority", 30_000);
+      // Committed, not "acknowledged by a majority of today's voters": while a voter is added, that
+      // majority can need the very nodes being migrated (they refuse entries until loaded).
+      await waitUntil(() => this.node.committed() >= entry.lsn, { timeoutMs: 30_000, intervalMs: 5, what: `entry ${entry.lsn} to commit` });
+      if (termAt(this.store, entry.lsn) !== entry.term) throw new NotLeaderError(`entry ${entry.lsn} was replaced (leadership changed); take the dump again`, this.node.leader());
       log.info(`node ${this.nodeId}: dump snapshot at ${file}:${pos} (GTID ${gtid || "none"}) holds the log up to LSN ${entry.lsn}`);
       return { lsn: entry.lsn, term: entry.term, members: this.membersView(), node: this.nodeId, progressGtid: gtid };
     };
