@@ -19,20 +19,35 @@ function levelNumber(name: LogLevelName): number {
 }
 
 let root: ConsolaInstance | undefined;
+let current: LogLevelName = "info";
+/** One logger per tag: consola copies the level into each tagged instance, so setLogLevel updates them all. */
+const tagged = new Map<string, ConsolaInstance>();
 
 export function logger(tag?: string): ConsolaInstance {
   if (!root) {
     const envLevel = process.env.WOLF_LOG_LEVEL as LogLevelName | undefined;
+    current = envLevel && LOG_LEVEL_NAMES.includes(envLevel) ? envLevel : "info";
     root = createConsola({
-      level: levelNumber(envLevel && LOG_LEVEL_NAMES.includes(envLevel) ? envLevel : "info"),
+      level: levelNumber(current),
       stdout: process.stderr,
       stderr: process.stderr,
       formatOptions: { colors: colorEnabled(), date: true, compact: true },
     });
   }
-  return tag ? root.withTag(tag) : root;
+  if (!tag) return root;
+  let l = tagged.get(tag);
+  if (!l) tagged.set(tag, (l = root.withTag(tag)));
+  return l;
 }
 
+/** Changes the level of every logger, also those made before (a daemon's, at runtime). */
 export function setLogLevel(name: LogLevelName): void {
   logger().level = levelNumber(name);
+  for (const l of tagged.values()) l.level = levelNumber(name);
+  current = name;
+}
+
+export function getLogLevel(): LogLevelName {
+  logger();
+  return current;
 }

@@ -1,14 +1,15 @@
 /** `wolf ctl scale …`: the verbs, talking to the local daemon's API (`[api] listen`, token from the config). */
+import { totalmem } from "node:os";
 import { defineCommand } from "citty";
 import { configArgs, loadFromArgs } from "../common/config-commands.ts";
-import { UsageError } from "../common/errors.ts";
-import { LOG_LEVEL_NAMES } from "../common/log.ts";
-import { notBuilt } from "../common/cli.ts";
+import { UsageError, WolfError } from "../common/errors.ts";
+import { LOG_LEVEL_NAMES, type LogLevelName } from "../common/log.ts";
 import type { NodeView } from "./api/views.ts";
-import { formatTable } from "../common/format.ts";
+import { formatBytes, formatTable } from "../common/format.ts";
 import { ScaleClient, formatNodes, formatScaleStatus } from "./client.ts";
 import { scaleSchema } from "./config.ts";
 import { checkSettings, connectOptions, describeDb, withConnection } from "./db.ts";
+import { cnfSnippet, parseSize, SESSION_SCOPED, type Suggestion, suggestTuning, TUNE_VARIABLES } from "./tune.ts";
 
 const args = { ...configArgs("scale"), json: { type: "boolean", description: "Print JSON" } } as const;
 
@@ -140,9 +141,69 @@ binlog_file = "${s.file}"
 binlog_position = ${s.position}`);
     },
   }),
-  "tune-mariadb": notBuilt("ctl scale tune-mariadb", "Suggest MariaDB settings", "issue 5: replication (later)", {
-    ...configArgs("scale"),
-    "dry-run": { type: "boolean", description: "Only print" },
+  "tune-mariadb": defineCommand({
+    meta: {
+      name: "tune-mariadb",
+      description: "Suggest MariaDB settings for wolf (memory, connections, durability); apply the runtime ones and print a my.cnf snippet",
+    },
+    args: {
+      ...args,
+      "dry-run": { type: "boolean", description: "Only print the suggestions; change nothing" },
+      memory: { type: "string", description: "Memory to size MariaDB for, e.g. 8G (default: this machine's RAM)", valueHint: "SIZE" },
+    },
+    async run({ args: a }) {
+      const memoryBytes = a.memory === undefined ? totalmem() : parseSize(a.memory);
+      const { file, config } = loadFromArgs(scaleSchema, a);
+      const opts = connectOptions(config.database, file);
+      const checks = await checkSettings(opts);
+      const variables = await withConnection(opts, async (c) => {
+        const rows = await c.queryObjects(`SHOW GLOBAL VARIABLES WHERE Variable_name IN (${TUNE_VARIABLES.map((n) => `'${n}'`).join(", ")})`);
+        return Object.fromEntries(rows.map((r) => [String(r.Variable_name).toLowerCase(), r.Value]));
+      });
+      const suggestions = suggestTuning({ variables, checks, memoryBytes, poolSize: config.database.pool_size });
+      const pending = suggestions.filter((s) => s.set);
+      const applied: Suggestion[] = [];
+      const failed: Array<{ name: string; statement: string; error: string }> = [];
+      if (!a["dry-run"] && pending.length) {
+        await withConnection(opts, async (c) => {
+          for (const s of pending) {
+            try {
+              await c.query(s.set!);
+              applied.push(s);
+            } catch (err) {
+              failed.push({ name: s.name, statement: s.set!, error: (err as Error).message });
+            }
+          }
+        });
+      }
+      const cnf = cnfSnippet(suggestions, memoryBytes);
+      if (a.json) {
+        out(JSON.stringify({ database: describeDb(config.database), memoryBytes, dryRun: Boolean(a["dry-run"]), suggestions, applied: applied.map((s) => s.set), failed, cnf }, null, 2));
+      } else {
+        const show = (s: Suggestion, v: string) => (s.bytes && /^\d+$/.test(v) ? formatBytes(Number(v)) : v);
+        const rows = [["SETTING", "CURRENT", "SUGGESTED", "", "WHY"]];
+        for (const s of suggestions) rows.push([s.name, show(s, s.current), show(s, s.suggested), s.ok ? "ok" : s.dynamic ? "change" : "restart", s.why]);
+        out(`${describeDb(config.database)}, sized for ${formatBytes(memoryBytes)} of memory\n${formatTable(rows)}\n`);
+        if (a["dry-run"]) {
+          out(pending.length ? `dry run: nothing changed; without --dry-run these ${pending.length} would be applied now (SET GLOBAL):` : "dry run: nothing to change at runtime");
+          for (const s of pending) out(`  ${s.set}`);
+        } else if (pending.length) {
+          for (const s of applied) out(`applied: ${s.set}`);
+          for (const f of failed) out(`FAILED:  ${f.statement}: ${f.error}`);
+          if (applied.some((s) => SESSION_SCOPED.has(s.name))) {
+            out(`note: ${applied.filter((s) => SESSION_SCOPED.has(s.name)).map((s) => s.name).join(", ")}: the new value applies to new connections only; restart wolf scale on this node so its open ones pick it up`);
+          }
+        } else out("nothing to change at runtime");
+        const restart = suggestions.filter((s) => !s.ok && !s.dynamic);
+        if (restart.length) out(`needs a MariaDB restart (set in my.cnf): ${restart.map((s) => s.name).join(", ")}`);
+        out(`\nSET GLOBAL does not survive a MariaDB restart: persist the settings in its config:\n\n${cnf}`);
+      }
+      if (failed.length) {
+        throw new WolfError("state", `${failed.length} setting(s) could not be applied: ${failed.map((f) => `${f.name} (${f.error})`).join("; ")}`, {
+          hint: `connect as a user allowed to SET GLOBAL (SUPER), or put them in my.cnf and restart MariaDB`,
+        });
+      }
+    },
   }),
   reset: defineCommand({
     meta: { name: "reset", description: "Clear this node's apply error (after fixing its cause) and apply again" },
@@ -151,8 +212,14 @@ binlog_position = ${s.position}`);
       out((await client(a).post<{ message: string }>("/admin/reset")).message);
     },
   }),
-  "log-level": notBuilt("ctl scale log-level", "Change the daemon's log level at runtime", "issue 5: replication (later)", {
-    ...configArgs("scale"),
-    level: { type: "positional", description: LOG_LEVEL_NAMES.join("|"), required: true },
+  "log-level": defineCommand({
+    meta: { name: "log-level", description: "Change the running daemon's log level (until it restarts; [node] log_level keeps it)" },
+    args: { ...args, level: { type: "positional", description: LOG_LEVEL_NAMES.join("|"), required: true } },
+    async run({ args: a }) {
+      const level = String(a.level).toLowerCase();
+      if (!LOG_LEVEL_NAMES.includes(level as LogLevelName)) throw new UsageError(`unknown log level "${a.level}"`, `give one of: ${LOG_LEVEL_NAMES.join(", ")}`);
+      const r = await client(a).post<{ old: LogLevelName; level: LogLevelName; message: string }>("/admin/log-level", { level });
+      out(a.json ? JSON.stringify({ old: r.old, level: r.level }) : r.message);
+    },
   }),
 };

@@ -9,13 +9,14 @@
  *        (writes take an optional header X-Wolf-Ack: none|one|majority|all instead of replication.ack)
  *   POST /sql     {sql, params?, database?, read_only?}  read_only runs locally in a read-only txn
  *   POST /admin/promote | /admin/demote | /admin/reset | /admin/migrate {from}
+ *   POST /admin/log-level {level}         this daemon's log level until it restarts; answers {old, level}
  *   GET  /dump                            consistent dump with its LSN (for migrate)
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Server } from "bun";
 import { ACK_LEVELS, type AckLevel, NotLeaderError } from "../../cluster/types.ts";
 import { UsageError, WolfError } from "../../common/errors.ts";
-import { logger } from "../../common/log.ts";
+import { getLogLevel, LOG_LEVEL_NAMES, type LogLevelName, logger, setLogLevel } from "../../common/log.ts";
 import { waitUntil } from "../../common/wait.ts";
 import type { ScaleDaemon } from "../daemon.ts";
 import { splitHostPort } from "../addresses.ts";
@@ -198,6 +199,21 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
         return json({ ok: true, message: await d.handOver(body.to, 0) });
       }
       if (path === "/admin/reset") return json({ ok: true, message: d.reset() });
+      if (path === "/admin/log-level") {
+        const level = body.level;
+        if (typeof level !== "string" || !LOG_LEVEL_NAMES.includes(level as LogLevelName)) {
+          throw new UsageError(`"level" must be one of ${LOG_LEVEL_NAMES.join(", ")}, got ${JSON.stringify(level ?? null)}`);
+        }
+        const old = getLogLevel();
+        const message = `log level ${old} → ${level} (until the daemon restarts; [node] log_level keeps it)`;
+        // Logged at the louder of the two levels, so the change is in the log whichever way it goes.
+        const quiet = LOG_LEVEL_NAMES.indexOf(level as LogLevelName) < LOG_LEVEL_NAMES.indexOf("info");
+        if (quiet) log.info(message);
+        setLogLevel(level as LogLevelName);
+        if (!quiet) log.info(message);
+        log.debug("debug logging is on");
+        return json({ ok: true, old, level, message });
+      }
       if (path === "/admin/migrate") {
         if (typeof body.from !== "string" && typeof body.from !== "number") throw new UsageError(`"from" (node id or API URL) is required`);
         return json({ ok: true, message: await d.migrateFrom(String(body.from)) });
