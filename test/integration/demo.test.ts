@@ -11,6 +11,7 @@ test("the demo runs every step and cleans up", async () => {
   const before = { netns: await listNetns(), mounts: wolfMounts() };
   const r = await execArgv([process.execPath, "install/demo.ts"], { cwd: REPO_ROOT, timeoutMs: 240_000 });
   const out = r.stdout + r.stderr;
+  if (r.code !== 0) console.error(`--- demo output (exit ${r.code}) ---\n${out.slice(-6000)}`);
   expect(r.code).toBe(0);
   expect(out).toContain("demo done");
   expect(out).toContain('did you mean "cluster.heartbeat_ms"');

@@ -150,8 +150,16 @@ enabled = false
     n.proc = runWolf(["scale", "start", "--config", n.config, ...(opts.bootstrap ? ["--bootstrap"] : [])], {
       env: { NO_COLOR: "1", ...this.opts.env },
     });
-    await n.proc.waitForOutput(/ready — cluster/, 60_000);
-    return n.proc;
+    // Ready when its API answers (not a log line: log_level may hide it).
+    const proc = n.proc;
+    await waitUntil(
+      async () => {
+        if (!proc.running) throw new Error(`node ${id} exited during start:\n${proc.output().slice(-3000)}`);
+        return (await this.status(id)) !== undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 50, what: `node ${id}'s API to answer` },
+    );
+    return proc;
   }
 
   /** Node 1 bootstraps, then the others join; resolves when all are voters, Active and applied. */
