@@ -275,6 +275,14 @@ group("followers whose log base differs from the leader's", () => {
     expectClean(sim);
   });
 
+  /** Node `target` is restored from a dump of `source` holding the entries up to `lsn` (its own log is gone). */
+  function restoreFromDump(sim: ReturnType<typeof cluster>, target: number, source: number, lsn: number): void {
+    const term = sim.store(source).get(lsn)!.term;
+    sim.fsm(target).applied = sim.fsm(source).applied.slice(0, lsn);
+    sim.store(target).resetTo({ lsn: 0, term: 0 }); // whatever the store held is replaced by migrated()
+    sim.node(target).migrated(lsn, term, { voters: [1, 2, 3].map((id) => ({ id, addr: `sim:${id}` })) });
+  }
+
   test("a migrated follower that the leader still thinks far behind continues after its base", () => {
     const sim = cluster([1, 2, 3]);
     expect(sim.stableLeader(10 * H)).toBe(1);
@@ -284,11 +292,7 @@ group("followers whose log base differs from the leader's", () => {
     sim.node(3).markNeedsMigration("test");
     for (let i = 0; i < 10; i++) sim.propose("majority");
     sim.run(2 * H);
-    const lsn = sim.node(2).applied();
-    const term = sim.store(2).get(lsn)!.term;
-    sim.fsm(3).applied = sim.fsm(2).applied.slice(0, lsn);
-    sim.store(3).resetTo({ lsn: 0, term: 0 }); // whatever the store held is replaced by migrated()
-    sim.node(3).migrated(lsn, term, { voters: [1, 2, 3].map((id) => ({ id, addr: `sim:${id}` })) });
+    restoreFromDump(sim, 3, 2, sim.node(2).applied());
     for (let i = 0; i < 10; i++) sim.propose("majority");
     expect(sim.converged(20 * H)).toBe(true);
     expect(texts(sim, 3)).toEqual(texts(sim, 1));
@@ -302,12 +306,8 @@ group("followers whose log base differs from the leader's", () => {
     expect(sim.converged(10 * H)).toBe(true);
     // The source of the dump lags node 3: the dump holds less than node 3 had acknowledged, so the
     // leader's record of node 3's log (match) is now above the log node 3 really has.
-    const lsn = sim.node(2).applied() - 10;
-    const term = sim.store(2).get(lsn)!.term;
     sim.node(3).markNeedsMigration("test");
-    sim.fsm(3).applied = sim.fsm(2).applied.slice(0, lsn);
-    sim.store(3).resetTo({ lsn: 0, term: 0 });
-    sim.node(3).migrated(lsn, term, { voters: [1, 2, 3].map((id) => ({ id, addr: `sim:${id}` })) });
+    restoreFromDump(sim, 3, 2, sim.node(2).applied() - 10);
     sim.run(4 * H); // no new entries: only the leader's heartbeats can bring node 3 back
     expect(sim.node(3).lastLsn()).toBe(sim.node(1).lastLsn());
     for (let i = 0; i < 5; i++) sim.propose("majority");
