@@ -32,8 +32,9 @@
  *
  * Lowest ID first. A follower's election timeout is 2 heartbeats + rank × ½ heartbeat + jitter
  * (0..½ heartbeat), where rank = how many lower-ID voters other than the current leader are alive
- * and eligible with a log at least as up to date as ours (from their pings). When its timer fires while such a lower node is alive
- * it defers (at most twice in a row, so an unreachable "alive" node cannot block elections).
+ * and eligible with a log at least as up to date as ours (from their pings). When its timer fires
+ * while such a lower node is alive it defers (at most twice in a row, so an unreachable "alive"
+ * node cannot block elections).
  * Hence after a leader failure the lowest eligible survivor normally wins in 2–2.5 heartbeats.
  *
  * Handover. A leader that sees a lower-ID voter that has been caught up (within `lag_entries`) and

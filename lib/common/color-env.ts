@@ -3,10 +3,9 @@
  * honours NO_COLOR=1 exactly. We follow no-color.org (any non-empty NO_COLOR wins) and also turn
  * colours off when stdout is not a terminal, unless FORCE_COLOR asks for them ("0", "false" do not).
  */
-import { forceColorRequested } from "./color.ts";
+import { forceColorRequested, noColorRequested } from "./color.ts";
 
-const noColor = process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== "";
-if (noColor || (!process.stdout.isTTY && !forceColorRequested())) {
+if (noColorRequested() || (!process.stdout.isTTY && !forceColorRequested())) {
   process.env.NO_COLOR = "1";
   delete process.env.FORCE_COLOR; // some colour detectors read FORCE_COLOR=0 as "force"
 }

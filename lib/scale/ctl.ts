@@ -3,7 +3,7 @@ import { totalmem } from "node:os";
 import { defineCommand } from "citty";
 import { configArgs, loadFromArgs } from "../common/config-commands.ts";
 import { UsageError, WolfError } from "../common/errors.ts";
-import { LOG_LEVEL_NAMES, type LogLevelName } from "../common/log.ts";
+import { isLogLevel, LOG_LEVEL_NAMES, type LogLevelName } from "../common/log.ts";
 import type { NodeView } from "./api/views.ts";
 import { formatBytes, formatTable } from "../common/format.ts";
 import { ScaleClient, formatNodes, formatScaleStatus } from "./client.ts";
@@ -190,8 +190,9 @@ binlog_position = ${s.position}`);
         } else if (pending.length) {
           for (const s of applied) out(`applied: ${s.set}`);
           for (const f of failed) out(`FAILED:  ${f.statement}: ${f.error}`);
-          if (applied.some((s) => SESSION_SCOPED.has(s.name))) {
-            out(`note: ${applied.filter((s) => SESSION_SCOPED.has(s.name)).map((s) => s.name).join(", ")}: the new value applies to new connections only; restart wolf scale on this node so its open ones pick it up`);
+          const sessionScoped = applied.filter((s) => SESSION_SCOPED.has(s.name)).map((s) => s.name);
+          if (sessionScoped.length) {
+            out(`note: ${sessionScoped.join(", ")}: the new value applies to new connections only; restart wolf scale on this node so its open ones pick it up`);
           }
         } else out("nothing to change at runtime");
         const restart = suggestions.filter((s) => !s.ok && !s.dynamic);
@@ -217,7 +218,7 @@ binlog_position = ${s.position}`);
     args: { ...args, level: { type: "positional", description: LOG_LEVEL_NAMES.join("|"), required: true } },
     async run({ args: a }) {
       const level = String(a.level).toLowerCase();
-      if (!LOG_LEVEL_NAMES.includes(level as LogLevelName)) throw new UsageError(`unknown log level "${a.level}"`, `give one of: ${LOG_LEVEL_NAMES.join(", ")}`);
+      if (!isLogLevel(level)) throw new UsageError(`unknown log level "${a.level}"`, `give one of: ${LOG_LEVEL_NAMES.join(", ")}`);
       const r = await client(a).post<{ old: LogLevelName; level: LogLevelName; message: string }>("/admin/log-level", { level });
       out(a.json ? JSON.stringify({ old: r.old, level: r.level }) : r.message);
     },

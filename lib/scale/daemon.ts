@@ -583,7 +583,7 @@ export class ScaleDaemon {
     if (s.applyError) throw new WolfError("state", `node ${this.nodeId} stopped applying: ${s.applyError}`);
     if (s.role === "leader") return this.leaderDump();
     const need = Math.min(after, this.node.lastLsn());
-    await waitUntil(() => this.node.applied() >= need || undefined, { timeoutMs: 30_000, intervalMs: 10, what: `node ${this.nodeId} to apply up to LSN ${need} (the target's last entry)` }).catch(() => {
+    await waitUntil(() => this.node.applied() >= need, { timeoutMs: 30_000, intervalMs: 10, what: `node ${this.nodeId} to apply up to LSN ${need} (the target's last entry)` }).catch(() => {
       throw new WolfError("state", `node ${this.nodeId} has applied only up to LSN ${this.node.applied()}, behind the target (LSN ${need})`, {
         hint: "retry in a moment, or migrate from the leader or another follower",
       });
@@ -675,11 +675,12 @@ export class ScaleDaemon {
   }
 
   private async migrateFromUnguarded(from: string): Promise<string> {
-    if (!/^https?:\/\//.test(from) && !this.directory.get(Number(from))) {
+    const isUrl = /^https?:\/\//.test(from);
+    if (!isUrl && !this.directory.get(Number(from))) {
       // Just joined: the API addresses arrive with the next registration round; wait a little.
       await waitUntil(async () => (await this.register(), this.directory.get(Number(from)) !== undefined), { timeoutMs: 5000, intervalMs: 250, what: `node ${from}'s API address` }).catch(() => {});
     }
-    const url = /^https?:\/\//.test(from) ? from.replace(/\/$/, "") : this.directory.get(Number(from));
+    const url = isUrl ? from.replace(/\/$/, "") : this.directory.get(Number(from));
     if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
     if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");
     const after = this.node.lastLsn();

@@ -1,5 +1,5 @@
 /** Shared setup of the disk integration tests: a drive served by `dist/wolf disk mount`. */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { findMount } from "../../lib/disk/mounts.ts";
@@ -34,14 +34,8 @@ export async function mountDrive(extraConfig = "", edit?: (toml: string) => stri
   mkdirSync(mnt, { recursive: true });
   const init = await runWolfOnce(["disk", "init", "-c", config]);
   if (init.code !== 0) throw new Error(`disk init failed: ${init.stderr}`);
-  if (extraConfig) {
-    const { appendFileSync } = await import("node:fs");
-    appendFileSync(config, `\n${extraConfig}\n`);
-  }
-  if (edit) {
-    const { readFileSync, writeFileSync } = await import("node:fs");
-    writeFileSync(config, edit(readFileSync(config, "utf8")));
-  }
+  if (extraConfig) appendFileSync(config, `\n${extraConfig}\n`);
+  if (edit) writeFileSync(config, edit(readFileSync(config, "utf8")));
   const drive: MountedDrive = {
     root,
     config,

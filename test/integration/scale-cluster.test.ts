@@ -16,7 +16,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { ensureBuilt, runWolfOnce } from "../harness/index.ts";
 import { LocalScaleCluster } from "../bench/scale-replication/local-cluster.ts";
@@ -419,7 +418,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
   test("with replication.auto_migrate, a returning old leader holding an unreplicated transaction copies the leader's data by itself", async () => {
     await withLogs(async () => {
       const { old, leader } = await strandOnOldLeader("ghost-auto");
-      c.configure(old, "replication", ["auto_migrate = true"]);
+      const restoreConfig = c.configure(old, "replication", ["auto_migrate = true"]);
       try {
         await c.startNode(old);
         await waitUntil(() => c.node(old).proc!.output().includes("auto_migrate: copying node"), { timeoutMs: 30_000, what: `node ${old} to start migrating by itself` });
@@ -427,9 +426,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
         for (const n of c.nodes) expect(await n.db.query("SELECT COUNT(*) AS n FROM app.counters WHERE name = 'ghost-auto'")).toEqual([{ n: 0 }]);
         expect((await c.status(old))?.diverged).toBeNull();
       } finally {
-        // The other tests run without it (they expect NeedsMigration to wait for an operator).
-        const text = readFileSync(c.node(old).config, "utf8");
-        writeFileSync(c.node(old).config, text.replace("auto_migrate = true\n", ""));
+        restoreConfig(); // the other tests run without it (they expect NeedsMigration to wait for an operator)
       }
       console.log(`[scale] node ${old} with auto_migrate copied node ${leader}'s data by itself and converged`);
     });

@@ -16,7 +16,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { Server } from "bun";
 import { ACK_LEVELS, type AckLevel, NotLeaderError } from "../../cluster/types.ts";
 import { UsageError, WolfError } from "../../common/errors.ts";
-import { getLogLevel, LOG_LEVEL_NAMES, type LogLevelName, logger, setLogLevel } from "../../common/log.ts";
+import { getLogLevel, isLogLevel, LOG_LEVEL_NAMES, logger, setLogLevel } from "../../common/log.ts";
 import { waitUntil } from "../../common/wait.ts";
 import type { ScaleDaemon } from "../daemon.ts";
 import { splitHostPort } from "../addresses.ts";
@@ -201,15 +201,15 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       if (path === "/admin/reset") return json({ ok: true, message: d.reset() });
       if (path === "/admin/log-level") {
         const level = body.level;
-        if (typeof level !== "string" || !LOG_LEVEL_NAMES.includes(level as LogLevelName)) {
+        if (!isLogLevel(level)) {
           throw new UsageError(`"level" must be one of ${LOG_LEVEL_NAMES.join(", ")}, got ${JSON.stringify(level ?? null)}`);
         }
         const old = getLogLevel();
         const message = `log level ${old} → ${level} (until the daemon restarts; [node] log_level keeps it)`;
         // Logged at the louder of the two levels, so the change is in the log whichever way it goes.
-        const quiet = LOG_LEVEL_NAMES.indexOf(level as LogLevelName) < LOG_LEVEL_NAMES.indexOf("info");
+        const quiet = LOG_LEVEL_NAMES.indexOf(level) < LOG_LEVEL_NAMES.indexOf("info");
         if (quiet) log.info(message);
-        setLogLevel(level as LogLevelName);
+        setLogLevel(level);
         if (!quiet) log.info(message);
         log.debug("debug logging is on");
         return json({ ok: true, old, level, message });

@@ -126,15 +126,17 @@ enabled = false
 
   /**
    * Adds `key = value` lines to `section` of a node's config (before it starts), e.g. the
-   * [replication] settings `wolf ctl scale binlog-setup` prints for binlog mode.
+   * [replication] settings `wolf ctl scale binlog-setup` prints for binlog mode. Returns a function
+   * that puts the config back as it was.
    */
-  configure(id: number, section: string, lines: string[]): void {
+  configure(id: number, section: string, lines: string[]): () => void {
     const n = this.node(id);
     const text = readFileSync(n.config, "utf8");
     const header = `[${section}]\n`;
     const at = text.indexOf(header);
     const added = lines.map((l) => `${l}\n`).join("");
     writeFileSync(n.config, at < 0 ? `${text}\n${header}${added}` : `${text.slice(0, at + header.length)}${added}${text.slice(at + header.length)}`);
+    return () => writeFileSync(n.config, text);
   }
 
   node(id: number): LocalNode {

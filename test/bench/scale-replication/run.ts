@@ -77,6 +77,16 @@ async function measureThroughput(insert: (client: number, seq: number) => Promis
   return n / ((performance.now() - t0) / 1000);
 }
 
+/** RUNS throughput measurements through `ins`, each with fresh keys. */
+async function throughputRuns(ins: ReturnType<typeof poolInserter>): Promise<number[]> {
+  const out: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    ins.next();
+    out.push(await measureThroughput(ins.insert));
+  }
+  return out;
+}
+
 function poolInserter(db: MariaDBInstance, table: string) {
   const pool = mysql.createPool({ socketPath: db.socket, user: "root", connectionLimit: CLIENTS });
   let run = 0;
@@ -111,11 +121,7 @@ async function native(): Promise<{ async: LagResult; semi: LagResult; asyncTps: 
     await waitUntil(async () => (await replica.query<unknown[]>("SHOW TABLES FROM b")).length === 2, { timeoutMs: 30_000, what: "the replica to copy the schema" });
     const ins = poolInserter(primary, "b.tp");
     const asyncLag = await measureLag(primary, replica, "b.lag", 1);
-    const asyncTps: number[] = [];
-    for (let r = 0; r < RUNS; r++) {
-      ins.next();
-      asyncTps.push(await measureThroughput(ins.insert));
-    }
+    const asyncTps = await throughputRuns(ins);
     await caughtUp(primary, replica);
     await primary.query("SET GLOBAL rpl_semi_sync_master_enabled = ON, GLOBAL rpl_semi_sync_master_timeout = 10000");
     await replica.query("SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD");
@@ -124,11 +130,7 @@ async function native(): Promise<{ async: LagResult; semi: LagResult; asyncTps: 
       what: "the replica to connect semi-synchronously",
     });
     const semiLag = await measureLag(primary, replica, "b.lag", 1_000_000);
-    const semiTps: number[] = [];
-    for (let r = 0; r < RUNS; r++) {
-      ins.next();
-      semiTps.push(await measureThroughput(ins.insert));
-    }
+    const semiTps = await throughputRuns(ins);
     await caughtUp(primary, replica);
     const [st] = await primary.query<Array<{ Value: string }>>("SHOW STATUS LIKE 'Rpl_semi_sync_master_no_tx'");
     if (Number(st?.Value) > 0) console.warn(`note: ${st!.Value} transactions fell back to async during the semi-sync run`);
