@@ -1,7 +1,7 @@
 /**
  * Writer for the disk crash test (run in its own process): creates files with content derived from
  * their number, overwrites parts of a shared file, renames, fsyncs, and prints one line per
- * durable step: "synced <name> <sha256>". Runs until killed or until the mount fails.
+ * durable step: "synced <name> <sha256>" (and "pending …" before an overwrite of the shared file). Runs until killed or until the mount fails.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
 import { createHash } from "node:crypto";
@@ -47,6 +47,11 @@ try {
     // An overwrite in the middle of the shared file, made durable.
     const at = (i * 7919 * 4096) % (sharedData.length - 65536);
     const patch = content(i + 1_000_000).subarray(0, 65536);
+    // Until its fsync returns, this write may land whole, in part or not at all: say which bytes
+    // are in flight (and the hash of the synced state with them zeroed) so the test can tell.
+    const masked = Buffer.from(sharedData);
+    masked.fill(0, at, at + patch.length);
+    console.log(`pending ${shared} ${at} ${patch.length} ${createHash("sha256").update(masked).digest("hex")}`);
     patch.copy(sharedData, at);
     writeSync(sharedFd, patch, 0, patch.length, at);
     fsyncSync(sharedFd);
