@@ -16,20 +16,40 @@ export const diskCommand = defineCommand({
     init: initCommand(diskSchema),
     validate: validateCommand(diskSchema),
     mount: defineCommand({
-      meta: { name: "mount", description: "Mount a drive and serve it in the foreground (SIGINT/SIGTERM unmounts cleanly)" },
+      meta: {
+        name: "mount",
+        description: "Mount a drive and serve it in the foreground (SIGINT/SIGTERM unmounts cleanly)",
+      },
       args: {
         ...common,
-        mountpoint: { type: "string", alias: "m", description: "Mount point (default: the drive's mountpoint)", valueHint: "PATH" },
+        mountpoint: {
+          type: "string",
+          alias: "m",
+          description: "Mount point (default: the drive's mountpoint)",
+          valueHint: "PATH",
+        },
         drive: { type: "string", description: "Drive name from [[drives]] (default: the first)", valueHint: "NAME" },
-        role: { type: "enum", options: ["auto", "leader", "follower", "client"], description: "Node role (clustering: follower/client not built yet)" },
+        role: {
+          type: "enum",
+          options: ["auto", "leader", "follower", "client"],
+          description: "Node role (clustering: follower/client not built yet)",
+        },
       } as const,
       async run({ args: raw }) {
-        const args = raw as { config?: string; "data-dir"?: string; mountpoint?: string; drive?: string; role?: string };
+        const args = raw as {
+          config?: string;
+          "data-dir"?: string;
+          mountpoint?: string;
+          drive?: string;
+          role?: string;
+        };
         const { config } = loadFromArgs(diskSchema, args);
         setLogLevel(config.node.log_level);
         const role = args.role ?? config.storage.role;
-        if (role === "follower" || role === "client") throw new NotImplementedError(`wolf disk mount --role ${role}`, "clustering issue");
-        if (config.s3.enabled) throw new NotImplementedError("s3.enabled = true (the S3 gateway)", "set s3.enabled = false for now");
+        if (role === "follower" || role === "client")
+          throw new NotImplementedError(`wolf disk mount --role ${role}`, "clustering issue");
+        if (config.s3.enabled)
+          throw new NotImplementedError("s3.enabled = true (the S3 gateway)", "set s3.enabled = false for now");
         await serveDrive(config, { mountpoint: args.mountpoint, drive: args.drive });
       },
     }),

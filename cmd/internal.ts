@@ -6,7 +6,10 @@ import { startWorker } from "../lib/common/workers.ts";
 import { runClusterTestNode } from "../lib/cluster/test-node.ts";
 
 const workerCheck = defineCommand({
-  meta: { name: "worker-check", description: "Start the echo worker and round-trip a message (proves Workers are in the bundle)" },
+  meta: {
+    name: "worker-check",
+    description: "Start the echo worker and round-trip a message (proves Workers are in the bundle)",
+  },
   async run() {
     const worker = await startWorker("lib/common/echo.worker.ts");
     const reply = await new Promise<unknown>((resolve, reject) => {
@@ -31,7 +34,12 @@ const clusterNode = defineCommand({
     bootstrap: { type: "boolean", description: "Start a new single-node cluster" },
   },
   async run({ args }) {
-    const code = await runClusterTestNode({ config: args.config, id: args.id, dataDir: args["data-dir"], bootstrap: args.bootstrap });
+    const code = await runClusterTestNode({
+      config: args.config,
+      id: args.id,
+      dataDir: args["data-dir"],
+      bootstrap: args.bootstrap,
+    });
     await new Promise<void>((resolve) => process.stdout.write("", () => resolve())); // flush before exiting
     process.exit(code);
   },

@@ -4,7 +4,14 @@ import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { defaultConfigPath, loadConfig, parseConfig, renderConfig } from "../lib/common/config/index.ts";
-import { configArgs, configPath, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
+import {
+  configArgs,
+  configPath,
+  dataDirArg,
+  initCommand,
+  loadFromArgs,
+  validateCommand,
+} from "../lib/common/config-commands.ts";
 import { UsageError, WolfError } from "../lib/common/errors.ts";
 import { parseIPv4 } from "../lib/net/allowedips.ts";
 import { isEndpoint, type NetConfig, netSchema, writeNetConfig } from "../lib/net/config.ts";
@@ -20,7 +27,10 @@ const common = { ...configArgs("net"), ...dataDirArg };
 function pathsNextTo(file: string): Record<string, unknown> {
   if (file === defaultConfigPath("net")) return {};
   const dir = dirname(file);
-  return { node: { data_dir: join(dir, "data") }, interface: { key_file: join(dir, "net.key"), control_socket: join(dir, "net.sock") } };
+  return {
+    node: { data_dir: join(dir, "data") },
+    interface: { key_file: join(dir, "net.key"), control_socket: join(dir, "net.sock") },
+  };
 }
 
 function subnetFor(address: string, subnet?: string): string {
@@ -45,7 +55,8 @@ function parseDuration(text: string, flag: string): number {
   const m = /^(\d+)\s*(s|m|h|d)?$/.exec(text.trim());
   const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(m?.[2] ?? "s") as "s"];
   const seconds = m ? Number(m[1]) * unit : 0;
-  if (!m || seconds <= 0 || !Number.isSafeInteger(seconds)) throw new UsageError(`${flag} takes a duration, got ${JSON.stringify(text)}`, "use e.g. 90s, 30m, 24h, 7d");
+  if (!m || seconds <= 0 || !Number.isSafeInteger(seconds))
+    throw new UsageError(`${flag} takes a duration, got ${JSON.stringify(text)}`, "use e.g. 90s, 30m, 24h, 7d");
   return seconds;
 }
 
@@ -55,7 +66,11 @@ async function readStdin(limit: number): Promise<string> {
   let size = 0;
   for await (const chunk of Bun.stdin.stream()) {
     size += chunk.length;
-    if (size > limit) throw new UsageError(`more than ${limit} bytes on stdin; expected one base64 private key`, "e.g. wolf net genkey | wolf net pubkey");
+    if (size > limit)
+      throw new UsageError(
+        `more than ${limit} bytes on stdin; expected one base64 private key`,
+        "e.g. wolf net genkey | wolf net pubkey",
+      );
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString("utf8");
@@ -78,7 +93,9 @@ const init = initCommand(netSchema, {
   },
   after: (_file, config, args) => {
     const result = ensureKey(config.interface.key_file, Boolean(args.force));
-    process.stdout.write(`${result === "created" ? "wrote" : "kept existing"} private key ${config.interface.key_file}\n`);
+    process.stdout.write(
+      `${result === "created" ? "wrote" : "kept existing"} private key ${config.interface.key_file}\n`,
+    );
   },
 });
 
@@ -90,7 +107,10 @@ const genkey = defineCommand({
 });
 
 const pubkey = defineCommand({
-  meta: { name: "pubkey", description: "Print the public key of a private key read from stdin (or of this node's key file)" },
+  meta: {
+    name: "pubkey",
+    description: "Print the public key of a private key read from stdin (or of this node's key file)",
+  },
   args: { ...configArgs("net") },
   async run({ args }) {
     const input = process.stdin.isTTY ? "" : (await readStdin(4096)).trim();
@@ -99,7 +119,10 @@ const pubkey = defineCommand({
       try {
         key = decodeKey(input, "the private key on stdin");
       } catch (err) {
-        throw new UsageError((err as Error).message, "pipe in a key, e.g. wolf net genkey | wolf net pubkey (or run it without stdin to read this node's key file)");
+        throw new UsageError(
+          (err as Error).message,
+          "pipe in a key, e.g. wolf net genkey | wolf net pubkey (or run it without stdin to read this node's key file)",
+        );
       }
       process.stdout.write(`${encodeKey(keyPairFromPrivate(key).publicKey)}\n`);
       return;
@@ -110,7 +133,10 @@ const pubkey = defineCommand({
 });
 
 const token = defineCommand({
-  meta: { name: "token", description: "Print this node as a [[peers]] entry other nodes can paste into their net.toml" },
+  meta: {
+    name: "token",
+    description: "Print this node as a [[peers]] entry other nodes can paste into their net.toml",
+  },
   args: { ...common },
   run({ args }) {
     const { config } = loadFromArgs(netSchema, args);
@@ -126,28 +152,62 @@ const invite = defineCommand({
   meta: { name: "invite", description: "Print a one-time invite line for a new node (asks the running daemon)" },
   args: {
     ...common,
-    ttl: { type: "string", description: "How long the invite is valid (e.g. 30m, 24h)", default: "24h", valueHint: "DURATION" },
-    address: { type: "string", description: "Overlay address to give the joiner (default: the lowest free one)", valueHint: "IP" },
-    endpoint: { type: "string", description: "host:port the joiner reaches this node at (default: interface.endpoint or this host's IP)", valueHint: "HOST:PORT" },
+    ttl: {
+      type: "string",
+      description: "How long the invite is valid (e.g. 30m, 24h)",
+      default: "24h",
+      valueHint: "DURATION",
+    },
+    address: {
+      type: "string",
+      description: "Overlay address to give the joiner (default: the lowest free one)",
+      valueHint: "IP",
+    },
+    endpoint: {
+      type: "string",
+      description: "host:port the joiner reaches this node at (default: interface.endpoint or this host's IP)",
+      valueHint: "HOST:PORT",
+    },
   },
   async run({ args }) {
     const body = { ttl_s: parseDuration(String(args.ttl), "--ttl"), address: args.address, endpoint: args.endpoint };
-    if (args.address !== undefined && parseIPv4(String(args.address)) === undefined) throw new UsageError(`--address takes an IPv4 address, got ${JSON.stringify(args.address)}`);
-    if (args.endpoint !== undefined && !isEndpoint(String(args.endpoint))) throw new UsageError(`--endpoint takes host:port, got ${JSON.stringify(args.endpoint)}`, "e.g. --endpoint 192.168.1.10:9600");
+    if (args.address !== undefined && parseIPv4(String(args.address)) === undefined)
+      throw new UsageError(`--address takes an IPv4 address, got ${JSON.stringify(args.address)}`);
+    if (args.endpoint !== undefined && !isEndpoint(String(args.endpoint)))
+      throw new UsageError(
+        `--endpoint takes host:port, got ${JSON.stringify(args.endpoint)}`,
+        "e.g. --endpoint 192.168.1.10:9600",
+      );
     const { file, config } = loadFromArgs(netSchema, args);
-    const r = await controlRequest<{ token: string; address: string; expires: string }>(config.interface.control_socket, "POST", "/invite", body, { configFile: file });
-    process.stderr.write(`invite for ${r.address}, valid until ${r.expires}, usable once. On the new node run:\n  wolf net join <line>\n`);
+    const r = await controlRequest<{ token: string; address: string; expires: string }>(
+      config.interface.control_socket,
+      "POST",
+      "/invite",
+      body,
+      { configFile: file },
+    );
+    process.stderr.write(
+      `invite for ${r.address}, valid until ${r.expires}, usable once. On the new node run:\n  wolf net join <line>\n`,
+    );
     process.stdout.write(`${r.token}\n`);
   },
 });
 
 const joinCmd = defineCommand({
-  meta: { name: "join", description: "Join a mesh with an invite line: configures this node and registers it with the inviter" },
+  meta: {
+    name: "join",
+    description: "Join a mesh with an invite line: configures this node and registers it with the inviter",
+  },
   args: {
     ...common,
     token: { type: "positional", description: "Invite line from `wolf net invite`", required: true },
     name: { type: "string", description: "This node's name as peers see it (default: hostname)", valueHint: "NAME" },
-    timeout: { type: "string", description: "How long to try reaching the inviter", default: "15s", valueHint: "DURATION" },
+    timeout: {
+      type: "string",
+      description: "How long to try reaching the inviter",
+      default: "15s",
+      valueHint: "DURATION",
+    },
   },
   async run({ args }) {
     // Check every argument before anything is written.
@@ -158,14 +218,18 @@ const joinCmd = defineCommand({
     if (existsSync(file)) {
       config = loadConfig(netSchema, file);
     } else {
-      const values = { ...pathsNextTo(file) } as { interface?: Record<string, unknown>; node?: Record<string, unknown> };
+      const values = { ...pathsNextTo(file) } as {
+        interface?: Record<string, unknown>;
+        node?: Record<string, unknown>;
+      };
       values.interface = { ...values.interface, address: tokenData.address, subnet: tokenData.subnet };
       config = parseConfig(netSchema, renderConfig(netSchema, values as never), file);
       writeNetConfig(file, config);
       process.stderr.write(`wrote ${file}\n`);
     }
     if (args["data-dir"]) config.node.data_dir = String(args["data-dir"]);
-    if (ensureKey(config.interface.key_file, false) === "created") process.stderr.write(`wrote private key ${config.interface.key_file}\n`);
+    if (ensureKey(config.interface.key_file, false) === "created")
+      process.stderr.write(`wrote private key ${config.interface.key_file}\n`);
     const result = await joinMesh({
       file,
       config,
@@ -174,7 +238,9 @@ const joinCmd = defineCommand({
       name: String(args.name ?? hostname()),
       timeoutMs,
     });
-    process.stdout.write(`joined as ${result.address} with ${result.peers} peer(s); start the daemon with: wolf net up${args.config ? ` --config ${file}` : ""}\n`);
+    process.stdout.write(
+      `joined as ${result.address} with ${result.peers} peer(s); start the daemon with: wolf net up${args.config ? ` --config ${file}` : ""}\n`,
+    );
   },
 });
 

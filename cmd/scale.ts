@@ -13,12 +13,23 @@ import { scaleInfo } from "../lib/scale/info.ts";
 const common = { ...configArgs("scale"), ...dataDirArg };
 const json = { json: { type: "boolean", description: "Print JSON" } } as const;
 
-async function start(args: { config?: string; "data-dir"?: string; bootstrap?: boolean }, join?: string): Promise<void> {
+async function start(
+  args: { config?: string; "data-dir"?: string; bootstrap?: boolean },
+  join?: string,
+): Promise<void> {
   // Checked before the config is read or anything starts: a typo must not wait for MariaDB first.
   const badAddress = join === undefined ? undefined : checkHostPort(join);
-  if (badAddress) throw new UsageError(`wolf scale join: ${badAddress}`, "give the [cluster] host:port of a running node, e.g. wolf scale join 10.0.0.2:7654");
+  if (badAddress)
+    throw new UsageError(
+      `wolf scale join: ${badAddress}`,
+      "give the [cluster] host:port of a running node, e.g. wolf scale join 10.0.0.2:7654",
+    );
   const { file, config } = loadFromArgs(scaleSchema, args);
-  if (config.proxy.enabled) throw new NotImplementedError(`${file}: proxy.enabled = true (the MySQL proxy)`, "set proxy.enabled = false for now");
+  if (config.proxy.enabled)
+    throw new NotImplementedError(
+      `${file}: proxy.enabled = true (the MySQL proxy)`,
+      "set proxy.enabled = false for now",
+    );
   if (!process.env.WOLF_LOG_LEVEL) setLogLevel(config.node.log_level);
   const code = await runDaemon({ config, configFile: file, bootstrap: args.bootstrap, join });
   process.exit(code);
@@ -29,17 +40,30 @@ export const scaleCommand = defineCommand({
   subCommands: {
     init: initCommand(scaleSchema, {
       args: { "node-id": { type: "string", description: "This node's ID (1-1023)", valueHint: "N" } },
-      overrides: (args) => (args["node-id"] === undefined ? {} : { cluster: { node_id: intOption("--node-id", args["node-id"], { min: 1, max: 1023 }) } }),
+      overrides: (args) =>
+        args["node-id"] === undefined
+          ? {}
+          : { cluster: { node_id: intOption("--node-id", args["node-id"], { min: 1, max: 1023 }) } },
     }),
     validate: validateCommand(scaleSchema),
     start: defineCommand({
       meta: { name: "start", description: "Run this node (replication, API)" },
-      args: { ...common, bootstrap: { type: "boolean", description: "Start a new cluster with this node as its first leader" } },
+      args: {
+        ...common,
+        bootstrap: { type: "boolean", description: "Start a new cluster with this node as its first leader" },
+      },
       run: ({ args }) => start(args),
     }),
     join: defineCommand({
       meta: { name: "join", description: "Run this node and join an existing cluster through one of its nodes" },
-      args: { ...common, address: { type: "positional", description: "host:port of a cluster node (its [cluster] port)", required: true } },
+      args: {
+        ...common,
+        address: {
+          type: "positional",
+          description: "host:port of a cluster node (its [cluster] port)",
+          required: true,
+        },
+      },
       run: ({ args }) => start(args, args.address),
     }),
     status: defineCommand({

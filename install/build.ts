@@ -27,7 +27,9 @@ mkdirSync(dist, { recursive: true });
 const started = performance.now();
 const binTmp = join(dist, `.wolf-${tag}`);
 try {
-  await $`${process.execPath} build --compile --minify --bytecode --format=esm cmd/wolf.ts ${workers} --outfile ${binTmp}`.cwd(root).quiet();
+  await $`${process.execPath} build --compile --minify --bytecode --format=esm cmd/wolf.ts ${workers} --outfile ${binTmp}`
+    .cwd(root)
+    .quiet();
 } catch (err) {
   rmSync(binTmp, { force: true });
   const e = err as { stderr?: Buffer; stdout?: Buffer };
@@ -58,4 +60,6 @@ renameSync(releaseTmp, release);
 rmSync(oldRelease, { recursive: true, force: true });
 
 const ms = Math.round(performance.now() - started);
-console.error(`built dist/wolf (${workers.length} worker${workers.length === 1 ? "" : "s"}) and dist/release/${binName} in ${ms} ms`);
+console.error(
+  `built dist/wolf (${workers.length} worker${workers.length === 1 ? "" : "s"}) and dist/release/${binName} in ${ms} ms`,
+);

@@ -46,7 +46,10 @@ export async function demoDisk(wolf: string, run: (args: string[]) => string): P
   try {
     run(["disk", "init", "--config", config]);
     // The drive's data goes into the temp dir too.
-    writeFileSync(config, readFileSync(config, "utf8").replace(/^data_dir = .*$/m, `data_dir = ${JSON.stringify(join(dir, "data"))}`));
+    writeFileSync(
+      config,
+      readFileSync(config, "utf8").replace(/^data_dir = .*$/m, `data_dir = ${JSON.stringify(join(dir, "data"))}`),
+    );
     run(["disk", "validate", "--config", config]);
 
     mkdirSync(mnt);
@@ -54,14 +57,20 @@ export async function demoDisk(wolf: string, run: (args: string[]) => string): P
     // Output to a file, not a pipe: a pipe nobody drains while cp runs could stall the daemon.
     const out = openSync(log, "w");
     try {
-      daemon = spawn(wolf, ["disk", "mount", "--config", config, "-m", mnt], { stdio: ["ignore", out, out], env: { ...process.env, NO_COLOR: "1" } });
+      daemon = spawn(wolf, ["disk", "mount", "--config", config, "-m", mnt], {
+        stdio: ["ignore", out, out],
+        env: { ...process.env, NO_COLOR: "1" },
+      });
     } finally {
       closeSync(out);
     }
     daemon.on("exit", (code, signal) => (exit = { code, signal }));
     await waitUntil(
       () => {
-        if (exit) throw new Error(`wolf disk mount exited (${exit.code ?? exit.signal}) before mounting:\n${readFileSync(log, "utf8")}`);
+        if (exit)
+          throw new Error(
+            `wolf disk mount exited (${exit.code ?? exit.signal}) before mounting:\n${readFileSync(log, "utf8")}`,
+          );
         return mountedAt(mnt);
       },
       { timeoutMs: 30_000, what: `${mnt} to be mounted` },
@@ -80,11 +89,16 @@ export async function demoDisk(wolf: string, run: (args: string[]) => string): P
     run(["disk", "unmount", "-m", mnt]);
     await waitUntil(() => exit, { timeoutMs: 30_000, what: "wolf disk mount to exit after the unmount" });
     process.stdout.write(readFileSync(log, "utf8").split("\n").slice(-2).join("\n"));
-    if (exit!.code !== 0) throw new Error(`wolf disk mount exited with ${exit!.code ?? exit!.signal} after the unmount:\n${readFileSync(log, "utf8")}`);
+    if (exit!.code !== 0)
+      throw new Error(
+        `wolf disk mount exited with ${exit!.code ?? exit!.signal} after the unmount:\n${readFileSync(log, "utf8")}`,
+      );
   } finally {
     if (daemon && !exit) {
       daemon.kill("SIGTERM"); // unmounts cleanly
-      await waitUntil(() => exit, { timeoutMs: 15_000, what: "wolf disk mount to stop" }).catch(() => daemon!.kill("SIGKILL"));
+      await waitUntil(() => exit, { timeoutMs: 15_000, what: "wolf disk mount to stop" }).catch(() =>
+        daemon!.kill("SIGKILL"),
+      );
       await waitUntil(() => exit, { timeoutMs: 5_000, what: "wolf disk mount to die" }).catch(() => {});
     }
     // A mount left behind (daemon killed) is detached; never delete through a mount.

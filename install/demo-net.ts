@@ -41,8 +41,14 @@ export async function demoNet(): Promise<void> {
     }
 
     // The first packet waits for a handshake: poll until the overlay answers, then show a ping.
-    await waitUntil(() => hosts[1]!.canPing("10.0.10.3", 1), { timeoutMs: 20_000, what: "n2 to reach n3 over the overlay" });
-    await waitUntil(() => hosts[2]!.canPing("10.0.10.1", 1), { timeoutMs: 20_000, what: "n3 to reach n1 over the overlay" });
+    await waitUntil(() => hosts[1]!.canPing("10.0.10.3", 1), {
+      timeoutMs: 20_000,
+      what: "n2 to reach n3 over the overlay",
+    });
+    await waitUntil(() => hosts[2]!.canPing("10.0.10.1", 1), {
+      timeoutMs: 20_000,
+      what: "n3 to reach n1 over the overlay",
+    });
     process.stdout.write("[n2]$ ping -c 3 10.0.10.3\n");
     const ping = await hosts[1]!.exec(["ping", "-c", "3", "-i", "0.2", "10.0.10.3"]);
     process.stdout.write(ping.stdout);

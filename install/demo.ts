@@ -65,26 +65,44 @@ async function scaleDemo(): Promise<void> {
   const c = await LocalScaleCluster.create({ nodes: 3, baseDir: dir, logLevel: "warn" });
   try {
     process.stdout.write(`started 3 MariaDB instances (server ids 1-3, --log-bin --binlog-format=ROW) under ${dir}\n`);
-    process.stdout.write(`$ wolf scale start --config ${c.node(1).config} --bootstrap   (and the same without --bootstrap for nodes 2, 3)\n`);
+    process.stdout.write(
+      `$ wolf scale start --config ${c.node(1).config} --bootstrap   (and the same without --bootstrap for nodes 2, 3)\n`,
+    );
     await c.startAll();
     const post = async (node: number, path: string, body: unknown) => {
-      process.stdout.write(`$ curl -s -H 'Authorization: Bearer …' -d '${JSON.stringify(body)}' ${c.node(node).api}${path}\n`);
+      process.stdout.write(
+        `$ curl -s -H 'Authorization: Bearer …' -d '${JSON.stringify(body)}' ${c.node(node).api}${path}\n`,
+      );
       const r = await c.api(node, "POST", path, body);
       process.stdout.write(`${JSON.stringify(r.body)}\n`);
       if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
     };
     await post(1, "/write/ddl", { sql: "CREATE DATABASE shop" });
-    await post(1, "/write/ddl", { sql: "CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(40), qty INT, at DATETIME(6) DEFAULT NOW(6))" });
-    await post(1, "/write/insert", { table: "shop.orders", rows: [{ item: "apples", qty: 3 }, { item: "pears", qty: 5 }] });
-    process.stdout.write("# node 2 is a follower: it forwards the write to the leader and answers once a follower holds it (ack = one)\n");
+    await post(1, "/write/ddl", {
+      sql: "CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(40), qty INT, at DATETIME(6) DEFAULT NOW(6))",
+    });
+    await post(1, "/write/insert", {
+      table: "shop.orders",
+      rows: [
+        { item: "apples", qty: 3 },
+        { item: "pears", qty: 5 },
+      ],
+    });
+    process.stdout.write(
+      "# node 2 is a follower: it forwards the write to the leader and answers once a follower holds it (ack = one)\n",
+    );
     await post(2, "/write/insert", { table: "shop.orders", values: { item: "plums", qty: 7 } });
     await post(3, "/sql", { sql: "UPDATE shop.orders SET qty = qty + 1 WHERE item = ?", params: ["apples"] });
     await c.waitConverged();
     run(["ctl", "scale", "list", "servers", "--config", c.node(1).config]);
     for (const n of c.nodes) {
-      const rows = await n.db.query<Array<{ item: string; qty: number }>>("SELECT item, qty FROM shop.orders ORDER BY id");
+      const rows = await n.db.query<Array<{ item: string; qty: number }>>(
+        "SELECT item, qty FROM shop.orders ORDER BY id",
+      );
       const sum = await c.checksums(n.id, ["shop.orders"]);
-      process.stdout.write(`MariaDB of node ${n.id}: ${rows.map((r) => `${r.item}=${r.qty}`).join(" ")}  (CHECKSUM ${sum["shop.orders"]})\n`);
+      process.stdout.write(
+        `MariaDB of node ${n.id}: ${rows.map((r) => `${r.item}=${r.qty}`).join(" ")}  (CHECKSUM ${sum["shop.orders"]})\n`,
+      );
     }
   } finally {
     await c.close();
@@ -103,9 +121,15 @@ async function netDemo(): Promise<void> {
   await demoNet();
 }
 
-const steps: Record<string, () => void | Promise<void>> = { basics: basicsDemo, scale: scaleDemo, disk: diskDemo, net: netDemo };
+const steps: Record<string, () => void | Promise<void>> = {
+  basics: basicsDemo,
+  scale: scaleDemo,
+  disk: diskDemo,
+  net: netDemo,
+};
 const wanted = process.argv.slice(2);
-for (const name of wanted) if (!(name in steps)) throw new Error(`unknown demo step ${name}; steps: ${Object.keys(steps).join(", ")}`);
+for (const name of wanted)
+  if (!(name in steps)) throw new Error(`unknown demo step ${name}; steps: ${Object.keys(steps).join(", ")}`);
 
 title("build");
 const build = spawnSync(process.execPath, [join(root, "install", "build.ts")], { stdio: "inherit" });

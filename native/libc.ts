@@ -83,9 +83,23 @@ export class SyscallError extends Error {
 }
 
 const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 4: "EINTR", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 16: "EBUSY",
-  17: "EEXIST", 19: "ENODEV", 22: "EINVAL", 24: "EMFILE", 98: "EADDRINUSE", 99: "EADDRNOTAVAIL", 101: "ENETUNREACH",
-  111: "ECONNREFUSED", 113: "EHOSTUNREACH",
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  22: "EINVAL",
+  24: "EMFILE",
+  98: "EADDRINUSE",
+  99: "EADDRNOTAVAIL",
+  101: "ENETUNREACH",
+  111: "ECONNREFUSED",
+  113: "EHOSTUNREACH",
 };
 
 /** Throws a SyscallError if `result` is negative. */

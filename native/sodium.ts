@@ -24,13 +24,13 @@ const EMPTY = new Uint8Array(0);
 export const nobleAead: Aead = {
   name: "noble",
   sealInPlace(key, nonce, buf, off, len, aad) {
-    const out = chacha20poly1305(key, nonce, aad && aad.length ? aad : undefined).encrypt(buf.subarray(off, off + len));
+    const out = chacha20poly1305(key, nonce, aad?.length ? aad : undefined).encrypt(buf.subarray(off, off + len));
     buf.set(out, off);
   },
   openInPlace(key, nonce, buf, off, len, aad) {
     if (len < TAG_BYTES) return false;
     try {
-      const out = chacha20poly1305(key, nonce, aad && aad.length ? aad : undefined).decrypt(buf.subarray(off, off + len));
+      const out = chacha20poly1305(key, nonce, aad?.length ? aad : undefined).decrypt(buf.subarray(off, off + len));
       buf.set(out, off);
       return true;
     } catch {
@@ -78,7 +78,9 @@ function makeSodiumAead(): Aead {
       if (len < TAG_BYTES) return false;
       const p = ptr(buf, off);
       const hasAad = aad !== undefined && aad.length > 0;
-      return dec(p, null, null, p, len, hasAad ? ptr(aad) : emptyPtr, hasAad ? aad.length : 0, ptr(nonce), ptr(key)) === 0;
+      return (
+        dec(p, null, null, p, len, hasAad ? ptr(aad) : emptyPtr, hasAad ? aad.length : 0, ptr(nonce), ptr(key)) === 0
+      );
     },
   };
 }

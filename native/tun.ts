@@ -20,7 +20,8 @@ const IFF_RUNNING = 0x40;
 const IFNAMSIZ = 16;
 
 function ifreq(name: string): { buf: Uint8Array; view: DataView } {
-  if (name.length === 0 || name.length >= IFNAMSIZ) throw new Error(`interface name must be 1-15 characters: ${JSON.stringify(name)}`);
+  if (name.length === 0 || name.length >= IFNAMSIZ)
+    throw new Error(`interface name must be 1-15 characters: ${JSON.stringify(name)}`);
   const buf = new Uint8Array(40);
   buf.set(new TextEncoder().encode(name));
   return { buf, view: new DataView(buf.buffer) };

@@ -26,8 +26,17 @@ if (!noBuild) {
 
 // bun 1.4.5 ignores bunfig's [test] timeout; integration tests set tighter deadlines of their own.
 const hasTimeout = passThrough.some((a) => a.startsWith("--timeout"));
-const bunArgs = ["test", ...(hasTimeout ? [] : ["--timeout=120000"]), ...(unitOnly ? ["test/unit"] : []), ...passThrough];
-const child = spawn(process.execPath, bunArgs, { cwd: root, stdio: ["ignore", "inherit", "pipe"], env: { ...process.env, FORCE_COLOR: "0" } });
+const bunArgs = [
+  "test",
+  ...(hasTimeout ? [] : ["--timeout=120000"]),
+  ...(unitOnly ? ["test/unit"] : []),
+  ...passThrough,
+];
+const child = spawn(process.execPath, bunArgs, {
+  cwd: root,
+  stdio: ["ignore", "inherit", "pipe"],
+  env: { ...process.env, FORCE_COLOR: "0" },
+});
 
 const counts = { pass: 0, fail: 0, skip: 0, todo: 0 };
 let sawSummary = false;

@@ -17,7 +17,10 @@ export function encodeMessage(msg: Message): Buffer {
     out.set(json, 4);
     return out;
   }
-  const header = { ...msg, entries: msg.entries.map((e) => ({ lsn: e.lsn, term: e.term, kind: e.kind, n: e.data.length })) };
+  const header = {
+    ...msg,
+    entries: msg.entries.map((e) => ({ lsn: e.lsn, term: e.term, kind: e.kind, n: e.data.length })),
+  };
   const json = Buffer.from(JSON.stringify(header));
   let total = 4 + json.length;
   for (const e of msg.entries) total += e.data.length;
@@ -41,7 +44,8 @@ const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFin
 /** Entries of an append are contiguous and start right after prevLsn. Throws otherwise. */
 export function checkAppendShape(msg: AppendRequest): void {
   const { entries } = msg;
-  for (let i = 1; i < entries.length; i++) if (entries[i]!.lsn !== entries[i - 1]!.lsn + 1) bad("entries not contiguous");
+  for (let i = 1; i < entries.length; i++)
+    if (entries[i]!.lsn !== entries[i - 1]!.lsn + 1) bad("entries not contiguous");
   if (entries.length > 0 && entries[0]!.lsn !== msg.prevLsn + 1) bad("entries do not follow prevLsn");
 }
 
@@ -66,20 +70,38 @@ export function decodeMessage(buf: Uint8Array): Message {
     for (const raw of msg.entries as Record<string, unknown>[]) {
       if (!isNum(raw.lsn) || !isNum(raw.term) || !isNum(raw.n) || !KINDS.has(raw.kind as EntryKind)) bad("bad entry");
       if (off + raw.n > view.length) bad("entry data beyond the frame");
-      entries.push({ lsn: raw.lsn, term: raw.term, kind: raw.kind as EntryKind, data: new Uint8Array(view.subarray(off, off + raw.n)) });
+      entries.push({
+        lsn: raw.lsn,
+        term: raw.term,
+        kind: raw.kind as EntryKind,
+        data: new Uint8Array(view.subarray(off, off + raw.n)),
+      });
       off += raw.n;
     }
     msg.entries = entries;
     checkAppendShape(msg as unknown as AppendRequest);
   } else if (msg.type === "append_reply") {
-    if (typeof msg.ok !== "boolean" || !isNum(msg.matchLsn) || typeof msg.hintLsn !== "number" || (msg.epoch !== undefined && !isNum(msg.epoch))) bad("bad append reply");
+    if (
+      typeof msg.ok !== "boolean" ||
+      !isNum(msg.matchLsn) ||
+      typeof msg.hintLsn !== "number" ||
+      (msg.epoch !== undefined && !isNum(msg.epoch))
+    )
+      bad("bad append reply");
   } else if (msg.type === "vote") {
-    if (!isNum(msg.lastLsn) || !isNum(msg.lastTerm) || typeof msg.pre !== "boolean" || typeof msg.handover !== "boolean") bad("bad vote");
+    if (
+      !isNum(msg.lastLsn) ||
+      !isNum(msg.lastTerm) ||
+      typeof msg.pre !== "boolean" ||
+      typeof msg.handover !== "boolean"
+    )
+      bad("bad vote");
   } else if (msg.type === "vote_reply") {
     if (typeof msg.granted !== "boolean") bad("bad vote reply");
   } else if (msg.type === "ping") {
     const info = msg.info as Record<string, unknown> | undefined;
-    if (!info || !isNum(info.id) || !isNum(info.lastLsn) || !isNum(info.lastTerm) || typeof info.state !== "string") bad("bad ping");
+    if (!info || !isNum(info.id) || !isNum(info.lastLsn) || !isNum(info.lastTerm) || typeof info.state !== "string")
+      bad("bad ping");
   }
   return msg as unknown as Message;
 }

@@ -3,7 +3,17 @@
  * Each subsystem picks its own default ports so both can run on one machine.
  */
 import { randomBytes } from "node:crypto";
-import { bool, checkHostPort, checkIPv4, type InferFields, int, oneOf, section, str, strList } from "../common/config/index.ts";
+import {
+  bool,
+  checkHostPort,
+  checkIPv4,
+  type InferFields,
+  int,
+  oneOf,
+  section,
+  str,
+  strList,
+} from "../common/config/index.ts";
 
 export function clusterSection(defaults: { port: number; discoveryPort: number; name: string }) {
   return section("Cluster membership, election and log shipping (shared by every node of this cluster).", {
@@ -21,9 +31,12 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
         secret: true,
       },
     ),
-    node_id: int("This node's ID (1-1023), unique in the cluster. The lowest eligible ID leads.", 1, { min: 1, max: 1023 }),
+    node_id: int("This node's ID (1-1023), unique in the cluster. The lowest eligible ID leads.", 1, {
+      min: 1,
+      max: 1023,
+    }),
     bind_address: str("Address the cluster transport listens on.", "0.0.0.0", { check: checkIPv4 }),
-    advertise_address: str("Address other nodes use to reach this one (\"\" = first non-loopback IPv4).", "", {
+    advertise_address: str('Address other nodes use to reach this one ("" = first non-loopback IPv4).', "", {
       check: (v) => (v === "" ? undefined : checkIPv4(v)),
     }),
     port: int("TCP port of the cluster transport.", defaults.port, { min: 1, max: 65535 }),
@@ -32,14 +45,22 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
     discovery_port: int("UDP port for discovery beacons.", defaults.discoveryPort, { min: 1, max: 65535 }),
     heartbeat_ms: int("Heartbeat interval in milliseconds.", 500, { min: 50, max: 60_000 }),
     dead_after_ms: int("A node silent this long is Offline and removed from the view (ms).", 30_000, { min: 1_000 }),
-    quorum: oneOf("Majority rule: auto = on with 3+ configured nodes; never = one survivor keeps serving", ["auto", "always", "never"] as const, "auto"),
+    quorum: oneOf(
+      "Majority rule: auto = on with 3+ configured nodes; never = one survivor keeps serving",
+      ["auto", "always", "never"] as const,
+      "auto",
+    ),
     never_leader: bool("Never let this node become leader.", false),
     bootstrap_expect: int(
       "Form a brand-new cluster once this many nodes with empty logs see each other (the lowest ID writes the\nfirst voter set). 0 = join an existing cluster (the leader adds this node), or use `start --bootstrap`.",
       0,
       { min: 0, max: 1023 },
     ),
-    lag_entries: int("A follower more than this many entries behind the leader is Lagging (or Syncing after a start).", 1000, { min: 1 }),
+    lag_entries: int(
+      "A follower more than this many entries behind the leader is Lagging (or Syncing after a start).",
+      1000,
+      { min: 1 },
+    ),
   });
 }
 

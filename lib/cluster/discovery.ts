@@ -116,7 +116,15 @@ export class Discovery {
 
   /** The signed packet we would send now (exposed for tests). */
   beacon(): Buffer {
-    const b: Beacon = { v: 1, cluster: this.opts.clusterName, id: this.opts.id, addr: this.opts.advertiseAddr, boot: this.boot, seq: ++this.seq, ts: Date.now() };
+    const b: Beacon = {
+      v: 1,
+      cluster: this.opts.clusterName,
+      id: this.opts.id,
+      addr: this.opts.advertiseAddr,
+      boot: this.boot,
+      seq: ++this.seq,
+      ts: Date.now(),
+    };
     return seal(this.key, Buffer.from(JSON.stringify(b)), BEACON_CONTEXT);
   }
 
@@ -161,7 +169,13 @@ export class Discovery {
       return;
     }
     const b = claimed as Beacon;
-    if (typeof b.id !== "number" || typeof b.addr !== "string" || typeof b.boot !== "string" || typeof b.seq !== "number" || typeof b.ts !== "number") {
+    if (
+      typeof b.id !== "number" ||
+      typeof b.addr !== "string" ||
+      typeof b.boot !== "string" ||
+      typeof b.seq !== "number" ||
+      typeof b.ts !== "number"
+    ) {
       this.stats.malformed!++;
       return;
     }

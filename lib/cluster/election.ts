@@ -85,8 +85,13 @@ export function majority(voterCount: number): number {
 }
 
 /** Raft's up-to-date check: is the candidate's log at least as complete as the voter's? */
-export function logUpToDate(candidate: { lastTerm: Term; lastLsn: Lsn }, voter: { lastTerm: Term; lastLsn: Lsn }): boolean {
-  return candidate.lastTerm > voter.lastTerm || (candidate.lastTerm === voter.lastTerm && candidate.lastLsn >= voter.lastLsn);
+export function logUpToDate(
+  candidate: { lastTerm: Term; lastLsn: Lsn },
+  voter: { lastTerm: Term; lastLsn: Lsn },
+): boolean {
+  return (
+    candidate.lastTerm > voter.lastTerm || (candidate.lastTerm === voter.lastTerm && candidate.lastLsn >= voter.lastLsn)
+  );
 }
 
 /**

@@ -36,7 +36,8 @@ export class MemoryLogStore implements LogStore {
   }
   append(entries: LogEntry[]): void {
     for (const e of entries) {
-      if (e.lsn !== this.lastLsn() + 1) throw new WolfError("internal", `log append out of order: lsn ${e.lsn} after ${this.lastLsn()}`);
+      if (e.lsn !== this.lastLsn() + 1)
+        throw new WolfError("internal", `log append out of order: lsn ${e.lsn} after ${this.lastLsn()}`);
       this.entries.push(e);
     }
   }
@@ -94,7 +95,8 @@ export class FileLogStore implements LogStore {
     this.dataPath = join(dir, "log.dat");
     this.metaPath = join(dir, "log.meta");
     let base = { lsn: 0, term: 0 };
-    if (existsSync(this.metaPath)) base = JSON.parse(readFileSync(this.metaPath, "utf8")) as { lsn: number; term: number };
+    if (existsSync(this.metaPath))
+      base = JSON.parse(readFileSync(this.metaPath, "utf8")) as { lsn: number; term: number };
     this.mem.resetTo(base);
     this.fd = openSync(this.dataPath, existsSync(this.dataPath) ? "r+" : "w+");
     this.load();
@@ -144,7 +146,8 @@ export class FileLogStore implements LogStore {
 
   append(entries: LogEntry[]): void {
     if (entries.length === 0) return;
-    if (entries[0]!.lsn !== this.lastLsn() + 1) throw new WolfError("internal", `log append out of order: lsn ${entries[0]!.lsn} after ${this.lastLsn()}`);
+    if (entries[0]!.lsn !== this.lastLsn() + 1)
+      throw new WolfError("internal", `log append out of order: lsn ${entries[0]!.lsn} after ${this.lastLsn()}`);
     const recs = entries.map(encodeRecord);
     const buf = Buffer.concat(recs);
     let written = 0;

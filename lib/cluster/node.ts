@@ -337,7 +337,10 @@ export class ClusterNode {
   append(data: Uint8Array): EntryRef {
     if (this.role !== "leader") throw new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId);
     if (this.handover?.phase === "transfer") {
-      throw new NotLeaderError(`node ${this.id} is handing leadership over to node ${this.handover.target}`, this.handover.target);
+      throw new NotLeaderError(
+        `node ${this.id} is handing leadership over to node ${this.handover.target}`,
+        this.handover.target,
+      );
     }
     const lsn = this.lastLsn() + 1;
     this.pending.push({ lsn, term: this.term, kind: "data", data });
@@ -369,10 +372,20 @@ export class ClusterNode {
       // Within one term only this leader appends, and it never truncates its own log: an entry of
       // the current term is the one at its LSN. An older one must still be in the log.
       if (entry.term !== this.term && this.termOfEntry(lsn) !== entry.term) {
-        return reject(new NotLeaderError(`entry ${lsn} of term ${entry.term} is no longer in the log (leadership changed); outcome unknown`, this.leaderId));
+        return reject(
+          new NotLeaderError(
+            `entry ${lsn} of term ${entry.term} is no longer in the log (leadership changed); outcome unknown`,
+            this.leaderId,
+          ),
+        );
       }
       if (entry.term > this.term || lsn > this.lastLsn()) {
-        return reject(new NotLeaderError(`entry ${lsn} of term ${entry.term} was never appended by this leader (term ${this.term})`, this.leaderId));
+        return reject(
+          new NotLeaderError(
+            `entry ${lsn} of term ${entry.term} was never appended by this leader (term ${this.term})`,
+            this.leaderId,
+          ),
+        );
       }
       const w: Waiter = { lsn, level, term: this.term, resolve, reject, timer: null };
       if (timeoutMs !== undefined) {
@@ -419,7 +432,9 @@ export class ClusterNode {
   stepDown(reason: string): void {
     if (this.role !== "leader") return;
     const best = this.bestSuccessor();
-    this.log.warn(`node ${this.id}: stepping down in term ${this.term} (${reason})${best ? `; asking node ${best.id} to take over` : ""}`);
+    this.log.warn(
+      `node ${this.id}: stepping down in term ${this.term} (${reason})${best ? `; asking node ${best.id} to take over` : ""}`,
+    );
     const term = this.term;
     this.becomeFollower(term, null);
     if (best) this.transport.send(best.id, { type: "timeout_now", term });
@@ -438,14 +453,18 @@ export class ClusterNode {
     let target = to;
     if (target === undefined) {
       const best = this.bestSuccessor();
-      if (!best) throw new WolfError("state", `node ${this.id} has no live follower that may lead to hand leadership to`);
+      if (!best)
+        throw new WolfError("state", `node ${this.id} has no live follower that may lead to hand leadership to`);
       target = best.id;
     } else if (target === this.id) {
       throw new WolfError("state", `node ${this.id} already leads`);
     } else if (!this.isVoter(target) || !this.progress.has(target)) {
       throw new WolfError("state", `node ${target} is not a voter this leader replicates to`);
     } else if (!this.mayLead(target)) {
-      throw new WolfError("state", `node ${target} may not lead right now (never_leader, held back or needs a migration)`);
+      throw new WolfError(
+        "state",
+        `node ${target} may not lead right now (never_leader, held back or needs a migration)`,
+      );
     }
     if (this.handover) {
       if (this.handover.target === target) return target;
@@ -705,7 +724,13 @@ export class ClusterNode {
   }
 
   private canCampaign(): boolean {
-    return this.isVoter() && !this.opts.neverLeader && this.holds.size === 0 && this.migrationReason === null && this.applyError === null;
+    return (
+      this.isVoter() &&
+      !this.opts.neverLeader &&
+      this.holds.size === 0 &&
+      this.migrationReason === null &&
+      this.applyError === null
+    );
   }
 
   /** Leader's view: may voter `id` lead (by its own pings and our log shipping)? */
@@ -815,8 +840,13 @@ export class ClusterNode {
 
   /** Within the lease of a live leader we refuse to help anyone else become leader. */
   private inLease(from: NodeId): boolean {
-    if (this.role === "leader") return this.handover?.phase !== "transfer" && this.hasQuorumContact(this.clock.now(), this.t.electionBaseMs);
-    return this.leaderId !== null && this.leaderId !== from && this.clock.now() - this.lastLeaderContact < this.t.electionBaseMs;
+    if (this.role === "leader")
+      return this.handover?.phase !== "transfer" && this.hasQuorumContact(this.clock.now(), this.t.electionBaseMs);
+    return (
+      this.leaderId !== null &&
+      this.leaderId !== from &&
+      this.clock.now() - this.lastLeaderContact < this.t.electionBaseMs
+    );
   }
 
   private onVote(from: NodeId, req: VoteRequest, reply: (m: Message) => void): void {
@@ -879,7 +909,9 @@ export class ClusterNode {
       this.progress.clear();
       this.pending = [];
       this.endHandover(false);
-      this.failWaiters(new NotLeaderError(`node ${this.id} lost leadership (term ${this.term}); outcome unknown`, leader));
+      this.failWaiters(
+        new NotLeaderError(`node ${this.id} lost leadership (term ${this.term}); outcome unknown`, leader),
+      );
       this.log.info(`node ${this.id}: stepped down in term ${this.term}`);
     }
     this.setLeader(leader, was !== "follower");
@@ -932,13 +964,25 @@ export class ClusterNode {
       for (let i = 0; i < batch.length && pr.inflight < this.limits.maxInflight; ) {
         let j = i;
         let bytes = 0;
-        while (j < batch.length && j - i < this.limits.maxBatchEntries && (j === i || bytes + batch[j]!.data.length <= this.limits.maxBatchBytes)) {
+        while (
+          j < batch.length &&
+          j - i < this.limits.maxBatchEntries &&
+          (j === i || bytes + batch[j]!.data.length <= this.limits.maxBatchBytes)
+        ) {
           bytes += batch[j]!.data.length;
           j++;
         }
         const entries = batch.slice(i, j);
         const prev = i === 0 ? { lsn: first - 1, term: prevTerm } : batch[i - 1]!;
-        this.sendAppend(pr, { type: "append", term: this.term, prevLsn: prev.lsn, prevTerm: prev.term, entries, commitLsn: this.commitLsn, leaderLastLsn });
+        this.sendAppend(pr, {
+          type: "append",
+          term: this.term,
+          prevLsn: prev.lsn,
+          prevTerm: prev.term,
+          entries,
+          commitLsn: this.commitLsn,
+          leaderLastLsn,
+        });
         pr.next += entries.length;
         i = j;
       }
@@ -1011,7 +1055,7 @@ export class ClusterNode {
         return;
       }
       pr.inflight = Math.max(0, pr.inflight - 1);
-      if (!reply || reply.type !== "append_reply") {
+      if (reply?.type !== "append_reply") {
         if (req.entries.length > 0) {
           pr.probing = true;
           pr.next = pr.match + 1;
@@ -1127,7 +1171,10 @@ export class ClusterNode {
    */
   private commitNews(pr: Progress): boolean {
     if (pr.needsMigration) return false;
-    return Math.min(this.commitLsn, pr.inflight === 0 ? pr.next - 1 : Math.max(pr.match, this.store.base().lsn)) > pr.commitSent;
+    return (
+      Math.min(this.commitLsn, pr.inflight === 0 ? pr.next - 1 : Math.max(pr.match, this.store.base().lsn)) >
+      pr.commitSent
+    );
   }
 
   /**
@@ -1165,7 +1212,12 @@ export class ClusterNode {
     for (const w of this.waiters) {
       if (this.role !== "leader" || w.term !== this.term) {
         if (w.timer) this.clock.clearTimeout(w.timer);
-        w.reject(new NotLeaderError(`node ${this.id} lost leadership before entry ${w.lsn} was acknowledged; outcome unknown`, this.leaderId));
+        w.reject(
+          new NotLeaderError(
+            `node ${this.id} lost leadership before entry ${w.lsn} was acknowledged; outcome unknown`,
+            this.leaderId,
+          ),
+        );
       } else if (this.ackSatisfied(w, now)) {
         if (w.timer) this.clock.clearTimeout(w.timer);
         w.resolve();
@@ -1203,9 +1255,14 @@ export class ClusterNode {
     }
     for (const id of this.otherVoters()) {
       const pr = this.progress.get(id);
-      const heard = Math.max(pr?.lastReplyAt ?? this.leaderSince, this.membership.peers.get(id)?.lastHeard ?? -Infinity);
+      const heard = Math.max(
+        pr?.lastReplyAt ?? this.leaderSince,
+        this.membership.peers.get(id)?.lastHeard ?? -Infinity,
+      );
       if (now - heard > this.opts.deadAfterMs) {
-        this.log.warn(`node ${this.id}: removing node ${id} from the voters (silent for ${Math.round(now - heard)} ms)`);
+        this.log.warn(
+          `node ${this.id}: removing node ${id} from the voters (silent for ${Math.round(now - heard)} ms)`,
+        );
         return this.appendConfig({ voters: members.voters.filter((v) => v.id !== id) });
       }
     }
@@ -1221,7 +1278,9 @@ export class ClusterNode {
     if (h) {
       const limit = h.phase === "drain" ? this.opts.handoverDrainTimeoutMs : this.t.handoverTimeoutMs;
       if (now - h.start > limit) {
-        this.log.info(`node ${this.id}: handover to node ${h.target} timed out (${h.phase === "drain" ? "draining the application" : "target not caught up"}); keeping leadership`);
+        this.log.info(
+          `node ${this.id}: handover to node ${h.target} timed out (${h.phase === "drain" ? "draining the application" : "target not caught up"}); keeping leadership`,
+        );
         this.endHandover(true);
       } else if (h.phase === "transfer") this.tryFinishHandover();
       return;
@@ -1264,7 +1323,9 @@ export class ClusterNode {
       },
       (err: unknown) => {
         if (this.handover !== h) return;
-        this.log.warn(`node ${this.id}: handover to node ${target} abandoned: the application could not drain (${err instanceof Error ? err.message : String(err)})`);
+        this.log.warn(
+          `node ${this.id}: handover to node ${target} abandoned: the application could not drain (${err instanceof Error ? err.message : String(err)})`,
+        );
         this.endHandover(true);
       },
     );
@@ -1293,7 +1354,7 @@ export class ClusterNode {
 
   private tryFinishHandover(): void {
     const h = this.handover;
-    if (!h || h.phase !== "transfer" || this.role !== "leader") return;
+    if (h?.phase !== "transfer" || this.role !== "leader") return;
     this.flush();
     const pr = this.progress.get(h.target);
     if (!pr) return;
@@ -1309,7 +1370,15 @@ export class ClusterNode {
 
   private onAppend(from: NodeId, req: AppendRequest, reply: (m: Message) => void): void {
     const fail = (hintLsn: Lsn, needsMigration?: boolean) =>
-      reply({ type: "append_reply", term: this.term, ok: false, matchLsn: 0, hintLsn, needsMigration, epoch: this.logEpoch } satisfies AppendReply);
+      reply({
+        type: "append_reply",
+        term: this.term,
+        ok: false,
+        matchLsn: 0,
+        hintLsn,
+        needsMigration,
+        epoch: this.logEpoch,
+      } satisfies AppendReply);
     if (req.term < this.term) return fail(this.store.lastLsn());
     if (req.term === this.term && this.role === "leader") {
       // Two leaders in one term can only happen with quorum off (both sides elected alone).
@@ -1347,17 +1416,36 @@ export class ClusterNode {
       this.applyCommitted();
     }
     this.updateSelfState();
-    reply({ type: "append_reply", term: this.term, ok: true, matchLsn: result.matchLsn, hintLsn: 0, epoch: this.logEpoch } satisfies AppendReply);
+    reply({
+      type: "append_reply",
+      term: this.term,
+      ok: true,
+      matchLsn: result.matchLsn,
+      hintLsn: 0,
+      epoch: this.logEpoch,
+    } satisfies AppendReply);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Applying
 
   private applyCommitted(): void {
-    while (!this.applyInFlight && this.applyError === null && this.migrationReason === null && this.appliedLsn < this.commitLsn && !this.stopped) {
+    while (
+      !this.applyInFlight &&
+      this.applyError === null &&
+      this.migrationReason === null &&
+      this.appliedLsn < this.commitLsn &&
+      !this.stopped
+    ) {
       const from = this.appliedLsn + 1;
       const batch =
-        this.fsm.applyBatch && this.commitLsn > from ? this.store.range(from, Math.min(this.commitLsn, from + ClusterNode.APPLY_BATCH - 1), ClusterNode.APPLY_BATCH_BYTES) : undefined;
+        this.fsm.applyBatch && this.commitLsn > from
+          ? this.store.range(
+              from,
+              Math.min(this.commitLsn, from + ClusterNode.APPLY_BATCH - 1),
+              ClusterNode.APPLY_BATCH_BYTES,
+            )
+          : undefined;
       const entry = batch ? batch[0] : this.store.get(from);
       if (!entry || entry.lsn !== from) {
         this.applyError = `entry ${from} is missing from the log`;
@@ -1396,7 +1484,12 @@ export class ClusterNode {
   /** A (batch) apply of from..last failed: what the FSM reports applied counts, the next one failed. */
   private onApplyFailed(from: Lsn, last: Lsn, err: unknown): void {
     if (last > from) this.appliedLsn = Math.max(this.appliedLsn, Math.min(last, this.fsm.appliedLsn()));
-    const failed = this.store.get(this.appliedLsn + 1) ?? { lsn: this.appliedLsn + 1, term: 0, kind: "data", data: new Uint8Array(0) };
+    const failed = this.store.get(this.appliedLsn + 1) ?? {
+      lsn: this.appliedLsn + 1,
+      term: 0,
+      kind: "data",
+      data: new Uint8Array(0),
+    };
     this.onApplyError(failed, err);
   }
 
@@ -1409,7 +1502,8 @@ export class ClusterNode {
   // Membership and messages
 
   private updateSelfState(): void {
-    const lag = this.role === "leader" ? 0 : this.leaderId === null ? null : Math.max(0, this.leaderLastLsn - this.followerMatch);
+    const lag =
+      this.role === "leader" ? 0 : this.leaderId === null ? null : Math.max(0, this.leaderLastLsn - this.followerMatch);
     const s = selfState({
       needsMigration: this.migrationReason !== null,
       isLeader: this.role === "leader",
@@ -1475,7 +1569,9 @@ export class ClusterNode {
     if (fresh.length < n) return;
     fresh.sort((a, b) => a - b);
     if (fresh[0] !== this.id) return; // the lowest ID bootstraps; the others receive it by replication
-    const voters = fresh.slice(0, n).map((id) => ({ id, addr: id === this.id ? this.opts.addr : (this.membership.peers.get(id)?.addr ?? "") }));
+    const voters = fresh
+      .slice(0, n)
+      .map((id) => ({ id, addr: id === this.id ? this.opts.addr : (this.membership.peers.get(id)?.addr ?? "") }));
     this.bootstrap(voters);
   }
 

@@ -87,7 +87,8 @@ export function buildAppend(
   const prevTerm = termAt(store, prevLsn);
   if (prevTerm === undefined) return undefined; // pruned: the follower needs a migration
   const last = store.lastLsn();
-  const entries = from <= last ? store.range(from, Math.min(last, from + limits.maxBatchEntries - 1), limits.maxBatchBytes) : [];
+  const entries =
+    from <= last ? store.range(from, Math.min(last, from + limits.maxBatchEntries - 1), limits.maxBatchBytes) : [];
   // A store clips ranges to what it holds: entries that do not start at `from` must never be sent
   // as if they did (the receiver would drop the message as malformed, again and again).
   if (entries.length > 0 && entries[0]!.lsn !== from) return undefined;

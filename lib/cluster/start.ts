@@ -34,7 +34,8 @@ export async function startCluster(
   opts: { bootstrap?: boolean } = {},
 ): Promise<RunningCluster> {
   const log = logger("cluster");
-  const host = cfg.advertise_address || (cfg.bind_address !== "0.0.0.0" ? cfg.bind_address : firstIPv4()) || "127.0.0.1";
+  const host =
+    cfg.advertise_address || (cfg.bind_address !== "0.0.0.0" ? cfg.bind_address : firstIPv4()) || "127.0.0.1";
   const address = `${host}:${cfg.port}`;
   let node: ClusterNode | null = null;
   const transport = new TcpTransport({
@@ -77,7 +78,9 @@ export async function startCluster(
     await discovery.start();
   }
   node.start();
-  log.info(`node ${cfg.node_id} of cluster "${cfg.name}" listening on ${cfg.bind_address}:${cfg.port} (advertised ${address})`);
+  log.info(
+    `node ${cfg.node_id} of cluster "${cfg.name}" listening on ${cfg.bind_address}:${cfg.port} (advertised ${address})`,
+  );
   return {
     node,
     transport,

@@ -44,6 +44,8 @@ export interface ClusterStatus {
 /** One line per node for logs and `wolf ctl … status`. */
 export function formatStatus(s: ClusterStatus): string {
   const head = `node ${s.id}: ${s.role} ${s.state} term ${s.term} leader ${s.leader ?? "-"} lsn ${s.lastLsn} commit ${s.commitLsn} applied ${s.appliedLsn}`;
-  const peers = s.peers.map((p) => `  node ${p.id} ${p.addr || "?"} ${p.state}${p.voter ? "" : " (learner)"} lsn ${p.lsn} lag ${p.lag}`);
+  const peers = s.peers.map(
+    (p) => `  node ${p.id} ${p.addr || "?"} ${p.state}${p.voter ? "" : " (learner)"} lsn ${p.lsn} lag ${p.lag}`,
+  );
   return [head, ...peers].join("\n");
 }

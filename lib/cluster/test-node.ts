@@ -21,10 +21,14 @@ import { FileStableStore } from "./stable-store.ts";
 import { startCluster } from "./start.ts";
 import { ACK_LEVELS, type AckLevel, type EntryRef, type FSM, type LogEntry } from "./types.ts";
 
-export const clusterNodeSchema = defineSchema("cluster-node", "wolf internal cluster-node — a bare cluster node for tests.", {
-  node: nodeSection({ dataDir: "/var/lib/wolf/cluster-node" }),
-  cluster: clusterSection({ name: "wolf-test", port: 7854, discoveryPort: 7855 }),
-});
+export const clusterNodeSchema = defineSchema(
+  "cluster-node",
+  "wolf internal cluster-node — a bare cluster node for tests.",
+  {
+    node: nodeSection({ dataDir: "/var/lib/wolf/cluster-node" }),
+    cluster: clusterSection({ name: "wolf-test", port: 7854, discoveryPort: 7855 }),
+  },
+);
 
 class MemoryFSM implements FSM {
   readonly entries: LogEntry[] = [];
@@ -45,11 +49,17 @@ interface Command {
   timeoutMs?: number;
 }
 
-export async function runClusterTestNode(args: { config: string; id?: string; dataDir?: string; bootstrap?: boolean }): Promise<number> {
+export async function runClusterTestNode(args: {
+  config: string;
+  id?: string;
+  dataDir?: string;
+  bootstrap?: boolean;
+}): Promise<number> {
   const cfg = loadConfig(clusterNodeSchema, args.config);
   if (args.id !== undefined) {
     const id = Number(args.id);
-    if (!Number.isInteger(id) || id < 1 || id > 1023) throw new UsageError(`--id must be an integer 1-1023, got "${args.id}"`);
+    if (!Number.isInteger(id) || id < 1 || id > 1023)
+      throw new UsageError(`--id must be an integer 1-1023, got "${args.id}"`);
     cfg.cluster.node_id = id;
   }
   const dataDir = args.dataDir ?? cfg.node.data_dir;
@@ -60,7 +70,8 @@ export async function runClusterTestNode(args: { config: string; id?: string; da
   const running = await startCluster(cfg.cluster, { logStore, stableStore, fsm }, { bootstrap: args.bootstrap });
   const { node } = running;
   const out = (obj: unknown) => process.stdout.write(`${JSON.stringify(obj)}\n`);
-  node.events.onRoleChange = (role, term, leader) => out({ event: "role", id: cfg.cluster.node_id, role, term, leader, at: Date.now() });
+  node.events.onRoleChange = (role, term, leader) =>
+    out({ event: "role", id: cfg.cluster.node_id, role, term, leader, at: Date.now() });
   out({ event: "ready", id: cfg.cluster.node_id, addr: running.address, pid: process.pid });
 
   return await new Promise<number>((resolve) => {
@@ -87,7 +98,8 @@ export async function runClusterTestNode(args: { config: string; id?: string; da
       switch (c.cmd) {
         case "append": {
           const ack = (c.ack ?? "one") as AckLevel;
-          if (!ACK_LEVELS.includes(ack)) return reply({ ok: false, error: `ack must be one of ${ACK_LEVELS.join("|")}` });
+          if (!ACK_LEVELS.includes(ack))
+            return reply({ ok: false, error: `ack must be one of ${ACK_LEVELS.join("|")}` });
           let entry: EntryRef;
           try {
             entry = node.append(new TextEncoder().encode(c.data ?? ""));
@@ -105,7 +117,12 @@ export async function runClusterTestNode(args: { config: string; id?: string; da
         case "entries":
           return reply({
             ok: true,
-            entries: fsm.entries.map((e) => ({ lsn: e.lsn, term: e.term, kind: e.kind, data: e.kind === "data" ? new TextDecoder().decode(e.data) : "" })),
+            entries: fsm.entries.map((e) => ({
+              lsn: e.lsn,
+              term: e.term,
+              kind: e.kind,
+              data: e.kind === "data" ? new TextDecoder().decode(e.data) : "",
+            })),
           });
         case "stop":
           reply({ ok: true });

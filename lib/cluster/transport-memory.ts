@@ -114,7 +114,12 @@ export class SimNetwork {
     const epoch = this.epochs.get(from) ?? 0;
     this.clock.setTimeout(() => {
       // Checked again on arrival: a partition or crash that happened in flight also loses it.
-      if (target.closed || this.endpoints.get(to) !== target || !this.canReach(from, to) || (this.epochs.get(from) ?? 0) !== epoch) {
+      if (
+        target.closed ||
+        this.endpoints.get(to) !== target ||
+        !this.canReach(from, to) ||
+        (this.epochs.get(from) ?? 0) !== epoch
+      ) {
         this.stats.lost++;
         return;
       }

@@ -234,7 +234,9 @@ export class TcpTransport implements Transport {
     const dead = this.opts.deadConnectionMs ?? 2000;
     for (const c of this.all) {
       if (now - c.lastRecv > (c.phase === "open" ? dead : Math.max(dead, 3000))) {
-        this.log.debug(`connection to ${c.peerId ?? c.target ?? "?"} silent for ${Math.round(now - c.lastRecv)} ms; reconnecting`);
+        this.log.debug(
+          `connection to ${c.peerId ?? c.target ?? "?"} silent for ${Math.round(now - c.lastRecv)} ms; reconnecting`,
+        );
         c.socket.destroy();
       }
     }
@@ -333,7 +335,12 @@ export class TcpTransport implements Transport {
       conn.socket.destroy();
       return;
     }
-    if (hello.v !== 1 || typeof hello.id !== "number" || typeof hello.nonce !== "string" || hello.cluster !== this.opts.clusterName) {
+    if (
+      hello.v !== 1 ||
+      typeof hello.id !== "number" ||
+      typeof hello.nonce !== "string" ||
+      hello.cluster !== this.opts.clusterName
+    ) {
       this.stats.malformed!++;
       conn.socket.destroy();
       return;

@@ -95,7 +95,10 @@ export interface Clock {
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
 }
-export type TimerHandle = { readonly id: number } | { readonly immediate: ReturnType<typeof setImmediate> } | ReturnType<typeof setTimeout>;
+export type TimerHandle =
+  | { readonly id: number }
+  | { readonly immediate: ReturnType<typeof setImmediate> }
+  | ReturnType<typeof setTimeout>;
 
 /** Random numbers in [0, 1): seeded in tests. */
 export type Rng = () => number;
@@ -199,7 +202,9 @@ export type MessageHandler = (from: NodeId, msg: Message, reply: ((msg: Message)
 export class NotLeaderError extends WolfError {
   readonly leader: NodeId | null;
   constructor(message: string, leader: NodeId | null) {
-    super("state", message, { hint: leader === null ? "no leader right now; retry shortly" : `send writes to node ${leader}` });
+    super("state", message, {
+      hint: leader === null ? "no leader right now; retry shortly" : `send writes to node ${leader}`,
+    });
     this.name = "NotLeaderError";
     this.leader = leader;
   }

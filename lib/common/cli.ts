@@ -8,6 +8,7 @@ import { asWolfError, NotImplementedError, UsageError, WolfError } from "./error
 import { colorEnabled } from "./log.ts";
 import { nearest } from "./config/suggest.ts";
 
+// biome-ignore lint/suspicious/noExplicitAny: citty commands have differing argument types
 type AnyCommand = CommandDef<any>;
 
 async function resolve<T>(value: T | Promise<T> | (() => T) | (() => Promise<T>) | undefined): Promise<T | undefined> {
@@ -83,7 +84,9 @@ const BUILTIN_FLAGS = new Set(["help", "h", "version", "v"]);
 async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Promise<void> {
   const args: ArgsDef = (await resolve(leaf.args)) ?? {};
   const known = new Map<string, ArgsDef[string]>();
-  const positionals = Object.entries(args).filter(([, def]) => def.type === "positional").map(([key]) => key);
+  const positionals = Object.entries(args)
+    .filter(([, def]) => def.type === "positional")
+    .map(([key]) => key);
   for (const [key, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
     known.set(key, def);
@@ -93,8 +96,14 @@ async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Pr
   let seen = 0;
   const positional = (word: string) => {
     if (++seen <= positionals.length) return;
-    const expected = positionals.length === 0 ? "takes no arguments" : `takes ${positionals.length} argument${positionals.length > 1 ? "s" : ""} (${positionals.map((p) => p.toUpperCase()).join(" ")})`;
-    throw new UsageError(`unexpected argument "${word}": "${command}" ${expected}`, `run "${command} --help" for the usage; quote a value that contains spaces`);
+    const expected =
+      positionals.length === 0
+        ? "takes no arguments"
+        : `takes ${positionals.length} argument${positionals.length > 1 ? "s" : ""} (${positionals.map((p) => p.toUpperCase()).join(" ")})`;
+    throw new UsageError(
+      `unexpected argument "${word}": "${command}" ${expected}`,
+      `run "${command} --help" for the usage; quote a value that contains spaces`,
+    );
   };
   for (let i = 0; i < rest.length; i++) {
     const word = rest[i]!;
@@ -110,7 +119,10 @@ async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Pr
     if (BUILTIN_FLAGS.has(name)) continue;
     const def = known.get(name) ?? (name.startsWith("no-") ? known.get(name.slice(3)) : undefined);
     if (!def) {
-      const guess = nearest(name, [...known.keys()].filter((k) => k.length > 1));
+      const guess = nearest(
+        name,
+        [...known.keys()].filter((k) => k.length > 1),
+      );
       throw new UsageError(
         `unknown option "${word}" for "${command}"${guess ? `; did you mean "--${guess}"?` : ""}`,
         `run "${command} --help" for the options`,
@@ -118,7 +130,8 @@ async function checkFlags(leaf: AnyCommand, rest: string[], names: string[]): Pr
     }
     if (!word.includes("=") && (def.type === "string" || def.type === "enum")) {
       const value = rest[i + 1];
-      if (value === undefined) throw new UsageError(`option "${word}" needs a value`, `run "${command} --help" for the options`);
+      if (value === undefined)
+        throw new UsageError(`option "${word}" needs a value`, `run "${command} --help" for the options`);
       i++;
     }
   }
@@ -200,13 +213,22 @@ export function installCrashHandlers(): void {
  * An integer option, strictly: "abc", "1.5", "" and out-of-range values are usage errors naming
  * the option (Number() would turn them into NaN, 0 or a fraction). Undefined stays undefined.
  */
-export function intOption(flag: string, value: unknown, range: { min?: number; max?: number } = {}): number | undefined {
+export function intOption(
+  flag: string,
+  value: unknown,
+  range: { min?: number; max?: number } = {},
+): number | undefined {
   if (value === undefined) return undefined;
   const text = String(value).trim();
   const n = Number(text);
   const { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = range;
   if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
-    const bounds = range.min !== undefined && range.max !== undefined ? ` from ${min} to ${max}` : range.min !== undefined ? ` of at least ${min}` : "";
+    const bounds =
+      range.min !== undefined && range.max !== undefined
+        ? ` from ${min} to ${max}`
+        : range.min !== undefined
+          ? ` of at least ${min}`
+          : "";
     throw new UsageError(`${flag} takes an integer${bounds}, got ${JSON.stringify(String(value))}`);
   }
   return n;

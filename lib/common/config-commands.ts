@@ -19,7 +19,12 @@ import {
 
 export function configArgs(name: string) {
   return {
-    config: { type: "string", alias: "c", description: `Config file (default ${defaultConfigPath(name)})`, valueHint: "FILE" },
+    config: {
+      type: "string",
+      alias: "c",
+      description: `Config file (default ${defaultConfigPath(name)})`,
+      valueHint: "FILE",
+    },
   } as const satisfies ArgsDef;
 }
 
@@ -34,7 +39,11 @@ export const dataDirArg = {
 export function configPath(name: string, args: { config?: unknown }): string {
   if (args.config === undefined) return defaultConfigPath(name);
   const file = String(args.config);
-  if (file.trim() === "") throw new UsageError("--config needs a file path, got an empty string", `leave it out to use ${defaultConfigPath(name)}`);
+  if (file.trim() === "")
+    throw new UsageError(
+      "--config needs a file path, got an empty string",
+      `leave it out to use ${defaultConfigPath(name)}`,
+    );
   return file;
 }
 
@@ -55,7 +64,12 @@ function deepMerge(base: Record<string, unknown>, extra: Record<string, unknown>
   for (const [key, value] of Object.entries(extra)) {
     const prev = out[key];
     out[key] =
-      value && typeof value === "object" && !Array.isArray(value) && prev && typeof prev === "object" && !Array.isArray(prev)
+      value &&
+      typeof value === "object" &&
+      !Array.isArray(value) &&
+      prev &&
+      typeof prev === "object" &&
+      !Array.isArray(prev)
         ? deepMerge(prev as Record<string, unknown>, value as Record<string, unknown>)
         : value;
   }

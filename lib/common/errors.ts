@@ -142,7 +142,11 @@ export function describeSystemError(err: unknown, what?: string): SystemErrorInf
       return { code: "io", message: `${on}a part of the path is not a directory` };
     case "EEXIST":
       return e.syscall === "mkdir"
-        ? { code: "io", message: `${target} exists and is not a directory`, hint: "pick another directory, or move the file away" }
+        ? {
+            code: "io",
+            message: `${target} exists and is not a directory`,
+            hint: "pick another directory, or move the file away",
+          }
         : { code: "io", message: `${on}already exists` };
     case "ENOSPC":
       return { code: "io", message: `${on}no space left on the device` };
@@ -150,7 +154,11 @@ export function describeSystemError(err: unknown, what?: string): SystemErrorInf
       return { code: "io", message: `${on}the file system is read-only` };
     case "EMFILE":
     case "ENFILE":
-      return { code: "io", message: "too many open files", hint: "raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit)" };
+      return {
+        code: "io",
+        message: "too many open files",
+        hint: "raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit)",
+      };
     case "ENOTEMPTY":
       return { code: "io", message: `${on}the directory is not empty` };
     case "EADDRINUSE": {
@@ -163,19 +171,35 @@ export function describeSystemError(err: unknown, what?: string): SystemErrorInf
       };
     }
     case "EADDRNOTAVAIL":
-      return { code: "network", message: `${peer ? `${peer}: ` : ""}the address is not available on this host`, hint: "check the bind/listen address in the config" };
+      return {
+        code: "network",
+        message: `${peer ? `${peer}: ` : ""}the address is not available on this host`,
+        hint: "check the bind/listen address in the config",
+      };
     case "ECONNREFUSED":
-      return { code: "network", message: `connection refused${peer ? ` by ${peer}` : ""}`, hint: "is the service running there and listening on that port?" };
+      return {
+        code: "network",
+        message: `connection refused${peer ? ` by ${peer}` : ""}`,
+        hint: "is the service running there and listening on that port?",
+      };
     case "ECONNRESET":
       return { code: "network", message: `connection reset${peer ? ` by ${peer}` : ""}` };
     case "ETIMEDOUT":
       return { code: "network", message: `timed out${peer ? ` connecting to ${peer}` : ""}` };
     case "EHOSTUNREACH":
     case "ENETUNREACH":
-      return { code: "network", message: `${peer ? `${peer}: ` : ""}no route to the host`, hint: "check the address and the network (firewall, routes)" };
+      return {
+        code: "network",
+        message: `${peer ? `${peer}: ` : ""}no route to the host`,
+        hint: "check the address and the network (firewall, routes)",
+      };
     case "ENOTFOUND":
     case "EAI_NONAME":
-      return { code: "network", message: `cannot resolve ${e.hostname ?? peer ?? "the host name"}`, hint: "check the host name (DNS, /etc/hosts)" };
+      return {
+        code: "network",
+        message: `cannot resolve ${e.hostname ?? peer ?? "the host name"}`,
+        hint: "check the host name (DNS, /etc/hosts)",
+      };
     default:
       return undefined;
   }

@@ -28,7 +28,10 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: {
     } catch {
       // nothing was created (e.g. a file is in the way of the directory)
     }
-    throw new WolfError("io", `cannot write ${path}: ${errnoReason(err)}`, { hint: describeSystemError(err)?.hint, cause: err });
+    throw new WolfError("io", `cannot write ${path}: ${errnoReason(err)}`, {
+      hint: describeSystemError(err)?.hint,
+      cause: err,
+    });
   }
 }
 
@@ -55,6 +58,9 @@ export function ensureDir(dir: string, what: string): void {
       }
     })();
     const reason = notDir ? "a file with that name is in the way" : errnoReason(err);
-    throw new WolfError("io", `cannot use ${dir} as ${what}: ${reason}`, { hint: notDir ? "point it at a directory, or move the file away" : describeSystemError(err)?.hint, cause: err });
+    throw new WolfError("io", `cannot use ${dir} as ${what}: ${reason}`, {
+      hint: notDir ? "point it at a directory, or move the file away" : describeSystemError(err)?.hint,
+      cause: err,
+    });
   }
 }

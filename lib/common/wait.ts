@@ -5,7 +5,11 @@ import { WolfError } from "./errors.ts";
 export class TimeoutError extends WolfError {
   constructor(what: string, ms: number, last?: unknown) {
     const detail = last === undefined ? "" : ` (last: ${last instanceof Error ? last.message : String(last)})`;
-    super("network", `timed out after ${ms} ms waiting for ${what}${detail}`, last === undefined ? undefined : { cause: last });
+    super(
+      "network",
+      `timed out after ${ms} ms waiting for ${what}${detail}`,
+      last === undefined ? undefined : { cause: last },
+    );
     this.name = "TimeoutError";
   }
 }

@@ -24,7 +24,10 @@ export function encodeHeader(hash: string, data: Uint8Array): Buffer {
   buf.writeUInt32LE(nblocks, 12);
   buf.write(hash, 16, "hex");
   for (let i = 0; i < nblocks; i++) {
-    buf.writeUInt32LE(Bun.hash.crc32(data.subarray(i * VERIFY_BLOCK, (i + 1) * VERIFY_BLOCK)) >>> 0, FIXED_HEADER + 4 * i);
+    buf.writeUInt32LE(
+      Bun.hash.crc32(data.subarray(i * VERIFY_BLOCK, (i + 1) * VERIFY_BLOCK)) >>> 0,
+      FIXED_HEADER + 4 * i,
+    );
   }
   buf.writeUInt32LE(Bun.hash.crc32(buf.subarray(0, len - 4)) >>> 0, len - 4);
   return buf;
@@ -43,7 +46,8 @@ export function decodeHeader(hash: string, buf: Buffer, corrupt: (why: string) =
   if (blockSize === 0 || nblocks !== Math.ceil(dataLen / blockSize)) throw corrupt("inconsistent header");
   const headerLen = FIXED_HEADER + 4 * nblocks + 4;
   if (buf.length < headerLen) return undefined;
-  if (Bun.hash.crc32(buf.subarray(0, headerLen - 4)) >>> 0 !== buf.readUInt32LE(headerLen - 4)) throw corrupt("header checksum mismatch");
+  if (Bun.hash.crc32(buf.subarray(0, headerLen - 4)) >>> 0 !== buf.readUInt32LE(headerLen - 4))
+    throw corrupt("header checksum mismatch");
   if (buf.toString("hex", 16, 48) !== hash) throw corrupt("header names another chunk");
   const crcs = new Uint32Array(nblocks);
   for (let i = 0; i < nblocks; i++) crcs[i] = buf.readUInt32LE(FIXED_HEADER + 4 * i);

@@ -1,16 +1,16 @@
-/**
- * Content-addressed chunk store: one file per chunk, named by the SHA-256 of its data, under
- * <dir>/<first two hex digits>/<hash>. Files are written to a temp name, fsync'd and renamed, so a
- * chunk file is either complete or absent. Each file starts with a header holding the hash and a
- * CRC-32 per 64 KiB block: a read of a few KiB verifies only the blocks it touches, and a chunk that
- * fails verification is an EIO (and a logged error), never wrong bytes.
- *
- * The store does not decide what is garbage: the metadata holds the references (lib/disk/meta-state)
- * and the filesystem asks for `remove` once the last reference is durably gone. `pin` protects a
- * chunk that is being written for an operation not yet committed.
- */
-import { createHash } from "node:crypto";
-import { close as closeCb, closeSync, fdatasync as fdatasyncCb, mkdirSync, open as openCb, openSync, read as readCb, readdirSync, readSync, rmSync, write as writeCb } from "node:fs";
+import {
+  close as closeCb,
+  closeSync,
+  fdatasync as fdatasyncCb,
+  mkdirSync,
+  open as openCb,
+  openSync,
+  read as readCb,
+  readdirSync,
+  readSync,
+  rmSync,
+  write as writeCb,
+} from "node:fs";
 import { mkdir, open, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { logger } from "../common/log.ts";
@@ -53,13 +53,17 @@ function closeFd(fd: number): Promise<void> {
 }
 
 function pread(fd: number, buf: Buffer, position: number): Promise<number> {
-  return new Promise((resolve, reject) => readCb(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n))));
+  return new Promise((resolve, reject) =>
+    readCb(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n))),
+  );
 }
 
 async function pwriteAll(fd: number, buf: Uint8Array, position: number): Promise<void> {
   for (let done = 0; done < buf.length; ) {
     const n = await new Promise<number>((resolve, reject) =>
-      writeCb(fd, buf, done, buf.length - done, position + done, (err, written) => (err ? reject(err) : resolve(written))),
+      writeCb(fd, buf, done, buf.length - done, position + done, (err, written) =>
+        err ? reject(err) : resolve(written),
+      ),
     );
     done += n;
   }
@@ -92,7 +96,10 @@ export class ChunkStore {
   private readonly caching = new Map<string, Promise<Buffer>>();
   private cacheBytes = 0;
   private hashWorkers?: Promise<{ worker: Worker; busy: number }[]>;
-  private readonly hashJobs = new Map<number, { resolve: (r: { hash: string; header: Buffer }) => void; reject: (err: Error) => void }>();
+  private readonly hashJobs = new Map<
+    number,
+    { resolve: (r: { hash: string; header: Buffer }) => void; reject: (err: Error) => void }
+  >();
   private nextHashId = 1;
   private closed = false;
 
@@ -187,12 +194,15 @@ export class ChunkStore {
       Array.from({ length: HASH_WORKERS }, async () => {
         const worker = await startWorker("lib/disk/chunk-hash.worker.ts");
         worker.unref();
-        worker.onmessage = (event: MessageEvent<{ id: number; hash?: string; header?: Uint8Array; error?: string }>) => {
+        worker.onmessage = (
+          event: MessageEvent<{ id: number; hash?: string; header?: Uint8Array; error?: string }>,
+        ) => {
           const { id, hash, header, error } = event.data;
           const job = this.hashJobs.get(id);
           if (!job) return;
           this.hashJobs.delete(id);
-          if (error || !hash || !header) job.reject(new FsError("EIO", `hashing a chunk failed: ${error ?? "no result"}`));
+          if (error || !hash || !header)
+            job.reject(new FsError("EIO", `hashing a chunk failed: ${error ?? "no result"}`));
           else job.resolve({ hash, header: Buffer.from(header.buffer, header.byteOffset, header.byteLength) });
         };
         worker.onerror = (event) => {
@@ -231,7 +241,9 @@ export class ChunkStore {
   private async writeFile(hash: string, data: Uint8Array, header = encodeHeader(hash, data)): Promise<void> {
     const tmp = join(this.tmpDir, `${hash}.${process.pid}.${this.tmpCounter++}`);
     const finalDir = join(this.dir, hash.slice(0, 2));
-    const fd = await new Promise<number>((resolve, reject) => openCb(tmp, "w", 0o600, (err, n) => (err ? reject(err) : resolve(n))));
+    const fd = await new Promise<number>((resolve, reject) =>
+      openCb(tmp, "w", 0o600, (err, n) => (err ? reject(err) : resolve(n))),
+    );
     try {
       await pwriteAll(fd, header, 0);
       await pwriteAll(fd, data, header.length);
@@ -266,7 +278,9 @@ export class ChunkStore {
         while (next < hashes.length) {
           const hash = hashes[next++]!;
           if (!this.known.has(hash)) continue; // removed since: nothing to keep
-          const fd = await new Promise<number>((resolve, reject) => openCb(this.pathOf(hash), "r", (err, n) => (err ? reject(err) : resolve(n)))).catch((err) => {
+          const fd = await new Promise<number>((resolve, reject) =>
+            openCb(this.pathOf(hash), "r", (err, n) => (err ? reject(err) : resolve(n))),
+          ).catch((err) => {
             if ((err as NodeJS.ErrnoException).code === "ENOENT") return -1;
             throw err;
           });
@@ -491,7 +505,8 @@ export class ChunkStore {
       const buf = Buffer.allocUnsafe(to - from);
       const bytesRead = await pread(chunk.fd, buf, header.headerLen + from);
       const path = this.pathOf(hash);
-      if (bytesRead !== buf.length) throw corrupt(path, `short file (read ${bytesRead} of ${buf.length} bytes at ${from})`);
+      if (bytesRead !== buf.length)
+        throw corrupt(path, `short file (read ${bytesRead} of ${buf.length} bytes at ${from})`);
       for (let b = firstBlock; b <= lastBlock; b++) {
         const s = b * header.blockSize - from;
         const block = buf.subarray(s, Math.min(s + header.blockSize, buf.length));

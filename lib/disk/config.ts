@@ -15,49 +15,76 @@ import {
   tables,
 } from "../common/config/index.ts";
 
-export const diskSchema = defineSchema("disk", "wolf disk — FUSE distributed filesystem with content-addressed chunks and an S3 gateway.", {
-  node: nodeSection({ dataDir: "/var/lib/wolf/disk" }),
-  cluster: clusterSection({ name: "wolf-disk", port: 7754, discoveryPort: 7755 }),
-  storage: section("Chunk store and replication.", {
-    chunk_size_kb: int("Chunk size in KiB (content-addressed by SHA-256).", 4096, { min: 64, max: 65_536 }),
-    role: oneOf("Node role (auto: lowest ID leads)", ["auto", "leader", "follower", "client"] as const, "auto"),
-    mode: oneOf("shared = every data node has every chunk; replicated = `factor` copies (clustering is not built yet: single node)", ["shared", "replicated"] as const, "shared"),
-    factor: int("Copies of each chunk in replicated mode.", 2, { min: 1, max: 16 }),
-    cache_mb: int("Memory for cached chunks (MiB).", 256, { min: 0 }),
-    write_buffer_mb: int("Memory for written data not yet stored as chunks (MiB); writers wait above it.", 256, { min: 16 }),
-    sync_on_close: bool("close() of a file that was written returns only once its data and metadata are on disk.", true),
-    checkpoint_mb: int("Journal size (MiB) after which the metadata is checkpointed (restart replays at most this).", 64, { min: 1 }),
-  }),
-  fuse: section("The FUSE mount.", {
-    attr_timeout_ms: int(
-      "How long the kernel may cache attributes and names (ms). Every change of a single-node drive goes\nthrough this kernel, so a long cache is safe and saves a round trip per stat.",
-      10_000,
-      { min: 0, max: 3_600_000 },
+export const diskSchema = defineSchema(
+  "disk",
+  "wolf disk — FUSE distributed filesystem with content-addressed chunks and an S3 gateway.",
+  {
+    node: nodeSection({ dataDir: "/var/lib/wolf/disk" }),
+    cluster: clusterSection({ name: "wolf-disk", port: 7754, discoveryPort: 7755 }),
+    storage: section("Chunk store and replication.", {
+      chunk_size_kb: int("Chunk size in KiB (content-addressed by SHA-256).", 4096, { min: 64, max: 65_536 }),
+      role: oneOf("Node role (auto: lowest ID leads)", ["auto", "leader", "follower", "client"] as const, "auto"),
+      mode: oneOf(
+        "shared = every data node has every chunk; replicated = `factor` copies (clustering is not built yet: single node)",
+        ["shared", "replicated"] as const,
+        "shared",
+      ),
+      factor: int("Copies of each chunk in replicated mode.", 2, { min: 1, max: 16 }),
+      cache_mb: int("Memory for cached chunks (MiB).", 256, { min: 0 }),
+      write_buffer_mb: int("Memory for written data not yet stored as chunks (MiB); writers wait above it.", 256, {
+        min: 16,
+      }),
+      sync_on_close: bool(
+        "close() of a file that was written returns only once its data and metadata are on disk.",
+        true,
+      ),
+      checkpoint_mb: int(
+        "Journal size (MiB) after which the metadata is checkpointed (restart replays at most this).",
+        64,
+        { min: 1 },
+      ),
+    }),
+    fuse: section("The FUSE mount.", {
+      attr_timeout_ms: int(
+        "How long the kernel may cache attributes and names (ms). Every change of a single-node drive goes\nthrough this kernel, so a long cache is safe and saves a round trip per stat.",
+        10_000,
+        { min: 0, max: 3_600_000 },
+      ),
+      allow_other: bool("Let every user access the mount (permissions are still enforced by the kernel).", true),
+      read_ahead_kb: int("Kernel read-ahead for the mount (KiB); 0 keeps the kernel default.", 1024, {
+        min: 0,
+        max: 65_536,
+      }),
+      writeback_cache: bool(
+        "Let the kernel buffer writes and send them in large batches (small and random writes run at page-cache\nspeed; close and fsync still write everything back first). Costs one round trip on the first stat\nafter a close (the kernel re-reads the block count).",
+        true,
+      ),
+    }),
+    drives: tables(
+      "Drives: independent filesystems on this node. `wolf disk mount --drive NAME` picks one.",
+      {
+        name: str("Drive name.", "default", {
+          pattern: /^[A-Za-z0-9_-]{1,64}$/,
+          patternHint: "letters, digits, '_' or '-'",
+        }),
+        mountpoint: str('Default mount point ("" = give -m on the command line).', "", {
+          check: checkOptionalAbsolutePath,
+        }),
+        dir: str('Where this drive\'s data lives ("" = <data_dir>/drives/<name>).', "", {
+          check: checkOptionalAbsolutePath,
+        }),
+      },
+      { name: "default", mountpoint: "/mnt/wolf" },
     ),
-    allow_other: bool("Let every user access the mount (permissions are still enforced by the kernel).", true),
-    read_ahead_kb: int("Kernel read-ahead for the mount (KiB); 0 keeps the kernel default.", 1024, { min: 0, max: 65_536 }),
-    writeback_cache: bool(
-      "Let the kernel buffer writes and send them in large batches (small and random writes run at page-cache\nspeed; close and fsync still write everything back first). Costs one round trip on the first stat\nafter a close (the kernel re-reads the block count).",
-      true,
-    ),
-  }),
-  drives: tables(
-    "Drives: independent filesystems on this node. `wolf disk mount --drive NAME` picks one.",
-    {
-      name: str("Drive name.", "default", { pattern: /^[A-Za-z0-9_-]{1,64}$/, patternHint: "letters, digits, '_' or '-'" }),
-      mountpoint: str("Default mount point (\"\" = give -m on the command line).", "", { check: checkOptionalAbsolutePath }),
-      dir: str("Where this drive's data lives (\"\" = <data_dir>/drives/<name>).", "", { check: checkOptionalAbsolutePath }),
-    },
-    { name: "default", mountpoint: "/mnt/wolf" },
-  ),
-  s3: section("S3-compatible gateway over the same data (not built yet).", {
-    enabled: bool("Run the S3 gateway (not built yet: must stay false).", false),
-    listen: str("Address:port of the gateway.", "127.0.0.1:9000", { check: checkHostPort }),
-    region: str("Region name reported to clients.", "us-east-1"),
-    access_key: str("Access key id (\"\" = generated by init).", ""),
-    secret_key: str("Secret access key.", "", { secret: true }),
-  }),
-  api: apiSection({ listen: "127.0.0.1:8090" }),
-});
+    s3: section("S3-compatible gateway over the same data (not built yet).", {
+      enabled: bool("Run the S3 gateway (not built yet: must stay false).", false),
+      listen: str("Address:port of the gateway.", "127.0.0.1:9000", { check: checkHostPort }),
+      region: str("Region name reported to clients.", "us-east-1"),
+      access_key: str('Access key id ("" = generated by init).', ""),
+      secret_key: str("Secret access key.", "", { secret: true }),
+    }),
+    api: apiSection({ listen: "127.0.0.1:8090" }),
+  },
+);
 
 export type DiskConfig = InferFields<typeof diskSchema.fields>;

@@ -35,7 +35,10 @@ function pidAlive(pid: number): boolean {
 }
 
 /** The daemon serving `drive`, if it runs (or, with `evenDead`, the record a killed one left). */
-export function readDaemonRecord(drive: Drive, opts: { evenDead?: boolean } = {}): (DaemonRecord & { alive: boolean }) | undefined {
+export function readDaemonRecord(
+  drive: Drive,
+  opts: { evenDead?: boolean } = {},
+): (DaemonRecord & { alive: boolean }) | undefined {
   try {
     const rec = JSON.parse(readFileSync(daemonFile(drive), "utf8")) as DaemonRecord;
     const alive = pidAlive(rec.pid);
@@ -49,18 +52,28 @@ export function readDaemonRecord(drive: Drive, opts: { evenDead?: boolean } = {}
 export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string; drive?: string }): Promise<void> {
   const drive = resolveDrive(config, opts.drive);
   const mountpoint = resolve(opts.mountpoint || drive.mountpoint || "");
-  if (!opts.mountpoint && !drive.mountpoint) throw new WolfError("usage", `no mount point for drive "${drive.name}"`, { hint: "pass -m PATH or set mountpoint in [[drives]]" });
+  if (!opts.mountpoint && !drive.mountpoint)
+    throw new WolfError("usage", `no mount point for drive "${drive.name}"`, {
+      hint: "pass -m PATH or set mountpoint in [[drives]]",
+    });
   const running = readDaemonRecord(drive);
-  if (running) throw new WolfError("state", `drive "${drive.name}" is already served by pid ${running.pid} at ${running.mountpoint}`);
-  if (isWolfMount(findMount(mountpoint)) && !isDeadMount(mountpoint)) throw new WolfError("state", `${mountpoint} is already a mounted wolf disk`);
+  if (running)
+    throw new WolfError(
+      "state",
+      `drive "${drive.name}" is already served by pid ${running.pid} at ${running.mountpoint}`,
+    );
+  if (isWolfMount(findMount(mountpoint)) && !isDeadMount(mountpoint))
+    throw new WolfError("state", `${mountpoint} is already a mounted wolf disk`);
   if (!existsSync(mountpoint)) {
     // Create the mount point itself, but not a whole path: a typo must not get mounted silently.
     if (!existsSync(dirname(mountpoint))) {
-      throw new WolfError("usage", `cannot mount at ${mountpoint}: ${dirname(mountpoint)} does not exist`, { hint: "check the path, or create the parent directory first" });
+      throw new WolfError("usage", `cannot mount at ${mountpoint}: ${dirname(mountpoint)} does not exist`, {
+        hint: "check the path, or create the parent directory first",
+      });
     }
     mkdirSync(mountpoint);
-  }
-  else if (!isDeadMount(mountpoint) && !statSync(mountpoint).isDirectory()) throw new WolfError("usage", `${mountpoint} is not a directory`);
+  } else if (!isDeadMount(mountpoint) && !statSync(mountpoint).isDirectory())
+    throw new WolfError("usage", `${mountpoint} is not a directory`);
 
   mkdirSync(drive.dir, { recursive: true });
   const s = config.storage;
@@ -90,7 +103,9 @@ export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string
   const record: DaemonRecord = { pid: process.pid, drive: drive.name, mountpoint, started: new Date().toISOString() };
   writeFileSync(daemonFile(drive), `${JSON.stringify(record)}\n`);
   const st = fs.stats();
-  log.info(`mounted drive "${drive.name}" (${drive.dir}, ${st.inodes} inodes, ${st.chunks} chunks, ${fs.chunkSize / 1024} KiB chunks) at ${mountpoint}`);
+  log.info(
+    `mounted drive "${drive.name}" (${drive.dir}, ${st.inodes} inodes, ${st.chunks} chunks, ${fs.chunkSize / 1024} KiB chunks) at ${mountpoint}`,
+  );
 
   let signals = 0;
   const onSignal = (sig: string) => {
@@ -99,7 +114,10 @@ export async function serveDrive(config: DiskConfig, opts: { mountpoint?: string
       log.info(`${sig}: unmounting ${mountpoint}`);
       try {
         const { detached } = session.unmount();
-        if (detached) log.warn(`${mountpoint} was busy: detached; serving until its last file is closed (send ${sig} again to stop now)`);
+        if (detached)
+          log.warn(
+            `${mountpoint} was busy: detached; serving until its last file is closed (send ${sig} again to stop now)`,
+          );
       } catch (err) {
         log.error((err as Error).message);
       }

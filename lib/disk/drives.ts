@@ -13,7 +13,11 @@ export interface Drive {
 
 export function drives(config: DiskConfig): Drive[] {
   const list = config.drives.length > 0 ? config.drives : [{ name: "default", mountpoint: "", dir: "" }];
-  return list.map((d) => ({ name: d.name, mountpoint: d.mountpoint, dir: d.dir || join(config.node.data_dir, "drives", d.name) }));
+  return list.map((d) => ({
+    name: d.name,
+    mountpoint: d.mountpoint,
+    dir: d.dir || join(config.node.data_dir, "drives", d.name),
+  }));
 }
 
 /** The drive named `name`, or the only/first one when no name is given. */
@@ -21,7 +25,11 @@ export function resolveDrive(config: DiskConfig, name?: string): Drive {
   const all = drives(config);
   if (!name) return all[0]!;
   const found = all.find((d) => d.name === name);
-  if (!found) throw new UsageError(`no drive named "${name}" in the config`, `configured drives: ${all.map((d) => d.name).join(", ")}`);
+  if (!found)
+    throw new UsageError(
+      `no drive named "${name}" in the config`,
+      `configured drives: ${all.map((d) => d.name).join(", ")}`,
+    );
   return found;
 }
 

@@ -165,7 +165,8 @@ interface DirHandle {
 }
 
 function validName(name: string): void {
-  if (name.length === 0 || name === "." || name === ".." || name.includes("/") || name.includes("\0")) throw new FsError("EINVAL", `invalid name ${JSON.stringify(name)}`);
+  if (name.length === 0 || name === "." || name === ".." || name.includes("/") || name.includes("\0"))
+    throw new FsError("EINVAL", `invalid name ${JSON.stringify(name)}`);
   if (name.length > NAME_MAX) throw new FsError("ENAMETOOLONG");
 }
 
@@ -234,7 +235,8 @@ export class DiskFs {
   /** Opens a drive (creating it if empty), recovers from a crash and removes garbage. */
   static async open(opts: DiskFsOptions): Promise<DiskFs> {
     const chunkSize = opts.chunkSize;
-    if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize % 4096 !== 0)) throw new Error(`chunk size must be a multiple of 4 KiB, got ${chunkSize}`);
+    if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize % 4096 !== 0))
+      throw new Error(`chunk size must be a multiple of 4 KiB, got ${chunkSize}`);
     const store = ChunkStore.open(join(opts.dir, "chunks"), { cacheBytes: opts.cacheBytes });
     // Chunks are synced in batches just before the journal: a record written after the last
     // completed sync may name a chunk the crash cut short. Such records were never promised.
@@ -252,7 +254,13 @@ export class DiskFs {
     const fs = new DiskFs(opts.dir, meta, store, opts);
     if (opts.root && meta.seq === 0) {
       const root = meta.state.get(ROOT_INO)!;
-      meta.commit({ op: "setattr", ino: ROOT_INO, mode: opts.root.mode ?? root.mode, uid: opts.root.uid ?? root.uid, gid: opts.root.gid ?? root.gid });
+      meta.commit({
+        op: "setattr",
+        ino: ROOT_INO,
+        mode: opts.root.mode ?? root.mode,
+        uid: opts.root.uid ?? root.uid,
+        gid: opts.root.gid ?? root.gid,
+      });
     }
     // Inodes unlinked while open when we stopped: nobody has them open now.
     for (const ino of [...meta.state.orphans]) meta.commit({ op: "purge", ino });
@@ -346,7 +354,12 @@ export class DiskFs {
         touched.push(op.parent, state.get(op.parent)?.entries?.get(op.name));
         break;
       case "rename":
-        touched.push(op.parent, op.newParent, state.get(op.parent)?.entries?.get(op.name), state.get(op.newParent)?.entries?.get(op.newName));
+        touched.push(
+          op.parent,
+          op.newParent,
+          state.get(op.parent)?.entries?.get(op.name),
+          state.get(op.newParent)?.entries?.get(op.newName),
+        );
         break;
       default:
         touched.push(op.ino);
@@ -363,7 +376,18 @@ export class DiskFs {
   private fileData(ino: number): FileData {
     let fd = this.files.get(ino);
     if (!fd) {
-      fd = { ino, dirty: new Map(), flushing: new Map(), loads: new Map(), partial: new Map(), completing: new Map(), epoch: 0, dirtyBytes: 0, dirtySince: 0, chain: Promise.resolve() };
+      fd = {
+        ino,
+        dirty: new Map(),
+        flushing: new Map(),
+        loads: new Map(),
+        partial: new Map(),
+        completing: new Map(),
+        epoch: 0,
+        dirtyBytes: 0,
+        dirtySince: 0,
+        chain: Promise.resolve(),
+      };
       this.files.set(ino, fd);
       this.onDirty?.(ino);
     }
@@ -465,7 +489,18 @@ export class DiskFs {
       if (isDir(mode)) mode |= S_ISGID;
     }
     const ino = this.meta.state.nextIno;
-    this.commit({ op: "mknod", ino, parent, name, mode, uid: ctx.uid, gid, rdev, time: this.now(), ...(target !== undefined ? { target } : {}) });
+    this.commit({
+      op: "mknod",
+      ino,
+      parent,
+      name,
+      mode,
+      uid: ctx.uid,
+      gid,
+      rdev,
+      time: this.now(),
+      ...(target !== undefined ? { target } : {}),
+    });
     return this.attr(this.inode(ino));
   }
 
@@ -536,7 +571,8 @@ export class DiskFs {
   }
 
   rename(parent: number, name: string, newParent: number, newName: string, flags = 0): void {
-    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE)) throw new FsError("EINVAL");
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE))
+      throw new FsError("EINVAL");
     const from = this.dirInode(parent);
     const to = this.dirInode(newParent);
     const srcIno = from.entries!.get(name);
@@ -561,7 +597,8 @@ export class DiskFs {
         if (dst.entries!.size > 0) throw new FsError("ENOTEMPTY");
       } else if (isDir(dst.mode)) throw new FsError("EISDIR");
     }
-    if (isDir(src.mode) && this.isWithin(newParent, srcIno)) throw new FsError("EINVAL", "cannot move a directory into itself");
+    if (isDir(src.mode) && this.isWithin(newParent, srcIno))
+      throw new FsError("EINVAL", "cannot move a directory into itself");
     this.commit({ op: "rename", parent, name, newParent, newName, time: this.now() });
     if (dst) this.maybePurge(dst.ino);
   }
@@ -573,7 +610,14 @@ export class DiskFs {
       await this.truncate(ino, changes.size);
     }
     const now = this.now();
-    if (inode.nlink === 0 && !this.openCount.get(ino) && changes.mode === undefined && changes.uid === undefined && changes.gid === undefined && changes.size === undefined) {
+    if (
+      inode.nlink === 0 &&
+      !this.openCount.get(ino) &&
+      changes.mode === undefined &&
+      changes.uid === undefined &&
+      changes.gid === undefined &&
+      changes.size === undefined
+    ) {
       // Times the kernel writes back (writeback cache) for a file it just unlinked: with no name
       // and no open file nobody can see them, and the inode goes at the kernel's FORGET. Answer
       // without a journal record.
@@ -666,7 +710,15 @@ export class DiskFs {
         this.openCount.delete(h.ino);
         this.maybePurge(h.ino);
         const fd = this.files.get(h.ino);
-        if (fd && fd.dirty.size === 0 && fd.flushing.size === 0 && fd.loads.size === 0 && fd.size === undefined && !fd.mtime) this.files.delete(h.ino);
+        if (
+          fd &&
+          fd.dirty.size === 0 &&
+          fd.flushing.size === 0 &&
+          fd.loads.size === 0 &&
+          fd.size === undefined &&
+          !fd.mtime
+        )
+          this.files.delete(h.ino);
       }
     }
   }
@@ -717,7 +769,9 @@ export class DiskFs {
       // A read past the written prefix of a partial chunk needs its old bytes merged first.
       const cs = this.chunkSize;
       const waits: Promise<void>[] = [];
-      for (const [idx, p] of pending.partial) if (idx * cs + p.fill < offset + length && (idx + 1) * cs > offset) waits.push(this.completeChunk(ino, pending, idx));
+      for (const [idx, p] of pending.partial)
+        if (idx * cs + p.fill < offset + length && (idx + 1) * cs > offset)
+          waits.push(this.completeChunk(ino, pending, idx));
       if (waits.length) await Promise.all(waits);
     }
     const inode = this.regInode(ino);
@@ -739,7 +793,10 @@ export class DiskFs {
         const next = sequential ? inode.chunks!.get(first + 1) : undefined;
         if (next && !fd?.dirty.has(first + 1)) {
           this.store.pin(next);
-          void this.store.loadWhole(next).catch(() => {}).finally(() => this.store.unpin(next));
+          void this.store
+            .loadWhole(next)
+            .catch(() => {})
+            .finally(() => this.store.unpin(next));
         }
         return whole.subarray(offset - first * cs, end - first * cs);
       }
@@ -777,7 +834,10 @@ export class DiskFs {
             const next = inode.chunks!.get(idx + 1);
             if (next && !fd?.dirty.has(idx + 1)) {
               this.store.pin(next);
-              void this.store.loadWhole(next).catch(() => {}).finally(() => this.store.unpin(next));
+              void this.store
+                .loadWhole(next)
+                .catch(() => {})
+                .finally(() => this.store.unpin(next));
             }
           }
         }
@@ -1030,16 +1090,23 @@ export class DiskFs {
       await Promise.allSettled([stored, prev]);
       await stored;
       if (this.meta.state.get(ino)) {
-        const op: Extract<MetaOp, { op: "setattr" }> = { op: "setattr", ino, chunks: updates.sort((a, b) => a[0] - b[0]) };
+        const op: Extract<MetaOp, { op: "setattr" }> = {
+          op: "setattr",
+          ino,
+          chunks: updates.sort((a, b) => a[0] - b[0]),
+        };
         if (size > inode.size) op.size = size;
         if (mtime) op.mtime = op.ctime = mtime;
         this.commit(op);
       }
     } catch (err) {
       // Keep the data: put it back unless newer writes (or a newer flush) replaced it.
-      for (const [idx, buf] of snapshot) if (!fd.dirty.has(idx) && fd.flushing.get(idx) === buf) this.installDirty(fd, idx, buf);
+      for (const [idx, buf] of snapshot)
+        if (!fd.dirty.has(idx) && fd.flushing.get(idx) === buf) this.installDirty(fd, idx, buf);
       log.error(`flush of inode ${ino} failed: ${(err as Error).message}`);
-      throw err instanceof FsError ? err : new FsError((err as NodeJS.ErrnoException).code === "ENOSPC" ? "ENOSPC" : "EIO", (err as Error).message);
+      throw err instanceof FsError
+        ? err
+        : new FsError((err as NodeJS.ErrnoException).code === "ENOSPC" ? "ENOSPC" : "EIO", (err as Error).message);
     } finally {
       for (const hash of pinned) this.store.unpin(hash);
       for (const [idx, buf] of snapshot) {
@@ -1165,7 +1232,11 @@ export class DiskFs {
     if (offset >= size) throw new FsError("ENXIO");
     const cs = this.chunkSize;
     const fd = this.files.get(ino);
-    const dataChunks = new Set<number>([...inode.chunks!.keys(), ...(fd?.dirty.keys() ?? []), ...(fd?.flushing.keys() ?? [])]);
+    const dataChunks = new Set<number>([
+      ...inode.chunks!.keys(),
+      ...(fd?.dirty.keys() ?? []),
+      ...(fd?.flushing.keys() ?? []),
+    ]);
     const first = Math.floor(offset / cs);
     if (whence === SEEK_DATA) {
       const next = [...dataChunks].filter((i) => i >= first).sort((a, b) => a - b)[0];
@@ -1276,7 +1347,8 @@ export class DiskFs {
     this.ticking = true;
     try {
       const expired = Date.now() - this.dirtyExpireMs;
-      for (const [ino, fd] of this.files) if (fd.dirty.size > 0 && fd.dirtySince < expired) await this.flushFile(ino).catch(() => {});
+      for (const [ino, fd] of this.files)
+        if (fd.dirty.size > 0 && fd.dirtySince < expired) await this.flushFile(ino).catch(() => {});
       if (this.meta.journal.durableSeq < this.meta.journal.lastSeq) await this.meta.sync();
       await this.collectGarbage();
     } catch (err) {

@@ -15,7 +15,9 @@ import { ATTR_OUT_SIZE, Op, OUT_HEADER_SIZE } from "./fuse/protocol.ts";
 
 declare const self: Worker;
 
-self.onmessage = (event: MessageEvent<{ fd: number; bufferSize: number; attrs?: AttrCacheBuffers; flush?: FlushBuffers }>) => {
+self.onmessage = (
+  event: MessageEvent<{ fd: number; bufferSize: number; attrs?: AttrCacheBuffers; flush?: FlushBuffers }>,
+) => {
   const { fd, bufferSize, attrs, flush } = event.data;
   const cleanInodes = flush && new FlagTable(flush.inodes);
   const cleanHandles = flush && new FlagTable(flush.handles);
@@ -31,7 +33,12 @@ self.onmessage = (event: MessageEvent<{ fd: number; bufferSize: number; attrs?: 
     const n = readFuse(fd, buf);
     if (n > 0) {
       // in header: len u32, opcode u32, unique u64, nodeid u64, ...
-      if (cache && n >= 40 && view.getUint32(4, true) === Op.GETATTR && cache.read(view.getUint32(16, true), view.getUint32(20, true), reply, OUT_HEADER_SIZE)) {
+      if (
+        cache &&
+        n >= 40 &&
+        view.getUint32(4, true) === Op.GETATTR &&
+        cache.read(view.getUint32(16, true), view.getUint32(20, true), reply, OUT_HEADER_SIZE)
+      ) {
         reply.set(buf.subarray(8, 16), 8); // unique
         const rc = writeFuse(fd, reply);
         // ENOENT: interrupted meanwhile. Anything else: let the main thread answer (and report).

@@ -8,7 +8,18 @@
  * This is the log a later issue ships through lib/cluster: records are self-contained and
  * numbered, so a follower can apply the same sequence.
  */
-import { closeSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { logger } from "../common/log.ts";
 import type { MetaOp } from "./meta-state.ts";
@@ -86,7 +97,6 @@ function readDurableMark(dir: string): number {
 
 export class Journal {
   private fd = -1;
-  private segmentFirst = 0;
   /** Seq of the last appended record. */
   lastSeq = 0;
   /** Seq up to which records are on stable storage. */
@@ -120,7 +130,12 @@ export class Journal {
    * whether such a record is whole, and the journal is cut at the first one that is not — it was
    * never synced, so nobody was promised it.
    */
-  static open(dir: string, afterSeq: number, apply: (rec: JournalRecord) => void, check?: (rec: JournalRecord) => boolean): Journal {
+  static open(
+    dir: string,
+    afterSeq: number,
+    apply: (rec: JournalRecord) => void,
+    check?: (rec: JournalRecord) => boolean,
+  ): Journal {
     const j = new Journal(dir);
     const trusted = readDurableMark(dir);
     let expected = afterSeq + 1;
@@ -145,7 +160,9 @@ export class Journal {
           break;
         }
         if (rec.seq > trusted && check && !check(rec)) {
-          log.warn(`journal ${seg.name}: record ${rec.seq} names data that never reached the disk (not synced before the crash); discarding it and the rest`);
+          log.warn(
+            `journal ${seg.name}: record ${rec.seq} names data that never reached the disk (not synced before the crash); discarding it and the rest`,
+          );
           keep = offsets[i]!;
           stopped = true;
           break;
@@ -154,7 +171,8 @@ export class Journal {
         expected++;
       }
       if (keep < buf.length) {
-        if (!stopped) log.warn(`journal ${seg.name}: cut ${buf.length - keep} bytes of torn or corrupt tail at offset ${keep}`);
+        if (!stopped)
+          log.warn(`journal ${seg.name}: cut ${buf.length - keep} bytes of torn or corrupt tail at offset ${keep}`);
         const fd = openSync(path, "r+");
         ftruncateSync(fd, keep);
         fsyncSync(fd);
@@ -166,7 +184,6 @@ export class Journal {
     j.lastSeq = j.durableSeq = expected - 1;
     if (lastSegment && lastSegment.first <= expected) {
       j.fd = openSync(join(dir, lastSegment.name), "a");
-      j.segmentFirst = lastSegment.first;
       j.segmentBytes = lastSegment.length;
     } else {
       j.startSegment(expected);
@@ -176,7 +193,6 @@ export class Journal {
 
   private startSegment(firstSeq: number): void {
     this.fd = openSync(join(this.dir, segmentName(firstSeq)), "a");
-    this.segmentFirst = firstSeq;
     this.segmentBytes = 0;
     fsyncDir(this.dir);
   }

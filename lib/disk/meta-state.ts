@@ -46,7 +46,18 @@ export interface Inode {
 }
 
 export type MetaOp =
-  | { op: "mknod"; ino: number; parent: number; name: string; mode: number; uid: number; gid: number; rdev: number; time: Time; target?: string }
+  | {
+      op: "mknod";
+      ino: number;
+      parent: number;
+      name: string;
+      mode: number;
+      uid: number;
+      gid: number;
+      rdev: number;
+      time: Time;
+      target?: string;
+    }
   | { op: "link"; ino: number; parent: number; name: string; time: Time }
   | { op: "unlink"; parent: number; name: string; time: Time }
   | { op: "rename"; parent: number; name: string; newParent: number; newName: string; exchange?: boolean; time: Time }
@@ -315,7 +326,12 @@ export class MetaState {
   }
 
   static deserialize(text: string): MetaState {
-    const doc = JSON.parse(text) as { v: number; chunkSize: number; nextIno: number; inodes: any[] };
+    const doc = JSON.parse(text) as {
+      v: number;
+      chunkSize: number;
+      nextIno: number; // biome-ignore lint/suspicious/noExplicitAny: checkpoint JSON, shaped into an Inode below
+      inodes: any[];
+    };
     if (doc.v !== 1) throw new Error(`unsupported metadata checkpoint version ${doc.v}`);
     const state = new MetaState(doc.chunkSize);
     state.nextIno = doc.nextIno;
@@ -324,9 +340,12 @@ export class MetaState {
         ...raw,
         entries: raw.entries ? new Map(raw.entries) : undefined,
         chunks: raw.chunks ? new Map(raw.chunks) : undefined,
-        xattrs: raw.xattrs ? new Map(raw.xattrs.map(([k, v]: [string, string]) => [k, Buffer.from(v, "base64")])) : undefined,
+        xattrs: raw.xattrs
+          ? new Map(raw.xattrs.map(([k, v]: [string, string]) => [k, Buffer.from(v, "base64")]))
+          : undefined,
       };
-      for (const key of ["entries", "chunks", "xattrs", "target"] as const) if (inode[key] === undefined) delete inode[key];
+      for (const key of ["entries", "chunks", "xattrs", "target"] as const)
+        if (inode[key] === undefined) delete inode[key];
       state.inodes.set(inode.ino, inode);
       if (inode.chunks) for (const hash of inode.chunks.values()) state.refs.set(hash, (state.refs.get(hash) ?? 0) + 1);
       if (inode.nlink === 0) state.orphans.add(inode.ino);

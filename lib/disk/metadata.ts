@@ -40,7 +40,9 @@ function readCheckpoint(path: string): { seq: number; state: MetaState } | undef
   const m = /^wolf-disk-checkpoint v1 seq=(\d+) len=(\d+) crc=(\d+)$/.exec(head);
   const body = buf.subarray(nl + 1);
   if (!m || body.length !== Number(m[2]) || Bun.hash.crc32(body) >>> 0 !== Number(m[3])) {
-    throw new Error(`metadata checkpoint ${path} is damaged; refusing to guess (restore it from a backup or another node)`);
+    throw new Error(
+      `metadata checkpoint ${path} is damaged; refusing to guess (restore it from a backup or another node)`,
+    );
   }
   return { seq: Number(m[1]), state: MetaState.deserialize(body.toString()) };
 }
@@ -84,7 +86,9 @@ export class Metadata {
     const cp = readCheckpoint(join(dir, "checkpoint"));
     const state = cp?.state ?? MetaState.fresh(opts.chunkSize ?? 4 * 1024 * 1024, (opts.now ?? nowTime)());
     if (cp && opts.chunkSize !== undefined && state.chunkSize !== opts.chunkSize) {
-      log.warn(`drive uses ${state.chunkSize / 1024} KiB chunks; keeping that (configured ${opts.chunkSize / 1024} KiB applies to new drives)`);
+      log.warn(
+        `drive uses ${state.chunkSize / 1024} KiB chunks; keeping that (configured ${opts.chunkSize / 1024} KiB applies to new drives)`,
+      );
     }
     // A new drive gets its checkpoint at once: it records the chunk size and the root for good.
     if (!cp) writeCheckpointSync(dir, 0, state);
@@ -99,7 +103,9 @@ export class Metadata {
       },
       check && ((rec) => check(rec.op)),
     );
-    log.debug(`metadata loaded: ${state.inodes.size} inodes, checkpoint seq ${cp?.seq ?? 0}, ${replayed} journal ops replayed in ${Math.round(performance.now() - started)} ms`);
+    log.debug(
+      `metadata loaded: ${state.inodes.size} inodes, checkpoint seq ${cp?.seq ?? 0}, ${replayed} journal ops replayed in ${Math.round(performance.now() - started)} ms`,
+    );
     return new Metadata(dir, state, journal, opts);
   }
 

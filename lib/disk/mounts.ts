@@ -17,7 +17,8 @@ export interface MountEntry {
   source: string;
 }
 
-const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+const unescapeOctal = (s: string) =>
+  s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 
 export function mountTable(): MountEntry[] {
   const out: MountEntry[] = [];
@@ -26,7 +27,12 @@ export function mountTable(): MountEntry[] {
     const fields = line.split(" ");
     const sep = fields.indexOf("-");
     if (sep < 0) continue;
-    out.push({ dev: fields[2]!, mountpoint: unescape(fields[4]!), fstype: fields[sep + 1]!, source: unescape(fields[sep + 2]!) });
+    out.push({
+      dev: fields[2]!,
+      mountpoint: unescapeOctal(fields[4]!),
+      fstype: fields[sep + 1]!,
+      source: unescapeOctal(fields[sep + 2]!),
+    });
   }
   return out;
 }
@@ -75,14 +81,23 @@ export function setBdiKnob(mountpoint: string, knob: "read_ahead_kb" | "max_rati
  * (MNT_DETACH); a busy mount is an error unless `lazy` (then it is detached and goes away when
  * the last user lets go). Returns what was done.
  */
-export async function unmountDrive(path: string, opts: { lazy?: boolean; timeoutMs?: number } = {}): Promise<"unmounted" | "detached-dead" | "detached-busy"> {
+export async function unmountDrive(
+  path: string,
+  opts: { lazy?: boolean; timeoutMs?: number } = {},
+): Promise<"unmounted" | "detached-dead" | "detached-busy"> {
   const target = resolve(path);
   const m = findMount(target);
   if (!m) {
-    if (!existsSync(target)) throw new WolfError("usage", `${target} does not exist`, { hint: "check the mount point path (wolf disk status lists mounted drives)" });
+    if (!existsSync(target))
+      throw new WolfError("usage", `${target} does not exist`, {
+        hint: "check the mount point path (wolf disk status lists mounted drives)",
+      });
     throw new WolfError("state", `${target} is not mounted`);
   }
-  if (m.fstype !== "fuse.wolf") throw new WolfError("state", `${target} is a ${m.fstype} mount, not a wolf disk`, { hint: "use umount(8) for other filesystems" });
+  if (m.fstype !== "fuse.wolf")
+    throw new WolfError("state", `${target} is a ${m.fstype} mount, not a wolf disk`, {
+      hint: "use umount(8) for other filesystems",
+    });
   if (isDeadMount(target)) {
     const rc = unmount(target, MNT_DETACH);
     if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `detaching ${target} failed (errno ${rc})`);
@@ -90,12 +105,18 @@ export async function unmountDrive(path: string, opts: { lazy?: boolean; timeout
   }
   const rc = unmount(target, 0);
   if (rc === EBUSY) {
-    if (!opts.lazy) throw new WolfError("state", `${target} is busy (open files or a process inside it)`, { hint: "close them, or use --lazy to detach it now" });
+    if (!opts.lazy)
+      throw new WolfError("state", `${target} is busy (open files or a process inside it)`, {
+        hint: "close them, or use --lazy to detach it now",
+      });
     const rc2 = unmount(target, MNT_DETACH);
     if (rc2 !== 0) throw new WolfError("io", `detaching ${target} failed (errno ${rc2})`);
     return "detached-busy";
   }
   if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `umount ${target} failed (errno ${rc})`);
-  await waitUntil(() => findMount(target)?.dev !== m.dev, { timeoutMs: opts.timeoutMs ?? 10_000, what: `${target} to disappear from the mount table` });
+  await waitUntil(() => findMount(target)?.dev !== m.dev, {
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    what: `${target} to disappear from the mount table`,
+  });
   return "unmounted";
 }

@@ -69,8 +69,15 @@ export function recordOp(name: string, ms: number, bytes: number): void {
 
 export function resetProfile(): void {
   profile.ops.clear();
-  profile.requests = profile.workerGetattrs = profile.workerFlushes = profile.journalAppends = profile.journalAppendBytes = profile.chunkDedup = 0;
-  for (const key of ["journalSyncs", "chunkPuts", "chunkSyncs", "chunkLoads", "chunkHashes", "chunkReads"] as const) Object.assign(profile[key], timing());
+  profile.requests =
+    profile.workerGetattrs =
+    profile.workerFlushes =
+    profile.journalAppends =
+    profile.journalAppendBytes =
+    profile.chunkDedup =
+      0;
+  for (const key of ["journalSyncs", "chunkPuts", "chunkSyncs", "chunkLoads", "chunkHashes", "chunkReads"] as const)
+    Object.assign(profile[key], timing());
 }
 
 function line(name: string, t: Timing): string {

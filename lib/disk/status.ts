@@ -73,7 +73,9 @@ export function driveStatus(config: DiskConfig): DriveStatus[] {
     }
     let journalBytes = 0;
     const metaDir = join(drive.dir, "meta");
-    if (existsSync(metaDir)) for (const f of readdirSync(metaDir)) if (f.startsWith("journal-")) journalBytes += statSync(join(metaDir, f)).size;
+    if (existsSync(metaDir))
+      for (const f of readdirSync(metaDir))
+        if (f.startsWith("journal-")) journalBytes += statSync(join(metaDir, f)).size;
     return {
       name: drive.name,
       dir: drive.dir,
@@ -97,9 +99,13 @@ export function formatStatus(list: DriveStatus[]): string {
   for (const d of list) {
     lines.push(`drive ${d.name}`);
     lines.push(`  data:       ${d.dir}${d.initialised ? "" : " (not created yet: the first mount creates it)"}`);
-    lines.push(`  mount:      ${d.mount}${d.mountpoint ? ` at ${d.mountpoint}` : ""}${d.daemonPid ? ` (daemon pid ${d.daemonPid})` : ""}`);
+    lines.push(
+      `  mount:      ${d.mount}${d.mountpoint ? ` at ${d.mountpoint}` : ""}${d.daemonPid ? ` (daemon pid ${d.daemonPid})` : ""}`,
+    );
     if (d.mount === "dead") lines.push(`              its daemon died: run \`wolf disk unmount -m ${d.mountpoint}\``);
-    lines.push(`  chunks:     ${d.chunks} (${mib(d.chunkBytes)})${d.chunkSizeKb ? `, ${d.chunkSizeKb} KiB each at most` : ""}`);
+    lines.push(
+      `  chunks:     ${d.chunks} (${mib(d.chunkBytes)})${d.chunkSizeKb ? `, ${d.chunkSizeKb} KiB each at most` : ""}`,
+    );
     lines.push(`  journal:    ${mib(d.journalBytes)} since checkpoint seq ${d.checkpointSeq ?? "-"}`);
   }
   return `${lines.join("\n")}\n`;

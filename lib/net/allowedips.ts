@@ -41,7 +41,7 @@ export function parseCidr(text: string): Prefix | undefined {
 }
 
 export function inPrefix(ip: number, prefix: Prefix): boolean {
-  return ((ip & maskOf(prefix.length)) >>> 0) === prefix.ip;
+  return (ip & maskOf(prefix.length)) >>> 0 === prefix.ip;
 }
 
 export class AllowedIps<T> {

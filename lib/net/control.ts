@@ -50,7 +50,11 @@ export interface NodeStatus {
 export interface ControlHandlers {
   status(): NodeStatus;
   peers(): PeerStatus[];
-  invite(body: { ttl_s?: number; address?: string; endpoint?: string }): Promise<{ token: string; address: string; expires: string }>;
+  invite(body: {
+    ttl_s?: number;
+    address?: string;
+    endpoint?: string;
+  }): Promise<{ token: string; address: string; expires: string }>;
   reload(): Promise<{ peers: number }>;
 }
 
@@ -66,7 +70,10 @@ export async function claimControlSocket(socketPath: string): Promise<void> {
       () => true,
       () => false,
     );
-    if (alive) throw new WolfError("state", `a wolf net daemon is already running (control socket ${socketPath})`, { hint: "stop it first, or give this one another config (interface.control_socket, name, listen_port)" });
+    if (alive)
+      throw new WolfError("state", `a wolf net daemon is already running (control socket ${socketPath})`, {
+        hint: "stop it first, or give this one another config (interface.control_socket, name, listen_port)",
+      });
     unlinkSync(socketPath);
   }
 }
@@ -81,8 +88,10 @@ export async function serveControl(socketPath: string, handlers: ControlHandlers
       try {
         if (req.method === "GET" && path === "/status") return json(handlers.status());
         if (req.method === "GET" && path === "/peers") return json(handlers.peers());
-        if (req.method === "GET" && path === "/info") return json({ ...handlers.status(), peer_list: handlers.peers() });
-        if (req.method === "POST" && path === "/invite") return json(await handlers.invite((await req.json().catch(() => ({}))) as never));
+        if (req.method === "GET" && path === "/info")
+          return json({ ...handlers.status(), peer_list: handlers.peers() });
+        if (req.method === "POST" && path === "/invite")
+          return json(await handlers.invite((await req.json().catch(() => ({}))) as never));
         if (req.method === "POST" && path === "/reload") return json(await handlers.reload());
         return json({ error: `no such endpoint: ${req.method} ${path}` }, 404);
       } catch (err) {
@@ -127,7 +136,12 @@ export async function controlRequest<T = unknown>(
   const data = (await res.json().catch(() => ({}))) as { error?: unknown; code?: unknown };
   if (!res.ok) {
     const code = typeof data.code === "string" && data.code in EXIT_CODES ? (data.code as ErrorCode) : "internal";
-    throw new WolfError(code, typeof data.error === "string" ? data.error : `the wolf net daemon answered HTTP ${res.status} to ${method} ${path}`);
+    throw new WolfError(
+      code,
+      typeof data.error === "string"
+        ? data.error
+        : `the wolf net daemon answered HTTP ${res.status} to ${method} ${path}`,
+    );
   }
   return data as T;
 }
@@ -136,15 +150,31 @@ const CONTROL_TIMEOUT_MS = 5000;
 
 function notReachable(socketPath: string, err: unknown, configFile?: string): WolfError {
   const config = configFile && configFile !== defaultConfigPath("net") ? ` --config ${configFile}` : "";
-  const start = { hint: `start it with \`wolf net up${config}\` (or check interface.control_socket in ${configFile ?? "net.toml"})`, cause: err };
+  const start = {
+    hint: `start it with \`wolf net up${config}\` (or check interface.control_socket in ${configFile ?? "net.toml"})`,
+    cause: err,
+  };
   const name = errnoName(err) ?? (err as Error).name;
-  if (name === "ENOENT") return new WolfError("state", `the wolf net daemon is not running (no control socket at ${socketPath})`, start);
-  if (name === "ECONNREFUSED") return new WolfError("state", `the wolf net daemon is not running (nothing listens on ${socketPath}; the daemon that made it is gone)`, start);
+  if (name === "ENOENT")
+    return new WolfError("state", `the wolf net daemon is not running (no control socket at ${socketPath})`, start);
+  if (name === "ECONNREFUSED")
+    return new WolfError(
+      "state",
+      `the wolf net daemon is not running (nothing listens on ${socketPath}; the daemon that made it is gone)`,
+      start,
+    );
   if (name === "EACCES" || name === "EPERM") {
-    return new WolfError("io", `permission denied on the wolf net control socket ${socketPath}`, { hint: "it is mode 0600 (the daemon runs as root): run this as root", cause: err });
+    return new WolfError("io", `permission denied on the wolf net control socket ${socketPath}`, {
+      hint: "it is mode 0600 (the daemon runs as root): run this as root",
+      cause: err,
+    });
   }
   if (name === "TimeoutError" || name === "AbortError") {
-    return new WolfError("network", `the wolf net daemon did not answer on ${socketPath} within ${CONTROL_TIMEOUT_MS / 1000} s`, { hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-net)", cause: err });
+    return new WolfError(
+      "network",
+      `the wolf net daemon did not answer on ${socketPath} within ${CONTROL_TIMEOUT_MS / 1000} s`,
+      { hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-net)", cause: err },
+    );
   }
   return new WolfError("state", `the wolf net daemon is not reachable at ${socketPath}: ${errnoReason(err)}`, start);
 }

@@ -8,7 +8,17 @@
  * that address. The cookie travels encrypted (XChaCha20-Poly1305) in a cookie reply.
  */
 import { COOKIE_REPLY_BYTES, MSG_COOKIE_REPLY } from "./handshake.ts";
-import { equalBytes, hash, LABEL_COOKIE, LABEL_MAC1, mac, MAC_BYTES, randomBytes, xaeadOpen, xaeadSeal } from "./noise.ts";
+import {
+  equalBytes,
+  hash,
+  LABEL_COOKIE,
+  LABEL_MAC1,
+  mac,
+  MAC_BYTES,
+  randomBytes,
+  xaeadOpen,
+  xaeadSeal,
+} from "./noise.ts";
 
 export const COOKIE_SECRET_LIFETIME_MS = 120_000;
 /** A cookie we received is used for this long (a bit less than the secret's lifetime). */

@@ -67,7 +67,9 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   let config = opts.config;
   const settings = netSettings(config, opts.configFile);
   if (config.interface.gateway) {
-    throw new WolfError("not_implemented", "interface.gateway = true: gateway mode is not built yet", { hint: `set gateway = false in ${opts.configFile}` });
+    throw new WolfError("not_implemented", "interface.gateway = true: gateway mode is not built yet", {
+      hint: `set gateway = false in ${opts.configFile}`,
+    });
   }
   const keys: KeyPair = loadKeyFile(settings.keyFile);
   // Everything that can be refused is checked before the TUN interface exists.
@@ -79,7 +81,11 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   let tunFd: number;
   try {
     tunFd = openTun(settings.interfaceName);
-    configureInterface(settings.interfaceName, { address: settings.address, prefixLength: settings.subnet.length, mtu: settings.mtu });
+    configureInterface(settings.interfaceName, {
+      address: settings.address,
+      prefixLength: settings.subnet.length,
+      mtu: settings.mtu,
+    });
     setNonBlocking(tunFd, true);
   } catch (err) {
     throw new WolfError("io", `cannot create the TUN interface ${settings.interfaceName}: ${(err as Error).message}`, {
@@ -110,14 +116,23 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   };
 
   const peerSet = new PeerSet(keys, table, cipher, send, Date.now, {
-    onHandshake: (peer, asInitiator) => log.info(`session with ${peer.spec.name || peer.publicKeyText} (${formatIPv4(peer.spec.allowedIp)}) ${asInitiator ? "initiated" : "accepted"}`),
+    onHandshake: (peer, asInitiator) =>
+      log.info(
+        `session with ${peer.spec.name || peer.publicKeyText} (${formatIPv4(peer.spec.allowedIp)}) ${asInitiator ? "initiated" : "accepted"}`,
+      ),
     onReject: (reason, source) => log.debug(`refused handshake from ${formatEndpoint(source)}: ${reason}`),
   });
   /** Peers whose endpoint is a hostname: re-resolved every 60 s. */
   const hostnames = new Map<Peer, string>();
 
   const addConfiguredPeer = async (p: { name: string; publicKey: Uint8Array; endpoint: string; allowedIp: number }) => {
-    const peer = peerSet.addPeer({ publicKey: p.publicKey, name: p.name, allowedIp: p.allowedIp, allowedPrefix: 32, endpoint: await resolveEndpoint(p.endpoint) });
+    const peer = peerSet.addPeer({
+      publicKey: p.publicKey,
+      name: p.name,
+      allowedIp: p.allowedIp,
+      allowedPrefix: 32,
+      endpoint: await resolveEndpoint(p.endpoint),
+    });
     const host = p.endpoint.slice(0, p.endpoint.lastIndexOf(":"));
     if (p.endpoint && parseIPv4(host) === undefined) hostnames.set(peer, p.endpoint);
     return peer;
@@ -126,7 +141,8 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
 
   // ----- invites and announcements --------------------------------------------------------------
   const invites = new InviteBook(join(settings.dataDir, "invites.json"));
-  const ownEndpoint = () => config.interface.endpoint || `${firstLocalIPv4(settings.interfaceName) ?? "127.0.0.1"}:${listenPort}`;
+  const ownEndpoint = () =>
+    config.interface.endpoint || `${firstLocalIPv4(settings.interfaceName) ?? "127.0.0.1"}:${listenPort}`;
   const peerEntry = (peer: Peer): JoinPeer => ({
     name: peer.spec.name,
     public_key: peer.publicKeyText,
@@ -160,7 +176,13 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
           if (known || (holder && holder.publicKeyText !== p.public_key)) continue;
           void resolveEndpoint(p.endpoint).then((endpoint) => {
             try {
-              const peer = peerSet.addPeer({ publicKey: new Uint8Array(Buffer.from(p.public_key, "base64")), name: p.name, allowedIp: ip, allowedPrefix: 32, endpoint });
+              const peer = peerSet.addPeer({
+                publicKey: new Uint8Array(Buffer.from(p.public_key, "base64")),
+                name: p.name,
+                allowedIp: ip,
+                allowedPrefix: 32,
+                endpoint,
+              });
               log.info(`peer ${p.name || p.public_key} (${p.allowed_ip}) introduced by ${from.spec.name || address}`);
               persistPeers([peerEntry(peer)]);
               if (endpoint !== 0n) peerSet.initiate(peer);
@@ -178,10 +200,14 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   }).catch((err) => {
     closeFd(udpFd);
     closeFd(tunFd);
-    throw new WolfError("network", `cannot listen for peer announcements on ${formatIPv4(settings.address)}:${PEX_PORT}: ${errnoReason(err)}`, {
-      hint: "another wolf net daemon on this host may use the same overlay address",
-      cause: err,
-    });
+    throw new WolfError(
+      "network",
+      `cannot listen for peer announcements on ${formatIPv4(settings.address)}:${PEX_PORT}: ${errnoReason(err)}`,
+      {
+        hint: "another wolf net daemon on this host may use the same overlay address",
+        cause: err,
+      },
+    );
   });
   const announce = (newPeer: Peer) => {
     const message = encodeAnnouncement({ type: "peers", peers: [peerEntry(newPeer)] });
@@ -199,7 +225,8 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
       const holder = peerSet.peers.find((p) => p.spec.allowedIp === ip);
       if (holder && holder.publicKeyText !== j.publicKey) return { error: `address ${j.address} is taken` };
       const existing = peerSet.byKey(j.publicKey);
-      if (existing && existing.spec.allowedIp !== ip) return { error: "this key is already a peer with another address" };
+      if (existing && existing.spec.allowedIp !== ip)
+        return { error: "this key is already a peer with another address" };
       const peer = peerSet.addPeer({
         publicKey: new Uint8Array(Buffer.from(j.publicKey, "base64")),
         name: j.name,
@@ -207,10 +234,19 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
         allowedPrefix: 32,
         endpoint: packEndpoint(src.ip, j.listenPort),
       });
-      const self: JoinPeer = { name: hostname(), public_key: encodeKey(keys.publicKey), endpoint: ownEndpoint(), allowed_ip: formatIPv4(settings.address) };
-      return { subnet: config.interface.subnet, peers: [self, ...peerSet.peers.filter((p) => p !== peer).map(peerEntry)] };
+      const self: JoinPeer = {
+        name: hostname(),
+        public_key: encodeKey(keys.publicKey),
+        endpoint: ownEndpoint(),
+        allowed_ip: formatIPv4(settings.address),
+      };
+      return {
+        subnet: config.interface.subnet,
+        peers: [self, ...peerSet.peers.filter((p) => p !== peer).map(peerEntry)],
+      };
     });
-    if (!result) return log.debug(`ignored join request from ${formatEndpoint(source)} (unknown invite or bad authentication)`);
+    if (!result)
+      return log.debug(`ignored join request from ${formatEndpoint(source)} (unknown invite or bad authentication)`);
     send(result.reply, source);
     if (result.accepted) {
       const peer = peerSet.byKey(result.accepted.publicKey)!;
@@ -225,7 +261,8 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
     const e = event.data;
     if (e.type === "packet") {
       const type = messageType(e.data);
-      if (type === MSG_INITIATION || type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) peerSet.handlePacket(e.data, e.source);
+      if (type === MSG_INITIATION || type === MSG_RESPONSE || type === MSG_COOKIE_REPLY)
+        peerSet.handlePacket(e.data, e.source);
       else if (type === MSG_JOIN_REQUEST) handleJoin(e.data, e.source);
     } else if (e.type === "kick") {
       peerSet.tick();
@@ -323,7 +360,8 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
       const fresh = netSettings(config, opts.configFile);
       for (const p of fresh.peers) {
         const peer = await addConfiguredPeer(p);
-        if (table.currentSlot(peer.index) < 0 && table.endpoint(peer.index) !== 0n && !peer.initiationInFlight) peerSet.initiate(peer);
+        if (table.currentSlot(peer.index) < 0 && table.endpoint(peer.index) !== 0n && !peer.initiationInFlight)
+          peerSet.initiate(peer);
       }
       return { peers: peerSet.peers.length };
     },

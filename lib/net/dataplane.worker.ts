@@ -73,7 +73,7 @@ function runTx(msg: DataplaneStart): void {
   const size = PAYLOAD_OFFSET + msg.mtu + 64;
   const bufs = Array.from({ length: BATCH }, () => new Uint8Array(size));
   const bufPtrs = bufs.map((b) => ptr(b));
-  const { hdrPtr, hv, iv, av } = buildHeaders(bufs);
+  const { hdrPtr, iv, av } = buildHeaders(bufs);
   const pfd = new Uint8Array(8);
   const pv = new DataView(pfd.buffer);
   pv.setInt32(0, msg.tunFd, true);

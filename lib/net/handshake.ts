@@ -80,7 +80,13 @@ export class HandshakeState {
   }
 
   /** After writing a message: the transcript so far and our ephemeral key and index, for the answer. */
-  created(state: "initiation-created" | "response-created", chainingKey: Uint8Array, hash: Uint8Array, ephemeralPrivate: Uint8Array, localIndex: number): void {
+  created(
+    state: "initiation-created" | "response-created",
+    chainingKey: Uint8Array,
+    hash: Uint8Array,
+    ephemeralPrivate: Uint8Array,
+    localIndex: number,
+  ): void {
     this.state = state;
     this.chainingKey = chainingKey;
     this.hash = hash;
@@ -89,7 +95,13 @@ export class HandshakeState {
   }
 
   /** After reading a message: the transcript so far and the peer's ephemeral key and index. */
-  consumed(state: "initiation-consumed" | "response-consumed", chainingKey: Uint8Array, hash: Uint8Array, remoteEphemeral: Uint8Array, remoteIndex: number): void {
+  consumed(
+    state: "initiation-consumed" | "response-consumed",
+    chainingKey: Uint8Array,
+    hash: Uint8Array,
+    remoteEphemeral: Uint8Array,
+    remoteIndex: number,
+  ): void {
     this.state = state;
     this.chainingKey = chainingKey;
     this.hash = hash;
@@ -121,7 +133,12 @@ function mixHash(h: Uint8Array, data: Uint8Array): Uint8Array {
 }
 
 /** Builds a handshake initiation (mac1/mac2 left zero: cookie.ts fills them). */
-export function createInitiation(hs: HandshakeState, localIndex: number, nowMs: number, ephemeralPrivate = generatePrivateKey()): Uint8Array {
+export function createInitiation(
+  hs: HandshakeState,
+  localIndex: number,
+  nowMs: number,
+  ephemeralPrivate = generatePrivateKey(),
+): Uint8Array {
   const msg = new Uint8Array(INITIATION_BYTES);
   const view = new DataView(msg.buffer);
   let c = INITIAL_CHAINING_KEY;
@@ -192,7 +209,8 @@ export function consumeInitiation(
   h = mixHash(h, encryptedTimestamp);
 
   if (compareTai64n(timestamp, hs.latestTimestamp) <= 0) return { ok: false, reason: "replayed-initiation" };
-  if (nowMs - hs.lastInitiationConsumedMs < INITIATION_MIN_INTERVAL_MS) return { ok: false, reason: "initiation-flood" };
+  if (nowMs - hs.lastInitiationConsumedMs < INITIATION_MIN_INTERVAL_MS)
+    return { ok: false, reason: "initiation-flood" };
 
   hs.latestTimestamp = timestamp;
   hs.lastInitiationConsumedMs = nowMs;
@@ -201,7 +219,11 @@ export function consumeInitiation(
 }
 
 /** Builds the response to a consumed initiation (mac1/mac2 left zero). */
-export function createResponse(hs: HandshakeState, localIndex: number, ephemeralPrivate = generatePrivateKey()): Uint8Array {
+export function createResponse(
+  hs: HandshakeState,
+  localIndex: number,
+  ephemeralPrivate = generatePrivateKey(),
+): Uint8Array {
   if (hs.state !== "initiation-consumed") throw new Error(`createResponse in state ${hs.state}`);
   const msg = new Uint8Array(RESPONSE_BYTES);
   const view = new DataView(msg.buffer);
@@ -212,9 +234,8 @@ export function createResponse(hs: HandshakeState, localIndex: number, ephemeral
   h = mixHash(h, ephemeralPublic);
   c = kdf1(c, dh(ephemeralPrivate, hs.remoteEphemeral));
   c = kdf1(c, dh(ephemeralPrivate, hs.remoteStatic));
-  let tau: Uint8Array;
-  let key: Uint8Array;
-  [c, tau, key] = kdf3(c, hs.presharedKey);
+  const [c3, tau, key] = kdf3(c, hs.presharedKey);
+  c = c3;
   h = mixHash(h, tau);
   const encryptedNothing = aeadSeal(key, 0n, EMPTY, h);
   h = mixHash(h, encryptedNothing);
@@ -229,7 +250,9 @@ export function createResponse(hs: HandshakeState, localIndex: number, ephemeral
   return msg;
 }
 
-export type ConsumeResponseResult = { ok: true; hs: HandshakeState } | { ok: false; reason: "malformed" | "unexpected-response" | "decrypt-failed" };
+export type ConsumeResponseResult =
+  | { ok: true; hs: HandshakeState }
+  | { ok: false; reason: "malformed" | "unexpected-response" | "decrypt-failed" };
 
 /** Processes a response; `lookupByIndex` maps our sender index (its receiver field) to the handshake. */
 export function consumeResponse(
@@ -242,7 +265,8 @@ export function consumeResponse(
   const senderIndex = view.getUint32(4, true);
   const receiverIndex = view.getUint32(8, true);
   const hs = lookupByIndex(receiverIndex);
-  if (!hs || hs.state !== "initiation-created" || hs.localIndex !== receiverIndex) return { ok: false, reason: "unexpected-response" };
+  if (hs?.state !== "initiation-created" || hs.localIndex !== receiverIndex)
+    return { ok: false, reason: "unexpected-response" };
   const ephemeral = msg.slice(12, 44);
   let c = hs.chainingKey;
   let h = hs.hash;
@@ -254,9 +278,8 @@ export function consumeResponse(
   } catch {
     return { ok: false, reason: "malformed" };
   }
-  let tau: Uint8Array;
-  let key: Uint8Array;
-  [c, tau, key] = kdf3(c, hs.presharedKey);
+  const [c3, tau, key] = kdf3(c, hs.presharedKey);
+  c = c3;
   h = mixHash(h, tau);
   const encryptedNothing = msg.subarray(44, 60);
   if (!aeadOpen(key, 0n, encryptedNothing, h)) return { ok: false, reason: "decrypt-failed" };

@@ -42,12 +42,22 @@ export interface InviteToken {
 }
 
 export function encodeToken(t: InviteToken): string {
-  const body = { e: t.endpoint, a: t.address, s: t.subnet, i: t.inviterAddress, k: t.inviterKey, x: Buffer.from(t.secret).toString("base64url") };
+  const body = {
+    e: t.endpoint,
+    a: t.address,
+    s: t.subnet,
+    i: t.inviterAddress,
+    k: t.inviterKey,
+    x: Buffer.from(t.secret).toString("base64url"),
+  };
   return TOKEN_PREFIX + Buffer.from(JSON.stringify(body)).toString("base64url");
 }
 
 export function decodeToken(text: string): InviteToken {
-  const bad = (why: string) => new WolfError("usage", `not a valid invite line: ${why}`, { hint: "copy the whole line `wolf net invite` printed (it starts with wolfnet1:)" });
+  const bad = (why: string) =>
+    new WolfError("usage", `not a valid invite line: ${why}`, {
+      hint: "copy the whole line `wolf net invite` printed (it starts with wolfnet1:)",
+    });
   const trimmed = text.trim();
   if (!trimmed.startsWith(TOKEN_PREFIX)) throw bad("it does not start with wolfnet1:");
   let body: unknown;
@@ -74,8 +84,9 @@ export function decodeToken(text: string): InviteToken {
   if (token.secret.length !== 32) throw bad("the secret has the wrong length");
   const address = parseIPv4(token.address);
   const subnet = parseCidr(token.subnet);
-  if (address === undefined || parseIPv4(token.inviterAddress) === undefined || !subnet) throw bad("an address is malformed");
-  if (((address & maskOf(subnet.length)) >>> 0) !== subnet.ip) throw bad("the offered address is outside the subnet");
+  if (address === undefined || parseIPv4(token.inviterAddress) === undefined || !subnet)
+    throw bad("an address is malformed");
+  if ((address & maskOf(subnet.length)) >>> 0 !== subnet.ip) throw bad("the offered address is outside the subnet");
   if (!isEndpoint(token.endpoint)) throw bad("the endpoint is malformed");
   try {
     decodeKey(token.inviterKey, "the inviter's public key");
@@ -132,7 +143,9 @@ export interface JoinPeer {
   allowed_ip: string;
 }
 
-export type JoinResponse = { ok: true; address: string; subnet: string; peers: JoinPeer[] } | { ok: false; error: string };
+export type JoinResponse =
+  | { ok: true; address: string; subnet: string; peers: JoinPeer[] }
+  | { ok: false; error: string };
 
 export function makeJoinRequest(secret: Uint8Array, req: JoinRequest): Uint8Array {
   return seal(MSG_JOIN_REQUEST, secret, inviteKeys(secret).request, req);
@@ -156,7 +169,14 @@ interface StoredInvite {
 
 function isStoredInvite(i: unknown): i is StoredInvite {
   const v = i as Partial<StoredInvite> | null;
-  return typeof v === "object" && v !== null && typeof v.id === "string" && typeof v.secret === "string" && typeof v.address === "string" && typeof v.expiresMs === "number";
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof v.id === "string" &&
+    typeof v.secret === "string" &&
+    typeof v.address === "string" &&
+    typeof v.expiresMs === "number"
+  );
 }
 
 export interface AcceptedJoin {
@@ -218,14 +238,22 @@ export class InviteBook {
     throw new WolfError("state", `no free address left in ${formatIPv4(subnet.ip)}/${subnet.length}`);
   }
 
-  create(opts: { subnet: Prefix; taken: Set<number>; ttlMs: number; address?: string }): { secret: Uint8Array; address: string; expiresMs: number } {
+  create(opts: { subnet: Prefix; taken: Set<number>; ttlMs: number; address?: string }): {
+    secret: Uint8Array;
+    address: string;
+    expiresMs: number;
+  } {
     this.prune();
     const secret = randomBytes(32);
     let address = opts.address;
     if (address !== undefined) {
       const ip = parseIPv4(address);
-      if (ip === undefined || ((ip & maskOf(opts.subnet.length)) >>> 0) !== opts.subnet.ip) throw new WolfError("usage", `address ${address} is not in the subnet`);
-      if (opts.taken.has(ip) || this.invites.some((i) => !i.usedBy && i.expiresMs > this.now() && i.address === address)) {
+      if (ip === undefined || (ip & maskOf(opts.subnet.length)) >>> 0 !== opts.subnet.ip)
+        throw new WolfError("usage", `address ${address} is not in the subnet`);
+      if (
+        opts.taken.has(ip) ||
+        this.invites.some((i) => !i.usedBy && i.expiresMs > this.now() && i.address === address)
+      ) {
         throw new WolfError("usage", `address ${address} is already taken`);
       }
     } else {
@@ -247,7 +275,10 @@ export class InviteBook {
    * Answers a join request. Returns undefined (send nothing) unless it authenticates under a known
    * invite; otherwise the reply to send and, if the joiner was admitted now, who it is.
    */
-  handleRequest(packet: Uint8Array, admit: (join: AcceptedJoin) => { peers: JoinPeer[]; subnet: string } | { error: string }): { reply: Uint8Array; accepted?: AcceptedJoin } | undefined {
+  handleRequest(
+    packet: Uint8Array,
+    admit: (join: AcceptedJoin) => { peers: JoinPeer[]; subnet: string } | { error: string },
+  ): { reply: Uint8Array; accepted?: AcceptedJoin } | undefined {
     if (packet.length < HEADER_BYTES + 16 || packet[0] !== MSG_JOIN_REQUEST) return undefined;
     const id = Buffer.from(packet.subarray(4, 12)).toString("hex");
     const invite = this.invites.find((i) => i.id === id);
@@ -265,10 +296,18 @@ export class InviteBook {
       publicKey: body.public_key,
       name: typeof body.name === "string" ? body.name.slice(0, 64) : "",
       address: invite.address,
-      listenPort: typeof body.listen_port === "number" && body.listen_port > 0 && body.listen_port < 65536 ? body.listen_port : 9600,
+      listenPort:
+        typeof body.listen_port === "number" && body.listen_port > 0 && body.listen_port < 65536
+          ? body.listen_port
+          : 9600,
     };
     if (invite.usedBy !== undefined && invite.usedBy !== body.public_key) {
-      return { reply: respond({ ok: false, error: "this invite was already used by another node; ask for a new one (wolf net invite)" }) };
+      return {
+        reply: respond({
+          ok: false,
+          error: "this invite was already used by another node; ask for a new one (wolf net invite)",
+        }),
+      };
     }
     if (invite.usedBy === undefined && invite.expiresMs <= this.now()) {
       return { reply: respond({ ok: false, error: "this invite expired; ask for a new one (wolf net invite)" }) };
@@ -281,6 +320,9 @@ export class InviteBook {
       invite.usedAtMs = this.now();
       this.save();
     }
-    return { reply: respond({ ok: true, address: invite.address, subnet: decision.subnet, peers: decision.peers }), accepted: firstUse ? join : undefined };
+    return {
+      reply: respond({ ok: true, address: invite.address, subnet: decision.subnet, peers: decision.peers }),
+      accepted: firstUse ? join : undefined,
+    };
   }
 }

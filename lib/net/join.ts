@@ -24,14 +24,19 @@ export async function joinMesh(opts: {
   timeoutMs: number;
 }): Promise<{ address: string; peers: number }> {
   const { token, config } = opts;
-  if (encodeKey(opts.keys.publicKey) === token.inviterKey) throw new WolfError("usage", "this invite was made by this node itself; run join on the new node");
+  if (encodeKey(opts.keys.publicKey) === token.inviterKey)
+    throw new WolfError("usage", "this invite was made by this node itself; run join on the new node");
   const target = unpackEndpoint(await resolveEndpoint(token.endpoint, { quiet: true }));
   if (!target) {
     throw new WolfError("network", `cannot resolve the inviter's endpoint ${token.endpoint}`, {
       hint: "check the host name (DNS, /etc/hosts), or ask for an invite with --endpoint IP:PORT",
     });
   }
-  const request = makeJoinRequest(token.secret, { public_key: encodeKey(opts.keys.publicKey), name: opts.name, listen_port: config.interface.listen_port });
+  const request = makeJoinRequest(token.secret, {
+    public_key: encodeKey(opts.keys.publicKey),
+    name: opts.name,
+    listen_port: config.interface.listen_port,
+  });
 
   let answer: JoinResponse | undefined;
   let wake: () => void = () => {};
@@ -63,9 +68,13 @@ export async function joinMesh(opts: {
     socket.close();
   }
   if (!answer) {
-    throw new WolfError("network", `no answer from the inviter at ${token.endpoint} within ${Math.round(opts.timeoutMs / 1000)} s`, {
-      hint: "is `wolf net up` running there and UDP reachable? An unknown or damaged invite also gets no answer.",
-    });
+    throw new WolfError(
+      "network",
+      `no answer from the inviter at ${token.endpoint} within ${Math.round(opts.timeoutMs / 1000)} s`,
+      {
+        hint: "is `wolf net up` running there and UDP reachable? An unknown or damaged invite also gets no answer.",
+      },
+    );
   }
   if (!answer.ok) throw new WolfError("auth", `the inviter refused: ${answer.error}`);
 

@@ -34,11 +34,17 @@ export function keyPairFromPrivate(privateKey: Uint8Array): KeyPair {
 /** Reads the private key file; refuses a file others can read (like ssh does). */
 export function loadKeyFile(path: string): KeyPair {
   if (!existsSync(path)) {
-    throw new ConfigError("private key file not found", { file: path, hint: "create one with `wolf net init` (or `wolf net genkey > FILE; chmod 600 FILE`)" });
+    throw new ConfigError("private key file not found", {
+      file: path,
+      hint: "create one with `wolf net init` (or `wolf net genkey > FILE; chmod 600 FILE`)",
+    });
   }
   const mode = statSync(path).mode & 0o777;
   if (mode & 0o077) {
-    throw new ConfigError(`private key file is readable by others (mode ${mode.toString(8)})`, { file: path, hint: `chmod 600 ${path}` });
+    throw new ConfigError(`private key file is readable by others (mode ${mode.toString(8)})`, {
+      file: path,
+      hint: `chmod 600 ${path}`,
+    });
   }
   return keyPairFromPrivate(decodeKey(readFileSync(path, "utf8"), `private key in ${path}`));
 }
@@ -46,7 +52,10 @@ export function loadKeyFile(path: string): KeyPair {
 /** Writes a new key file with mode 0600; refuses to replace an existing one unless `force`. */
 export function writeKeyFile(path: string, keyPair: KeyPair, opts: { force?: boolean } = {}): void {
   if (existsSync(path) && !opts.force) {
-    throw new ConfigError("private key file already exists; not overwriting it", { file: path, hint: "pass --force to replace it (peers will no longer recognise this node)" });
+    throw new ConfigError("private key file already exists; not overwriting it", {
+      file: path,
+      hint: "pass --force to replace it (peers will no longer recognise this node)",
+    });
   }
   writeFileAtomic(path, `${encodeKey(keyPair.privateKey)}\n`);
 }

@@ -42,7 +42,13 @@ export function hmacBlake2s(key: Uint8Array, data: Uint8Array): Uint8Array {
  * HKDF (RFC 5869) with `n` 32-byte outputs and empty info, generic over the hash so the RFC's
  * SHA-256 vectors test the same code WireGuard's KDF1/2/3 use with BLAKE2s.
  */
-export function hkdf(h: CHash, salt: Uint8Array, ikm: Uint8Array, n: number, info: Uint8Array = new Uint8Array(0)): Uint8Array[] {
+export function hkdf(
+  h: CHash,
+  salt: Uint8Array,
+  ikm: Uint8Array,
+  n: number,
+  info: Uint8Array = new Uint8Array(0),
+): Uint8Array[] {
   const prk = hmac(h, salt, ikm);
   const out: Uint8Array[] = [];
   let prev = new Uint8Array(0);
@@ -91,7 +97,12 @@ export function aeadSeal(key: Uint8Array, counter: bigint, plaintext: Uint8Array
 }
 
 /** Returns the plaintext, or undefined if authentication fails. */
-export function aeadOpen(key: Uint8Array, counter: bigint, ciphertext: Uint8Array, aad: Uint8Array): Uint8Array | undefined {
+export function aeadOpen(
+  key: Uint8Array,
+  counter: bigint,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array | undefined {
   try {
     return chacha20poly1305(key, counterNonce(counter), aad).decrypt(ciphertext);
   } catch {
@@ -103,7 +114,12 @@ export function xaeadSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Ar
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext);
 }
 
-export function xaeadOpen(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, aad: Uint8Array): Uint8Array | undefined {
+export function xaeadOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array | undefined {
   try {
     return xchacha20poly1305(key, nonce, aad).decrypt(ciphertext);
   } catch {

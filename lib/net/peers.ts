@@ -24,7 +24,17 @@ import {
 import { encodeKey, type KeyPair } from "./keys.ts";
 import { equalBytes } from "./noise.ts";
 import { OUT_SEND, PAYLOAD_OFFSET, Router, TAG_BYTES } from "./router.ts";
-import { G_RX_HANDSHAKE, KP_RESERVED, KP_VALID, MAX_PEERS, packEndpoint, REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, SessionTable, unpackEndpoint } from "./session.ts";
+import {
+  G_RX_HANDSHAKE,
+  KP_RESERVED,
+  KP_VALID,
+  MAX_PEERS,
+  packEndpoint,
+  REJECT_AFTER_TIME_MS,
+  REKEY_AFTER_TIME_MS,
+  type SessionTable,
+  unpackEndpoint,
+} from "./session.ts";
 import { decideTimers } from "./timers.ts";
 
 export interface PeerSpec {
@@ -107,7 +117,8 @@ export class PeerSet {
   }
 
   addPeer(spec: PeerSpec): Peer {
-    if (equalBytes(spec.publicKey, this.local.publicKey)) throw new Error("a peer cannot have this node's own public key");
+    if (equalBytes(spec.publicKey, this.local.publicKey))
+      throw new Error("a peer cannot have this node's own public key");
     const existing = this.byKey(spec.publicKey);
     if (existing) {
       this.updatePeer(existing, spec);
@@ -115,10 +126,12 @@ export class PeerSet {
     }
     for (const other of this.peers) {
       if (other.spec.allowedIp === spec.allowedIp && spec.allowedIp !== 0) {
-        throw new Error(`allowed_ip ${formatIPv4(spec.allowedIp)} is already used by peer ${other.spec.name || other.publicKeyText}`);
+        throw new Error(
+          `allowed_ip ${formatIPv4(spec.allowedIp)} is already used by peer ${other.spec.name || other.publicKeyText}`,
+        );
       }
     }
-    let index = this.peersByIndex.findIndex((p) => p === undefined);
+    let index = this.peersByIndex.indexOf(undefined);
     if (index < 0) index = this.peersByIndex.length;
     if (index >= MAX_PEERS) throw new Error(`too many peers (max ${MAX_PEERS})`);
     const peer = new Peer(index, spec, this.local);
@@ -139,7 +152,13 @@ export class PeerSet {
 
   removePeer(peer: Peer): void {
     const t = this.table;
-    for (const slot of [t.currentSlot(peer.index), t.previousSlot(peer.index), t.nextSlot(peer.index), peer.initiationSlot]) t.freeSlot(slot);
+    for (const slot of [
+      t.currentSlot(peer.index),
+      t.previousSlot(peer.index),
+      t.nextSlot(peer.index),
+      peer.initiationSlot,
+    ])
+      t.freeSlot(slot);
     t.setPeerActive(peer.index, false);
     this.peersByIndex[peer.index] = undefined;
     this.peersByKey.delete(peer.publicKeyText);
@@ -337,7 +356,8 @@ export class PeerSet {
       // The data plane asks when it has no key or its key is old; a key confirmed since then
       // (the responder's "next", promoted above) answers the first kind of request.
       let wanted = t.takeHandshakeWanted(peer.index);
-      if (wanted && hasSession && !(t.kpIsInitiator(current) && nowMs - t.kpCreatedMs(current) >= REKEY_AFTER_TIME_MS)) wanted = false;
+      if (wanted && hasSession && !(t.kpIsInitiator(current) && nowMs - t.kpCreatedMs(current) >= REKEY_AFTER_TIME_MS))
+        wanted = false;
       const actions = decideTimers({
         nowMs,
         lastTxMs: t.lastTx(peer.index),
@@ -364,7 +384,8 @@ export class PeerSet {
 
   /** Starts handshakes with every peer whose endpoint we know (on startup: a mesh wants all links). */
   initiateAll(): void {
-    for (const peer of this.peers) if (this.table.endpoint(peer.index) !== 0n && !peer.initiationInFlight) this.initiate(peer);
+    for (const peer of this.peers)
+      if (this.table.endpoint(peer.index) !== 0n && !peer.initiationInFlight) this.initiate(peer);
   }
 }
 

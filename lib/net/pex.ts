@@ -28,9 +28,11 @@ export function decodeAnnouncement(data: Uint8Array): Announcement | undefined {
     const a = JSON.parse(new TextDecoder().decode(data)) as Announcement;
     if (a?.type !== "peers" || !Array.isArray(a.peers) || a.peers.length > 256) return undefined;
     for (const p of a.peers) {
-      if (typeof p.public_key !== "string" || typeof p.allowed_ip !== "string" || parseIPv4(p.allowed_ip) === undefined) return undefined;
+      if (typeof p.public_key !== "string" || typeof p.allowed_ip !== "string" || parseIPv4(p.allowed_ip) === undefined)
+        return undefined;
       decodeKey(p.public_key);
-      if (typeof p.endpoint !== "string" || (p.endpoint !== "" && !/^[^\s:]+:\d{1,5}$/.test(p.endpoint))) return undefined;
+      if (typeof p.endpoint !== "string" || (p.endpoint !== "" && !/^[^\s:]+:\d{1,5}$/.test(p.endpoint)))
+        return undefined;
       if (typeof p.name !== "string") p.name = "";
     }
     return a;

@@ -164,7 +164,10 @@ export class Router {
     this.outEndpoint = endpoint;
     t.noteSent(peer, this.outLength, length > 0, nowMs);
     // Rekey from the initiator's side when the key gets old (the responder waits to be asked).
-    if (t.kpIsInitiator(slot) && (nowMs - t.kpCreatedMs(slot) >= REKEY_AFTER_TIME_MS || Number(counter) >= REKEY_AFTER_MESSAGES)) {
+    if (
+      t.kpIsInitiator(slot) &&
+      (nowMs - t.kpCreatedMs(slot) >= REKEY_AFTER_TIME_MS || Number(counter) >= REKEY_AFTER_MESSAGES)
+    ) {
       this.wantHandshake = true;
     }
     return OUT_SEND;
@@ -243,7 +246,7 @@ export class Router {
     // Cryptokey routing: the inner source must be an address this peer owns.
     const src = view.getUint32(PAYLOAD_OFFSET + 12, false);
     const prefix = t.peerAllowedPrefix(peer);
-    if (((src & maskOf(prefix)) >>> 0) !== t.peerAllowedIp(peer)) {
+    if ((src & maskOf(prefix)) >>> 0 !== t.peerAllowedIp(peer)) {
       t.count(G_DROP_SPOOFED_SOURCE);
       return IN_DROP;
     }

@@ -215,7 +215,10 @@ export class SessionTable {
     let w = this.replayWindows[slot];
     if (!w) {
       const base = slot * KP_STRIDE;
-      w = new ReplayWindow(new Uint32Array(this.buffers.keypairs, base + KP_RING, REPLAY_WORDS), new Float64Array(this.buffers.keypairs, base + KP_REPLAY_GREATEST, 1));
+      w = new ReplayWindow(
+        new Uint32Array(this.buffers.keypairs, base + KP_RING, REPLAY_WORDS),
+        new Float64Array(this.buffers.keypairs, base + KP_REPLAY_GREATEST, 1),
+      );
       this.replayWindows[slot] = w;
     }
     return w;
@@ -245,7 +248,11 @@ export class SessionTable {
   }
 
   /** Control thread: puts fresh transport keys into a reserved slot and makes it usable. */
-  installKeys(slot: number, keys: { sendKey: Uint8Array; receiveKey: Uint8Array; remoteIndex: number; isInitiator: boolean }, nowMs: number): void {
+  installKeys(
+    slot: number,
+    keys: { sendKey: Uint8Array; receiveKey: Uint8Array; remoteIndex: number; isInitiator: boolean },
+    nowMs: number,
+  ): void {
     const base = slot * KP_STRIDE;
     Atomics.store(this.kpI32, this.kpWord(slot, KP_STATE), KP_RESERVED);
     Atomics.add(this.kpI32, this.kpWord(slot, KP_GEN), 1);
@@ -354,7 +361,16 @@ export class SessionTable {
     };
   }
   resetPeerStats(peer: number): void {
-    for (const off of [P_LAST_TX, P_LAST_RX, P_LAST_TX_DATA, P_LAST_RX_DATA, P_RX_BYTES, P_TX_BYTES, P_RX_PACKETS, P_TX_PACKETS]) {
+    for (const off of [
+      P_LAST_TX,
+      P_LAST_RX,
+      P_LAST_TX_DATA,
+      P_LAST_RX_DATA,
+      P_RX_BYTES,
+      P_TX_BYTES,
+      P_RX_PACKETS,
+      P_TX_PACKETS,
+    ]) {
       this.peerF64[this.pDouble(peer, off)] = 0;
     }
   }

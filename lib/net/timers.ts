@@ -42,10 +42,19 @@ export function decideTimers(s: PeerTimerState): TimerActions {
     else if (s.nowMs - s.lastInitiationSentMs >= REKEY_TIMEOUT_MS + s.jitterMs) actions.initiate = true;
   } else {
     if (s.handshakeWanted && s.nowMs - s.lastInitiationSentMs >= REKEY_TIMEOUT_MS) actions.initiate = true;
-    const unanswered = s.lastTxDataMs > 0 && s.lastTxDataMs > s.lastRxMs && s.nowMs - s.lastTxDataMs >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS;
-    if (unanswered && s.nowMs - s.lastInitiationSentMs >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS) actions.initiate = true;
+    const unanswered =
+      s.lastTxDataMs > 0 &&
+      s.lastTxDataMs > s.lastRxMs &&
+      s.nowMs - s.lastTxDataMs >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS;
+    if (unanswered && s.nowMs - s.lastInitiationSentMs >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS)
+      actions.initiate = true;
   }
-  if (s.hasSession && s.lastRxDataMs > 0 && s.lastRxDataMs > s.lastTxMs && s.nowMs - s.lastRxDataMs >= KEEPALIVE_TIMEOUT_MS) {
+  if (
+    s.hasSession &&
+    s.lastRxDataMs > 0 &&
+    s.lastRxDataMs > s.lastTxMs &&
+    s.nowMs - s.lastRxDataMs >= KEEPALIVE_TIMEOUT_MS
+  ) {
     actions.sendKeepalive = true;
   }
   return actions;

@@ -14,7 +14,9 @@ function wildcard(host: string): boolean {
 export function apiUrlOf(cfg: ScaleConfig): string {
   if (cfg.api.advertise) return cfg.api.advertise.replace(/\/$/, "");
   const [host, port] = splitHostPort(cfg.api.listen);
-  const h = wildcard(host) ? cfg.cluster.advertise_address || (wildcard(cfg.cluster.bind_address) ? "127.0.0.1" : cfg.cluster.bind_address) : host;
+  const h = wildcard(host)
+    ? cfg.cluster.advertise_address || (wildcard(cfg.cluster.bind_address) ? "127.0.0.1" : cfg.cluster.bind_address)
+    : host;
   return `http://${h}:${port}`;
 }
 

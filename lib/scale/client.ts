@@ -20,7 +20,10 @@ export class ScaleClient {
     try {
       res = await fetch(`${this.base}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.cfg.api.admin_token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: {
+          authorization: `Bearer ${this.cfg.api.admin_token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });
@@ -44,17 +47,29 @@ export class ScaleClient {
 
   /** Why the daemon did not answer, as net's control client says it (lib/net/control.ts). */
   private notReachable(err: unknown, timeoutMs: number): WolfError {
-    const start = { hint: `start it with: wolf scale start --config ${this.file} (or check [api] listen in ${this.file})`, cause: err };
+    const start = {
+      hint: `start it with: wolf scale start --config ${this.file} (or check [api] listen in ${this.file})`,
+      cause: err,
+    };
     const name = errnoName(err) ?? (err as Error).name;
-    if (name === "ECONNREFUSED") return new WolfError("state", `the wolf scale daemon is not running (nothing answers at ${this.base})`, start);
+    if (name === "ECONNREFUSED")
+      return new WolfError("state", `the wolf scale daemon is not running (nothing answers at ${this.base})`, start);
     if (name === "TimeoutError" || name === "AbortError") {
-      return new WolfError("network", `the wolf scale daemon did not answer at ${this.base} within ${timeoutMs / 1000} s`, {
-        hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-scale)",
-        cause: err,
-      });
+      return new WolfError(
+        "network",
+        `the wolf scale daemon did not answer at ${this.base} within ${timeoutMs / 1000} s`,
+        {
+          hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-scale)",
+          cause: err,
+        },
+      );
     }
     const known = describeSystemError(err, this.base);
-    if (known) return new WolfError(known.code, `the wolf scale daemon is not reachable: ${known.message}`, { hint: known.hint ?? start.hint, cause: err });
+    if (known)
+      return new WolfError(known.code, `the wolf scale daemon is not reachable: ${known.message}`, {
+        hint: known.hint ?? start.hint,
+        cause: err,
+      });
     return new WolfError("state", `the wolf scale daemon is not reachable at ${this.base}: ${errnoReason(err)}`, start);
   }
 
@@ -69,7 +84,15 @@ export class ScaleClient {
 export function formatNodes(nodes: NodeView[]): string {
   const rows = [["ID", "STATUS", "ROLE", "ADDRESS", "API", "LSN", "LAG"]];
   for (const n of nodes) {
-    rows.push([`${n.id}${n.self ? "*" : ""}`, String(n.state), n.role ?? "-", n.addr || "?", n.api ?? "-", String(n.lsn), String(n.lag)]);
+    rows.push([
+      `${n.id}${n.self ? "*" : ""}`,
+      String(n.state),
+      n.role ?? "-",
+      n.addr || "?",
+      n.api ?? "-",
+      String(n.lsn),
+      String(n.lag),
+    ]);
   }
   return formatTable(rows);
 }
@@ -82,8 +105,13 @@ export function formatScaleStatus(s: any): string {
     `database    ${s.database.up ? "up" : `DOWN (${s.database.error})`}, MariaDB ${s.database.version}, server_id ${s.database.serverId}`,
     `replication ack=${s.ack}, mode=${s.mode}${s.writable ? ", accepting writes" : ""}`,
   ];
-  if (s.capture) lines.push(`capture     ${s.capture.connected ? "connected" : "disconnected"}, ${s.capture.transactions} transactions, at ${s.capture.gtid || "-"}`);
-  lines.push(`writes      ${s.writes.writes} ok, ${s.writes.writeErrors} failed, ${s.writes.ackTimeouts} unacknowledged, ${s.writes.forwarded} forwarded`);
+  if (s.capture)
+    lines.push(
+      `capture     ${s.capture.connected ? "connected" : "disconnected"}, ${s.capture.transactions} transactions, at ${s.capture.gtid || "-"}`,
+    );
+  lines.push(
+    `writes      ${s.writes.writes} ok, ${s.writes.writeErrors} failed, ${s.writes.ackTimeouts} unacknowledged, ${s.writes.forwarded} forwarded`,
+  );
   if (s.applyError) lines.push(`APPLY STOPPED ${s.applyError}`);
   if (s.diverged) lines.push(`NEEDS MIGRATION ${s.diverged}`);
   if (s.held.length) lines.push(`not eligible ${s.held.join(", ")}`);

@@ -23,7 +23,10 @@ const out = (text: string) => process.stdout.write(`${text}\n`);
 export const ctlScaleCommands = {
   list: defineCommand({
     meta: { name: "list", description: "List cluster members: ID, status, role, address, LSN, lag" },
-    args: { ...args, what: { type: "positional", description: "What to list: servers", required: false, default: "servers" } },
+    args: {
+      ...args,
+      what: { type: "positional", description: "What to list: servers", required: false, default: "servers" },
+    },
     async run({ args: a }) {
       if (a.what !== "servers") throw new UsageError(`cannot list "${a.what}"`, "try: wolf ctl scale list servers");
       const nodes = await client(a).get<NodeView[]>("/cluster/nodes");
@@ -35,7 +38,10 @@ export const ctlScaleCommands = {
     args,
     async run({ args: a }) {
       const c = client(a);
-      const [s, nodes] = await Promise.all([c.get<Record<string, unknown>>("/status"), c.get<NodeView[]>("/cluster/nodes")]);
+      const [s, nodes] = await Promise.all([
+        c.get<Record<string, unknown>>("/status"),
+        c.get<NodeView[]>("/cluster/nodes"),
+      ]);
       out(a.json ? JSON.stringify({ ...s, nodes }, null, 2) : `${formatScaleStatus(s)}\n\n${formatNodes(nodes)}`);
     },
   }),
@@ -44,14 +50,24 @@ export const ctlScaleCommands = {
     args: {
       ...args,
       interval: { type: "string", description: "Seconds between lines (default 1)", valueHint: "S" },
-      count: { type: "string", description: "Stop after this many lines (default: run until interrupted)", valueHint: "N" },
+      count: {
+        type: "string",
+        description: "Stop after this many lines (default: run until interrupted)",
+        valueHint: "N",
+      },
     },
     async run({ args: a }) {
       const c = client(a);
       const every = Math.max(0.1, Number(a.interval ?? 1));
       const count = a.count === undefined ? Infinity : Number(a.count);
       if (!Number.isFinite(every) || Number.isNaN(count)) throw new UsageError("--interval and --count take numbers");
-      type S = { writes: { writes: number }; appliedLsn: number; lastLsn: number; role: string; peers: Array<{ id: number; lag: number }> };
+      type S = {
+        writes: { writes: number };
+        appliedLsn: number;
+        lastLsn: number;
+        role: string;
+        peers: Array<{ id: number; lag: number }>;
+      };
       let prev = await c.get<S>("/status");
       let t0 = performance.now();
       out(formatTable([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"]]));
@@ -70,21 +86,36 @@ export const ctlScaleCommands = {
           String(s.appliedLsn),
           String(lag),
         ];
-        out(a.json ? JSON.stringify(s) : formatTable([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"], row]).split("\n")[1]!);
+        out(
+          a.json
+            ? JSON.stringify(s)
+            : formatTable([["TIME", "ROLE", "WRITES/S", "APPLIED/S", "LSN", "APPLIED", "MAX LAG"], row]).split(
+                "\n",
+              )[1]!,
+        );
         prev = s;
       }
     },
   }),
   promote: defineCommand({
-    meta: { name: "promote", description: "Make this node the leader (the current leader hands over once it is caught up)" },
+    meta: {
+      name: "promote",
+      description: "Make this node the leader (the current leader hands over once it is caught up)",
+    },
     args,
     async run({ args: a }) {
       out((await client(a).post<{ message: string }>("/admin/promote")).message);
     },
   }),
   demote: defineCommand({
-    meta: { name: "demote", description: "This node, if it leads, drains writes and hands leadership to a caught-up follower" },
-    args: { ...args, to: { type: "string", description: "Node ID to hand over to (default: the most caught-up)", valueHint: "NODE" } },
+    meta: {
+      name: "demote",
+      description: "This node, if it leads, drains writes and hands leadership to a caught-up follower",
+    },
+    args: {
+      ...args,
+      to: { type: "string", description: "Node ID to hand over to (default: the most caught-up)", valueHint: "NODE" },
+    },
     async run({ args: a }) {
       const to = a.to === undefined ? undefined : Number(a.to);
       if (to !== undefined && !Number.isInteger(to)) throw new UsageError(`--to takes a node ID, got "${a.to}"`);
@@ -93,34 +124,51 @@ export const ctlScaleCommands = {
   }),
   "check-config": defineCommand({
     meta: { name: "check-config", description: "Check the local MariaDB's settings replication needs" },
-    args: { ...args, fix: { type: "boolean", alias: "f", description: "Fix what can be fixed at runtime (SET GLOBAL)" } },
+    args: {
+      ...args,
+      fix: { type: "boolean", alias: "f", description: "Fix what can be fixed at runtime (SET GLOBAL)" },
+    },
     async run({ args: a }) {
       const { file, config } = loadFromArgs(scaleSchema, a);
       const opts = connectOptions(config.database, file);
       let checks = await checkSettings(opts);
       if (a.fix) {
         const fixes = checks.filter((c) => !c.ok && c.fix);
-        if (fixes.length) await withConnection(opts, async (conn) => { for (const f of fixes) await conn.query(f.fix!); });
+        if (fixes.length)
+          await withConnection(opts, async (conn) => {
+            for (const f of fixes) await conn.query(f.fix!);
+          });
         for (const f of fixes) out(`fixed: ${f.fix}`);
         checks = await checkSettings(opts);
       }
       if (a.json) return out(JSON.stringify(checks, null, 2));
       const rows = [["SETTING", "VALUE", "WANT", "", "WHY"]];
-      for (const c of checks) rows.push([c.name, c.value, c.want, c.ok ? "ok" : c.required ? "REQUIRED" : "recommended", c.note]);
+      for (const c of checks)
+        rows.push([c.name, c.value, c.want, c.ok ? "ok" : c.required ? "REQUIRED" : "recommended", c.note]);
       out(`${describeDb(config.database)}\n${formatTable(rows)}`);
       const bad = checks.filter((c) => c.required && !c.ok);
-      if (bad.length) throw new UsageError(`${bad.length} required setting(s) missing: ${bad.map((c) => c.name).join(", ")}`, "fix them in the MariaDB config (and --fix for the runtime ones)");
+      if (bad.length)
+        throw new UsageError(
+          `${bad.length} required setting(s) missing: ${bad.map((c) => c.name).join(", ")}`,
+          "fix them in the MariaDB config (and --fix for the runtime ones)",
+        );
     },
   }),
   migrate: defineCommand({
     meta: { name: "migrate", description: "Copy a consistent dump from a healthy node and resume from its LSN" },
-    args: { ...args, from: { type: "string", description: "Node ID (or API URL) to copy from", valueHint: "NODE", required: true } },
+    args: {
+      ...args,
+      from: { type: "string", description: "Node ID (or API URL) to copy from", valueHint: "NODE", required: true },
+    },
     async run({ args: a }) {
       out((await client(a).post<{ message: string }>("/admin/migrate", { from: a.from }, 3_600_000)).message);
     },
   }),
   "binlog-setup": defineCommand({
-    meta: { name: "binlog-setup", description: "Print the config snippet for binlog mode from the server's current position" },
+    meta: {
+      name: "binlog-setup",
+      description: "Print the config snippet for binlog mode from the server's current position",
+    },
     args,
     async run({ args: a }) {
       const { file, config } = loadFromArgs(scaleSchema, a);
@@ -129,7 +177,11 @@ export const ctlScaleCommands = {
         const g = (await c.queryObjects("SELECT @@gtid_binlog_pos AS pos, @@log_bin AS lb"))[0]!;
         return { file: m?.File ?? "", position: Number(m?.Position ?? 4), gtid: g.pos ?? "", logBin: g.lb === "1" };
       });
-      if (!s.logBin || !s.file) throw new UsageError(`${describeDb(config.database)} has no binary log`, "start it with --log-bin --binlog-format=ROW --server-id=N");
+      if (!s.logBin || !s.file)
+        throw new UsageError(
+          `${describeDb(config.database)} has no binary log`,
+          "start it with --log-bin --binlog-format=ROW --server-id=N",
+        );
       if (a.json) return out(JSON.stringify(s));
       out(`# binlog mode for ${describeDb(config.database)} — add to ${file}:
 # capture starts at the current end of the binlog (GTID ${s.gtid || "none yet"}). Start this node first
@@ -144,12 +196,17 @@ binlog_position = ${s.position}`);
   "tune-mariadb": defineCommand({
     meta: {
       name: "tune-mariadb",
-      description: "Suggest MariaDB settings for wolf (memory, connections, durability); apply the runtime ones and print a my.cnf snippet",
+      description:
+        "Suggest MariaDB settings for wolf (memory, connections, durability); apply the runtime ones and print a my.cnf snippet",
     },
     args: {
       ...args,
       "dry-run": { type: "boolean", description: "Only print the suggestions; change nothing" },
-      memory: { type: "string", description: "Memory to size MariaDB for, e.g. 8G (default: this machine's RAM)", valueHint: "SIZE" },
+      memory: {
+        type: "string",
+        description: "Memory to size MariaDB for, e.g. 8G (default: this machine's RAM)",
+        valueHint: "SIZE",
+      },
     },
     async run({ args: a }) {
       const memoryBytes = a.memory === undefined ? totalmem() : parseSize(a.memory);
@@ -157,7 +214,9 @@ binlog_position = ${s.position}`);
       const opts = connectOptions(config.database, file);
       const checks = await checkSettings(opts);
       const variables = await withConnection(opts, async (c) => {
-        const rows = await c.queryObjects(`SHOW GLOBAL VARIABLES WHERE Variable_name IN (${TUNE_VARIABLES.map((n) => `'${n}'`).join(", ")})`);
+        const rows = await c.queryObjects(
+          `SHOW GLOBAL VARIABLES WHERE Variable_name IN (${TUNE_VARIABLES.map((n) => `'${n}'`).join(", ")})`,
+        );
         return Object.fromEntries(rows.map((r) => [String(r.Variable_name).toLowerCase(), r.Value]));
       });
       const suggestions = suggestTuning({ variables, checks, memoryBytes, poolSize: config.database.pool_size });
@@ -178,21 +237,48 @@ binlog_position = ${s.position}`);
       }
       const cnf = cnfSnippet(suggestions, memoryBytes);
       if (a.json) {
-        out(JSON.stringify({ database: describeDb(config.database), memoryBytes, dryRun: Boolean(a["dry-run"]), suggestions, applied: applied.map((s) => s.set), failed, cnf }, null, 2));
+        out(
+          JSON.stringify(
+            {
+              database: describeDb(config.database),
+              memoryBytes,
+              dryRun: Boolean(a["dry-run"]),
+              suggestions,
+              applied: applied.map((s) => s.set),
+              failed,
+              cnf,
+            },
+            null,
+            2,
+          ),
+        );
       } else {
         const show = (s: Suggestion, v: string) => (s.bytes && /^\d+$/.test(v) ? formatBytes(Number(v)) : v);
         const rows = [["SETTING", "CURRENT", "SUGGESTED", "", "WHY"]];
-        for (const s of suggestions) rows.push([s.name, show(s, s.current), show(s, s.suggested), s.ok ? "ok" : s.dynamic ? "change" : "restart", s.why]);
+        for (const s of suggestions)
+          rows.push([
+            s.name,
+            show(s, s.current),
+            show(s, s.suggested),
+            s.ok ? "ok" : s.dynamic ? "change" : "restart",
+            s.why,
+          ]);
         out(`${describeDb(config.database)}, sized for ${formatBytes(memoryBytes)} of memory\n${formatTable(rows)}\n`);
         if (a["dry-run"]) {
-          out(pending.length ? `dry run: nothing changed; without --dry-run these ${pending.length} would be applied now (SET GLOBAL):` : "dry run: nothing to change at runtime");
+          out(
+            pending.length
+              ? `dry run: nothing changed; without --dry-run these ${pending.length} would be applied now (SET GLOBAL):`
+              : "dry run: nothing to change at runtime",
+          );
           for (const s of pending) out(`  ${s.set}`);
         } else if (pending.length) {
           for (const s of applied) out(`applied: ${s.set}`);
           for (const f of failed) out(`FAILED:  ${f.statement}: ${f.error}`);
           const sessionScoped = applied.filter((s) => SESSION_SCOPED.has(s.name)).map((s) => s.name);
           if (sessionScoped.length) {
-            out(`note: ${sessionScoped.join(", ")}: the new value applies to new connections only; restart wolf scale on this node so its open ones pick it up`);
+            out(
+              `note: ${sessionScoped.join(", ")}: the new value applies to new connections only; restart wolf scale on this node so its open ones pick it up`,
+            );
           }
         } else out("nothing to change at runtime");
         const restart = suggestions.filter((s) => !s.ok && !s.dynamic);
@@ -200,9 +286,13 @@ binlog_position = ${s.position}`);
         out(`\nSET GLOBAL does not survive a MariaDB restart: persist the settings in its config:\n\n${cnf}`);
       }
       if (failed.length) {
-        throw new WolfError("state", `${failed.length} setting(s) could not be applied: ${failed.map((f) => `${f.name} (${f.error})`).join("; ")}`, {
-          hint: `connect as a user allowed to SET GLOBAL (SUPER), or put them in my.cnf and restart MariaDB`,
-        });
+        throw new WolfError(
+          "state",
+          `${failed.length} setting(s) could not be applied: ${failed.map((f) => `${f.name} (${f.error})`).join("; ")}`,
+          {
+            hint: `connect as a user allowed to SET GLOBAL (SUPER), or put them in my.cnf and restart MariaDB`,
+          },
+        );
       }
     },
   }),
@@ -214,12 +304,18 @@ binlog_position = ${s.position}`);
     },
   }),
   "log-level": defineCommand({
-    meta: { name: "log-level", description: "Change the running daemon's log level (until it restarts; [node] log_level keeps it)" },
+    meta: {
+      name: "log-level",
+      description: "Change the running daemon's log level (until it restarts; [node] log_level keeps it)",
+    },
     args: { ...args, level: { type: "positional", description: LOG_LEVEL_NAMES.join("|"), required: true } },
     async run({ args: a }) {
       const level = String(a.level).toLowerCase();
-      if (!isLogLevel(level)) throw new UsageError(`unknown log level "${a.level}"`, `give one of: ${LOG_LEVEL_NAMES.join(", ")}`);
-      const r = await client(a).post<{ old: LogLevelName; level: LogLevelName; message: string }>("/admin/log-level", { level });
+      if (!isLogLevel(level))
+        throw new UsageError(`unknown log level "${a.level}"`, `give one of: ${LOG_LEVEL_NAMES.join(", ")}`);
+      const r = await client(a).post<{ old: LogLevelName; level: LogLevelName; message: string }>("/admin/log-level", {
+        level,
+      });
       out(a.json ? JSON.stringify({ old: r.old, level: r.level }) : r.message);
     },
   }),

@@ -141,7 +141,9 @@ export class ScaleDaemon {
   private async waitForDatabase(where: string): Promise<void> {
     const timeoutMs = DATABASE_WAIT_MS;
     const started = Date.now();
-    const check = this.configFile ? unreachableDbHint(this.configFile) : "is MariaDB running? check [database] host/port/socket in the config";
+    const check = this.configFile
+      ? unreachableDbHint(this.configFile)
+      : "is MariaDB running? check [database] host/port/socket in the config";
     let loggedAt: number | undefined;
     await waitUntil(
       async () => {
@@ -189,13 +191,19 @@ export class ScaleDaemon {
     });
     const origin = await this.fsm.originCheck();
     const clusterCfg = { ...cfg.cluster, peers: [...cfg.cluster.peers, ...(opts.join ? [opts.join] : [])] };
-    this.running = await startCluster(clusterCfg, { logStore: this.store, stableStore: stable, fsm: this.fsm }, { bootstrap: opts.bootstrap });
+    this.running = await startCluster(
+      clusterCfg,
+      { logStore: this.store, stableStore: stable, fsm: this.fsm },
+      { bootstrap: opts.bootstrap },
+    );
     this.node = this.running.node;
     this.node.events.onRoleChange = (role, term) => this.onRoleChange(role, term);
     // The core hands leadership to a lower ID (or where an operator asked) only after this drain.
     this.node.events.prepareHandover = (target) => this.drainForHandover(target);
-    if (origin.message && origin.ref.foreignAfter) this.markDiverged(`${origin.message}, and the log holds other nodes' transactions after them: it diverged`);
-    else if (origin.message) log.warn(`${origin.message}; they are captured if this node leads next, otherwise it will need a migration`);
+    if (origin.message && origin.ref.foreignAfter)
+      this.markDiverged(`${origin.message}, and the log holds other nodes' transactions after them: it diverged`);
+    else if (origin.message)
+      log.warn(`${origin.message}; they are captured if this node leads next, otherwise it will need a migration`);
 
     this.pool = this.makePool();
 
@@ -206,12 +214,16 @@ export class ScaleDaemon {
     void this.register();
     this.timers.push(setInterval(() => this.directory.save(), 5000));
     for (const t of this.timers) t.unref?.();
-    log.info(`node ${this.nodeId}: ready — cluster ${this.running.address}, API ${this.apiUrl}, ${where} (server_id ${this.fsm.serverId}), ack=${cfg.replication.ack}`);
+    log.info(
+      `node ${this.nodeId}: ready — cluster ${this.running.address}, API ${this.apiUrl}, ${where} (server_id ${this.fsm.serverId}), ack=${cfg.replication.ack}`,
+    );
   }
 
   private makePool(): mysql.Pool {
     return mysql.createPool({
-      ...(this.connect.socketPath ? { socketPath: this.connect.socketPath } : { host: this.connect.host, port: this.connect.port }),
+      ...(this.connect.socketPath
+        ? { socketPath: this.connect.socketPath }
+        : { host: this.connect.host, port: this.connect.port }),
       user: this.connect.user,
       password: this.connect.password,
       multipleStatements: true,
@@ -240,7 +252,12 @@ export class ScaleDaemon {
     try {
       // 1. Everything before this term (and our own noop) applied here first.
       const outcome = await waitUntil(
-        () => (!this.isLeaderIn(gen) ? "lost" : this.node.applied() >= this.node.lastLsn() && !this.fsm.busy ? "applied" : undefined),
+        () =>
+          !this.isLeaderIn(gen)
+            ? "lost"
+            : this.node.applied() >= this.node.lastLsn() && !this.fsm.busy
+              ? "applied"
+              : undefined,
         { timeoutMs: 120_000, intervalMs: 10, what: "the new leader to apply every entry it holds" },
       );
       if (outcome === "lost") return;
@@ -249,18 +266,38 @@ export class ScaleDaemon {
       const origin = await this.fsm.originCheck();
       if (!this.isLeaderIn(gen)) return;
       if (origin.message && origin.ref.foreignAfter) return this.markDiverged(`${origin.message}: it diverged`);
-      const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+      const pos = await withConnection(
+        this.connect,
+        async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "",
+      );
       let resume = origin.message ? origin.ref.pos : pos;
       const own = formatOwn(origin.message ? origin.ref.own : this.fsm.actualOwn);
       if (this.cfg.replication.mode === "binlog" && this.cfg.replication.binlog_file && !this.logHasData()) {
         const f = this.cfg.replication.binlog_file.replace(/[^A-Za-z0-9._-]/g, "");
-        resume = await withConnection(this.connect, async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${this.cfg.replication.binlog_position}) AS p`))[0]!.p ?? "");
-        log.info(`binlog mode: first capture starts at ${this.cfg.replication.binlog_file}:${this.cfg.replication.binlog_position} (GTID ${resume || "beginning"})`);
+        resume = await withConnection(
+          this.connect,
+          async (c) =>
+            (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${this.cfg.replication.binlog_position}) AS p`))[0]!
+              .p ?? "",
+        );
+        log.info(
+          `binlog mode: first capture starts at ${this.cfg.replication.binlog_file}:${this.cfg.replication.binlog_position} (GTID ${resume || "beginning"})`,
+        );
       }
       if (!this.isLeaderIn(gen)) return;
-      if (origin.message) log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
+      if (origin.message)
+        log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
       // 3. Marker, then capture.
-      const marker: LeaderMarker = { v: 1, node: this.nodeId, term, serverId: this.fsm.serverId, api: this.apiUrl, pos: resume, own, at: Date.now() };
+      const marker: LeaderMarker = {
+        v: 1,
+        node: this.nodeId,
+        term,
+        serverId: this.fsm.serverId,
+        api: this.apiUrl,
+        pos: resume,
+        own,
+        at: Date.now(),
+      };
       const markerEntry = this.node.append(encodeMarker(marker));
       this.fsm.enterLazy();
       const capture = new LeaderCapture(
@@ -285,7 +322,9 @@ export class ScaleDaemon {
       capture.start();
       if (!this.isLeaderIn(gen)) return void this.deactivate();
       this.leaderReady = true;
-      log.info(`node ${this.nodeId}: leading term ${term}; capturing from GTID ${resume || "(binlog start)"} after ${Date.now() - t0} ms`);
+      log.info(
+        `node ${this.nodeId}: leading term ${term}; capturing from GTID ${resume || "(binlog start)"} after ${Date.now() - t0} ms`,
+      );
     } catch (err) {
       log.error(`node ${this.nodeId}: could not start leading: ${(err as Error).message}`);
       if (this.isLeaderIn(gen)) this.node.stepDown((err as Error).message);
@@ -306,7 +345,8 @@ export class ScaleDaemon {
   }
 
   private logHasData(): boolean {
-    for (let lsn = this.store.lastLsn(); lsn > this.store.base().lsn; lsn--) if (this.store.get(lsn)?.kind === "data") return true;
+    for (let lsn = this.store.lastLsn(); lsn > this.store.base().lsn; lsn--)
+      if (this.store.get(lsn)?.kind === "data") return true;
     return this.store.base().lsn > 0;
   }
 
@@ -316,12 +356,15 @@ export class ScaleDaemon {
     this.directory.save();
     if (m.node !== this.nodeId) void this.register(); // tell the new leader where our API is
     if (m.node !== this.nodeId && m.serverId === this.fsm.serverId) {
-      log.error(`node ${m.node}'s MariaDB has the same server_id (${m.serverId}) as ours: give every node's MariaDB its own --server-id`);
+      log.error(
+        `node ${m.node}'s MariaDB has the same server_id (${m.serverId}) as ours: give every node's MariaDB its own --server-id`,
+      );
     }
   }
 
   private markDiverged(message: string): void {
-    if (this.diverged === null) log.error(`node ${this.nodeId}: ${message}. Run: wolf ctl scale migrate --from <healthy node>`);
+    if (this.diverged === null)
+      log.error(`node ${this.nodeId}: ${message}. Run: wolf ctl scale migrate --from <healthy node>`);
     this.diverged = message;
     this.node?.markNeedsMigration(message);
   }
@@ -345,7 +388,9 @@ export class ScaleDaemon {
       const conn = this.healthConn;
       await Promise.race([
         conn.query("SELECT 1"),
-        new Promise((_, reject) => setTimeout(() => reject(new WolfError("network", `no answer within ${timeout} ms`)), timeout).unref?.()),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new WolfError("network", `no answer within ${timeout} ms`)), timeout).unref?.(),
+        ),
       ]);
       this.setDbUp(true, null);
     } catch (err) {
@@ -432,7 +477,9 @@ export class ScaleDaemon {
         gtid = st.g ?? "";
         if (Number(st.t) === 1) {
           await conn.query("ROLLBACK");
-          throw new UsageError("the statements left a transaction open; it was rolled back (end it with COMMIT in the same request)");
+          throw new UsageError(
+            "the statements left a transaction open; it was rolled back (end it with COMMIT in the same request)",
+          );
         }
       } catch (err) {
         reusable = false;
@@ -457,9 +504,13 @@ export class ScaleDaemon {
       return { result, gtid, lsn: entry.lsn, ack, ms: performance.now() - t0 };
     } catch (err) {
       this.counters.ackTimeouts++;
-      throw new WolfError("state", `committed on the leader as ${gtid} but not acknowledged (ack=${ack}): ${(err as Error).message}`, {
-        hint: "the outcome is unknown: check for the row before retrying a non-idempotent write",
-      });
+      throw new WolfError(
+        "state",
+        `committed on the leader as ${gtid} but not acknowledged (ack=${ack}): ${(err as Error).message}`,
+        {
+          hint: "the outcome is unknown: check for the row before retrying a non-idempotent write",
+        },
+      );
     }
   }
 
@@ -498,7 +549,10 @@ export class ScaleDaemon {
     });
     const body = (await res.json()) as { ok: boolean; error?: string };
     if (!body.ok) throw new WolfError("state", `the leader refused the handover: ${body.error}`);
-    await waitUntil(() => this.node.getRole() === "leader", { timeoutMs: 10_000, what: `node ${this.nodeId} to become leader` });
+    await waitUntil(() => this.node.getRole() === "leader", {
+      timeoutMs: 10_000,
+      what: `node ${this.nodeId} to become leader`,
+    });
     return `node ${this.nodeId} leads (term ${this.node.currentTerm()})`;
   }
 
@@ -515,10 +569,19 @@ export class ScaleDaemon {
     try {
       const target = this.node.transferLeadership(to);
       const outcome = await waitUntil(
-        () => (this.node.getRole() !== "leader" ? "moved" : this.node.status().handoverTo === target ? undefined : "abandoned"),
+        () =>
+          this.node.getRole() !== "leader"
+            ? "moved"
+            : this.node.status().handoverTo === target
+              ? undefined
+              : "abandoned",
         { timeoutMs: 60_000, intervalMs: 10, what: `the handover to node ${target}` },
       );
-      if (outcome === "abandoned") throw new WolfError("state", `the handover to node ${target} was abandoned (it did not catch up in time); node ${this.nodeId} keeps leading`);
+      if (outcome === "abandoned")
+        throw new WolfError(
+          "state",
+          `the handover to node ${target} was abandoned (it did not catch up in time); node ${this.nodeId} keeps leading`,
+        );
       moved = true;
       return `node ${this.nodeId} handed leadership to node ${target}`;
     } finally {
@@ -542,11 +605,22 @@ export class ScaleDaemon {
     };
     try {
       // A leadership still starting (applying, origin check) finishes first: it appends a marker.
-      await waitUntil(() => this.leaderReady || this.node.getRole() !== "leader" || this.stopped, { timeoutMs: 30_000, intervalMs: 5, what: "this leader to start capturing" });
-      await waitUntil(() => this.inflightWrites === 0, { timeoutMs: 10_000, intervalMs: 2, what: "writes in progress to finish" });
+      await waitUntil(() => this.leaderReady || this.node.getRole() !== "leader" || this.stopped, {
+        timeoutMs: 30_000,
+        intervalMs: 5,
+        what: "this leader to start capturing",
+      });
+      await waitUntil(() => this.inflightWrites === 0, {
+        timeoutMs: 10_000,
+        intervalMs: 2,
+        what: "writes in progress to finish",
+      });
       const capture = this.capture;
       if (capture && this.node.getRole() === "leader") {
-        const pos = await withConnection(this.connect, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+        const pos = await withConnection(
+          this.connect,
+          async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "",
+        );
         await waitUntil(() => !pos || capture.stats.gtidState === pos || capture.failed !== undefined, {
           timeoutMs: 10_000,
           intervalMs: 2,
@@ -579,21 +653,35 @@ export class ScaleDaemon {
    */
   async dump(after = 0): Promise<Response> {
     const s = this.node.status();
-    if (this.diverged || s.state === "NeedsMigration") throw new WolfError("state", `node ${this.nodeId} needs a migration itself`);
+    if (this.diverged || s.state === "NeedsMigration")
+      throw new WolfError("state", `node ${this.nodeId} needs a migration itself`);
     if (s.applyError) throw new WolfError("state", `node ${this.nodeId} stopped applying: ${s.applyError}`);
     if (s.role === "leader") return this.leaderDump();
     const need = Math.min(after, this.node.lastLsn());
-    await waitUntil(() => this.node.applied() >= need, { timeoutMs: 30_000, intervalMs: 10, what: `node ${this.nodeId} to apply up to LSN ${need} (the target's last entry)` }).catch(() => {
-      throw new WolfError("state", `node ${this.nodeId} has applied only up to LSN ${this.node.applied()}, behind the target (LSN ${need})`, {
-        hint: "retry in a moment, or migrate from the leader or another follower",
-      });
+    await waitUntil(() => this.node.applied() >= need, {
+      timeoutMs: 30_000,
+      intervalMs: 10,
+      what: `node ${this.nodeId} to apply up to LSN ${need} (the target's last entry)`,
+    }).catch(() => {
+      throw new WolfError(
+        "state",
+        `node ${this.nodeId} has applied only up to LSN ${this.node.applied()}, behind the target (LSN ${need})`,
+        {
+          hint: "retry in a moment, or migrate from the leader or another follower",
+        },
+      );
     });
     const release = await this.fsm.pause();
     try {
       const lsn = await this.fsm.syncProgress();
       const term = termAt(this.store, lsn);
       if (term === undefined) throw new WolfError("state", `entry ${lsn} is no longer in this node's log`);
-      return await dumpResponse(this.cfg.database, this.connect, { meta: { lsn, term, members: this.membersView(), node: this.nodeId } }, release);
+      return await dumpResponse(
+        this.cfg.database,
+        this.connect,
+        { meta: { lsn, term, members: this.membersView(), node: this.nodeId } },
+        release,
+      );
     } catch (err) {
       release();
       throw err;
@@ -618,17 +706,35 @@ export class ScaleDaemon {
       what: "this leader to start capturing",
     });
     const capture = this.capture;
-    if (!capture || this.node.getRole() !== "leader") throw new NotLeaderError(`node ${this.nodeId} stopped leading; take the dump from another node`, this.node.leader());
+    if (!capture || this.node.getRole() !== "leader")
+      throw new NotLeaderError(
+        `node ${this.nodeId} stopped leading; take the dump from another node`,
+        this.node.leader(),
+      );
     const atSnapshot = async ({ file, pos }: BinlogPosition): Promise<DumpMeta> => {
       const f = file.replace(/[^A-Za-z0-9._-]/g, "");
-      const gtid = await withConnection(this.connect, async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${Math.trunc(pos)}) AS p`))[0]?.p);
-      if (gtid === null || gtid === undefined) throw new WolfError("state", `binlog position ${file}:${pos} of the dump's snapshot is not in the binlog`);
+      const gtid = await withConnection(
+        this.connect,
+        async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${Math.trunc(pos)}) AS p`))[0]?.p,
+      );
+      if (gtid === null || gtid === undefined)
+        throw new WolfError("state", `binlog position ${file}:${pos} of the dump's snapshot is not in the binlog`);
       const entry = await capture.entryThrough(gtid, 30_000);
       // Committed, not "acknowledged by a majority of today's voters": while a voter is added, that
       // majority can need the very nodes being migrated (they refuse entries until loaded).
-      await waitUntil(() => this.node.committed() >= entry.lsn, { timeoutMs: 30_000, intervalMs: 5, what: `entry ${entry.lsn} to commit` });
-      if (termAt(this.store, entry.lsn) !== entry.term) throw new NotLeaderError(`entry ${entry.lsn} was replaced (leadership changed); take the dump again`, this.node.leader());
-      log.info(`node ${this.nodeId}: dump snapshot at ${file}:${pos} (GTID ${gtid || "none"}) holds the log up to LSN ${entry.lsn}`);
+      await waitUntil(() => this.node.committed() >= entry.lsn, {
+        timeoutMs: 30_000,
+        intervalMs: 5,
+        what: `entry ${entry.lsn} to commit`,
+      });
+      if (termAt(this.store, entry.lsn) !== entry.term)
+        throw new NotLeaderError(
+          `entry ${entry.lsn} was replaced (leadership changed); take the dump again`,
+          this.node.leader(),
+        );
+      log.info(
+        `node ${this.nodeId}: dump snapshot at ${file}:${pos} (GTID ${gtid || "none"}) holds the log up to LSN ${entry.lsn}`,
+      );
       return { lsn: entry.lsn, term: entry.term, members: this.membersView(), node: this.nodeId, progressGtid: gtid };
     };
     return dumpResponse(this.cfg.database, this.connect, { atSnapshot }, () => {});
@@ -637,7 +743,12 @@ export class ScaleDaemon {
   /** Voters with their cluster addresses (a migrated node starts from them). */
   private membersView(): ClusterMembers {
     const s = this.node.status();
-    return { voters: s.voters.map((id) => ({ id, addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? "") })) };
+    return {
+      voters: s.voters.map((id) => ({
+        id,
+        addr: id === this.nodeId ? this.running.address : (s.peers.find((p) => p.id === id)?.addr ?? ""),
+      })),
+    };
   }
 
   private migrating = false;
@@ -651,20 +762,25 @@ export class ScaleDaemon {
     const leader = this.node.leader();
     if (leader === null || leader === this.nodeId) return;
     const why = this.diverged ?? "the leader no longer has the entries it needs, or they conflict";
-    log.warn(`node ${this.nodeId}: auto_migrate: copying node ${leader}'s data (${why}); what only this node's MariaDB holds is discarded`);
+    log.warn(
+      `node ${this.nodeId}: auto_migrate: copying node ${leader}'s data (${why}); what only this node's MariaDB holds is discarded`,
+    );
     try {
       await this.migrateFrom(String(leader));
       this.autoMigrateBackoffMs = 0;
     } catch (err) {
       this.autoMigrateBackoffMs = Math.min(60_000, Math.max(2000, this.autoMigrateBackoffMs * 2));
       this.autoMigrateAt = Date.now() + this.autoMigrateBackoffMs;
-      log.error(`node ${this.nodeId}: auto_migrate from node ${leader} failed: ${(err as Error).message}; retrying in ${this.autoMigrateBackoffMs / 1000} s`);
+      log.error(
+        `node ${this.nodeId}: auto_migrate from node ${leader} failed: ${(err as Error).message}; retrying in ${this.autoMigrateBackoffMs / 1000} s`,
+      );
     }
   }
 
   /** Target side: replace this node's data with a healthy node's dump and resume from its LSN. */
   async migrateFrom(from: string): Promise<string> {
-    if (this.node.getRole() === "leader") throw new WolfError("state", `node ${this.nodeId} leads; it cannot be migrated (demote it first)`);
+    if (this.node.getRole() === "leader")
+      throw new WolfError("state", `node ${this.nodeId} leads; it cannot be migrated (demote it first)`);
     if (this.migrating) throw new WolfError("state", `node ${this.nodeId} is already being migrated`);
     this.migrating = true;
     try {
@@ -678,10 +794,23 @@ export class ScaleDaemon {
     const isUrl = /^https?:\/\//.test(from);
     if (!isUrl && !this.directory.get(Number(from))) {
       // Just joined: the API addresses arrive with the next registration round; wait a little.
-      await waitUntil(async () => (await this.register(), this.directory.get(Number(from)) !== undefined), { timeoutMs: 5000, intervalMs: 250, what: `node ${from}'s API address` }).catch(() => {});
+      await waitUntil(
+        async () => {
+          await this.register();
+          return this.directory.get(Number(from)) !== undefined;
+        },
+        { timeoutMs: 5000, intervalMs: 250, what: `node ${from}'s API address` },
+      ).catch(() => {});
     }
     const url = isUrl ? from.replace(/\/$/, "") : this.directory.get(Number(from));
-    if (!url) throw new UsageError(`unknown node "${from}"`, `known nodes: ${this.directory.all().map((e) => `${e.id} (${e.api})`).join(", ")}; or give the source's API URL`);
+    if (!url)
+      throw new UsageError(
+        `unknown node "${from}"`,
+        `known nodes: ${this.directory
+          .all()
+          .map((e) => `${e.id} (${e.api})`)
+          .join(", ")}; or give the source's API URL`,
+      );
     if (url === this.apiUrl) throw new UsageError("a node cannot be migrated from itself");
     const after = this.node.lastLsn();
     this.node.setEligible(false, "migrating");
@@ -690,7 +819,9 @@ export class ScaleDaemon {
     const t0 = Date.now();
     try {
       await waitUntil(() => !this.node.isApplying(), { timeoutMs: 60_000, what: "the entry being applied to finish" });
-      const res = await fetch(`${url}/dump?after=${after}`, { headers: { authorization: `Bearer ${this.cfg.api.admin_token}` } });
+      const res = await fetch(`${url}/dump?after=${after}`, {
+        headers: { authorization: `Bearer ${this.cfg.api.admin_token}` },
+      });
       if (!res.ok || !res.body) {
         const text = await res.text().catch(() => "");
         throw new WolfError("network", `${url}/dump answered ${res.status}: ${text.slice(0, 500)}`);
@@ -698,7 +829,8 @@ export class ScaleDaemon {
       const lsn = Number(res.headers.get("x-wolf-lsn"));
       const term = Number(res.headers.get("x-wolf-term"));
       const members = JSON.parse(res.headers.get("x-wolf-members") ?? "null") as ClusterMembers | null;
-      if (!Number.isInteger(lsn) || !Number.isInteger(term)) throw new WolfError("protocol", `${url}/dump sent no LSN/term headers`);
+      if (!Number.isInteger(lsn) || !Number.isInteger(term))
+        throw new WolfError("protocol", `${url}/dump sent no LSN/term headers`);
       const bytes = await loadDump(this.cfg.database, this.connect, res.body, lsn);
       this.node.migrated(lsn, term, members ?? undefined);
       await this.fsm.reload({ lsn, own: "", pos: "" });

@@ -22,7 +22,12 @@ export function describeDb(db: ScaleConfig["database"]): string {
 
 /** Command-line arguments for the mariadb / mariadb-dump clients (password goes in MYSQL_PWD). */
 export function clientArgs(db: ScaleConfig["database"]): { args: string[]; env: Record<string, string> } {
-  const args = ["--no-defaults", db.socket ? `--socket=${db.socket}` : `--host=${db.host}`, ...(db.socket ? [] : [`--port=${db.port}`]), `--user=${db.user}`];
+  const args = [
+    "--no-defaults",
+    db.socket ? `--socket=${db.socket}` : `--host=${db.host}`,
+    ...(db.socket ? [] : [`--port=${db.port}`]),
+    `--user=${db.user}`,
+  ];
   return { args, env: db.password ? { MYSQL_PWD: db.password } : {} };
 }
 
@@ -57,7 +62,14 @@ export async function checkSettings(opts: ConnectOptions): Promise<SettingCheck[
       )
     )[0]!;
     return [
-      { name: "log_bin", value: v.log_bin!, want: "1", ok: v.log_bin === "1", required: true, note: "start mariadbd with --log-bin (binlog capture)" },
+      {
+        name: "log_bin",
+        value: v.log_bin!,
+        want: "1",
+        ok: v.log_bin === "1",
+        required: true,
+        note: "start mariadbd with --log-bin (binlog capture)",
+      },
       {
         name: "binlog_format",
         value: v.binlog_format!,
@@ -119,7 +131,11 @@ export async function checkSettings(opts: ConnectOptions): Promise<SettingCheck[
 export async function requireReplicationSettings(opts: ConnectOptions, where: string): Promise<void> {
   const bad = (await checkSettings(opts)).filter((s) => s.required && !s.ok);
   if (bad.length === 0) return;
-  throw new WolfError("config", `${where}: ${bad.map((s) => `${s.name} is ${s.value}, needs ${s.want} (${s.note})`).join("; ")}`, {
-    hint: "run `wolf ctl scale check-config` (with -f to fix what can be fixed at runtime)",
-  });
+  throw new WolfError(
+    "config",
+    `${where}: ${bad.map((s) => `${s.name} is ${s.value}, needs ${s.want} (${s.note})`).join("; ")}`,
+    {
+      hint: "run `wolf ctl scale check-config` (with -f to fix what can be fixed at runtime)",
+    },
+  );
 }

@@ -52,7 +52,9 @@ export function isTransientDbError(err: unknown): boolean {
 
 export class DivergedError extends WolfError {
   constructor(message: string) {
-    super("state", message, { hint: "copy a consistent dump from a healthy node: wolf ctl scale migrate --from <node>" });
+    super("state", message, {
+      hint: "copy a consistent dump from a healthy node: wolf ctl scale migrate --from <node>",
+    });
     this.name = "DivergedError";
   }
 }
@@ -110,7 +112,9 @@ export class ScaleFsm implements FSM {
     fsm.dbLsn = fsm.appliedLsnValue = fsm.applier.applied.lsn;
     const conn = await MysqlConnection.connect(opts.connect);
     try {
-      const row = (await conn.queryObjects("SELECT @@server_id AS id, @@gtid_binlog_state AS st, @@gtid_binlog_pos AS pos"))[0]!;
+      const row = (
+        await conn.queryObjects("SELECT @@server_id AS id, @@gtid_binlog_state AS st, @@gtid_binlog_pos AS pos")
+      )[0]!;
       fsm.serverId = Number(row.id);
       fsm.actual = ownFromBinlogState(row.st ?? "", fsm.serverId);
       fsm.actualAt = Date.now();
@@ -258,7 +262,8 @@ export class ScaleFsm implements FSM {
         return;
       } catch (err) {
         if (err instanceof DivergedError || !isTransientDbError(err)) throw err;
-        if (this.dbError === null) log.warn(`MariaDB unreachable while applying LSN ${lsn} (${(err as Error).message}); waiting for it`);
+        if (this.dbError === null)
+          log.warn(`MariaDB unreachable while applying LSN ${lsn} (${(err as Error).message}); waiting for it`);
         this.dbError = (err as Error).message;
         this.stats.retries++;
         this.applier?.destroy();
@@ -288,7 +293,11 @@ export class ScaleFsm implements FSM {
       if (e.kind !== "data" || isMarker(e.data)) continue;
       const txn = decodeTxn(e.data);
       if (txn.gtid.serverId !== this.serverId || !(await this.inOwnBinlog(txn))) {
-        throw new ApplyError(lsn, formatGtid(txn.gtid), `progress is at ${from} but entry ${lsn} was never applied here`);
+        throw new ApplyError(
+          lsn,
+          formatGtid(txn.gtid),
+          `progress is at ${from} but entry ${lsn} was never applied here`,
+        );
       }
       gtid = txn.gtidState;
     }
@@ -300,8 +309,11 @@ export class ScaleFsm implements FSM {
     try {
       await conn.query("SET SESSION sql_log_bin = 0");
       const g = gtid === undefined ? "" : `, gtid = '${gtid.replace(/[^0-9,-]/g, "")}'`;
-      const res = await conn.query(`UPDATE ${PROGRESS_DB}.applied SET lsn = ${to}${g}, applied_at = NOW(6) WHERE id = 1 AND lsn = ${from}`);
-      if (res.affectedRows !== 1) throw new ApplyError(to, "(none)", `the progress row is not at ${from} (another applier running?)`);
+      const res = await conn.query(
+        `UPDATE ${PROGRESS_DB}.applied SET lsn = ${to}${g}, applied_at = NOW(6) WHERE id = 1 AND lsn = ${from}`,
+      );
+      if (res.affectedRows !== 1)
+        throw new ApplyError(to, "(none)", `the progress row is not at ${from} (another applier running?)`);
     } finally {
       conn.close();
     }
@@ -363,9 +375,12 @@ export class ScaleFsm implements FSM {
     // The binlog is re-read at most once a second (a follower's binlog does not change); the
     // reference only after the log changed under our own entries.
     const fresh = this.ref !== undefined && Date.now() - this.actualAt < 1000;
-    const { extras, message } = fresh ? { extras: extrasOf(this.actual, this.ref!.own), message: null } : await this.originCheck();
+    const { extras, message } = fresh
+      ? { extras: extrasOf(this.actual, this.ref!.own), message: null }
+      : await this.originCheck();
     if (extras.length > 0) {
-      const what = message ?? `this node's MariaDB holds ${describeExtras(extras, this.serverId)} that the cluster never received`;
+      const what =
+        message ?? `this node's MariaDB holds ${describeExtras(extras, this.serverId)} that the cluster never received`;
       const msg = `${what}, while the cluster moved on without them (next: ${formatGtid(txn.gtid)}): it diverged and needs a migration`;
       this.opts.onDiverged?.(msg);
       throw new DivergedError(msg);
@@ -378,7 +393,11 @@ export class ScaleFsm implements FSM {
     if (Date.now() - this.baselineAt < 30_000 || this.lazy) return;
     if (this.opts.store.lastLsn() !== this.appliedLsnValue) return;
     this.baselineAt = Date.now();
-    this.baseline = { lsn: this.appliedLsnValue, own: formatOwn(this.actual), pos: this.ref?.pos ?? this.baseline?.pos ?? "" };
+    this.baseline = {
+      lsn: this.appliedLsnValue,
+      own: formatOwn(this.actual),
+      pos: this.ref?.pos ?? this.baseline?.pos ?? "",
+    };
     writeBaseline(this.opts.baselineFile, this.baseline);
   }
 
@@ -407,7 +426,11 @@ export class ScaleFsm implements FSM {
 
   /** Brings the progress row up to the applied LSN (paused, not leading): before a dump. */
   async syncProgress(): Promise<Lsn> {
-    if (this.lazy) throw new WolfError("internal", "syncProgress while leading (a leader's dump maps its snapshot to the LSN instead)");
+    if (this.lazy)
+      throw new WolfError(
+        "internal",
+        "syncProgress while leading (a leader's dump maps its snapshot to the LSN instead)",
+      );
     const a = await this.ensureApplier();
     if (a.applied.lsn < this.appliedLsnValue) await this.jumpOwnGap(a.applied.lsn, this.appliedLsnValue);
     return this.appliedLsnValue;
@@ -416,7 +439,11 @@ export class ScaleFsm implements FSM {
   /** Holds applying (after the entry in progress) until the returned function is called. */
   async pause(): Promise<() => void> {
     this.pauses++;
-    await waitUntil(() => !this.inFlight, { timeoutMs: 600_000, intervalMs: 5, what: "the entry being applied to finish" });
+    await waitUntil(() => !this.inFlight, {
+      timeoutMs: 600_000,
+      intervalMs: 5,
+      what: "the entry being applied to finish",
+    });
     let released = false;
     return () => {
       if (released) return;

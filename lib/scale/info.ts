@@ -16,16 +16,28 @@ export async function scaleInfo(file: string, cfg: ScaleConfig): Promise<string>
     `wal         ${cfg.wal.dir || `${cfg.node.data_dir}/wal`}, segments ${cfg.wal.segment_size_mb} MiB, fsync ${cfg.wal.fsync}, ${cfg.wal.compression}, keep ${cfg.wal.retention_hours} h / ${cfg.wal.retention_mb} MiB`,
   ];
   try {
-    const v = await withConnection({ ...connectOptions(cfg.database), connectTimeoutMs: 3000 }, async (c) =>
-      (await c.queryObjects("SELECT @@version AS v, @@server_id AS id, @@log_bin AS lb, @@binlog_format AS bf, @@gtid_binlog_pos AS pos"))[0]!,
+    const v = await withConnection(
+      { ...connectOptions(cfg.database), connectTimeoutMs: 3000 },
+      async (c) =>
+        (
+          await c.queryObjects(
+            "SELECT @@version AS v, @@server_id AS id, @@log_bin AS lb, @@binlog_format AS bf, @@gtid_binlog_pos AS pos",
+          )
+        )[0]!,
     );
-    lines.push(`database    ${describeDb(cfg.database)}: MariaDB ${v.v}, server_id ${v.id}, log_bin ${v.lb}, binlog_format ${v.bf}, GTID ${v.pos || "-"}`);
+    lines.push(
+      `database    ${describeDb(cfg.database)}: MariaDB ${v.v}, server_id ${v.id}, log_bin ${v.lb}, binlog_format ${v.bf}, GTID ${v.pos || "-"}`,
+    );
   } catch (err) {
     lines.push(`database    ${describeDb(cfg.database)}: unreachable (${(err as Error).message})`);
   }
   try {
-    const s = await new ScaleClient(cfg, file).get<{ role: string; state: string; term: number; appliedLsn: number }>("/status");
-    lines.push(`daemon      running at ${localApiUrl(cfg)}: ${s.role}, ${s.state}, term ${s.term}, applied LSN ${s.appliedLsn}`);
+    const s = await new ScaleClient(cfg, file).get<{ role: string; state: string; term: number; appliedLsn: number }>(
+      "/status",
+    );
+    lines.push(
+      `daemon      running at ${localApiUrl(cfg)}: ${s.role}, ${s.state}, term ${s.term}, applied LSN ${s.appliedLsn}`,
+    );
   } catch {
     lines.push(`daemon      not running (nothing answers at ${localApiUrl(cfg)})`);
   }

@@ -87,10 +87,15 @@ export class LeaderCapture {
       const gtid = formatGtid(g);
       await this.entryOf(gtid, timeoutMs);
       const entry = this.recent.get(gtid); // exact: entryOf may answer with a later entry that covers it
-      if (!entry) throw new WolfError("state", `transaction ${gtid} was captured too long ago to map a snapshot to its entry; retry`);
+      if (!entry)
+        throw new WolfError(
+          "state",
+          `transaction ${gtid} was captured too long ago to map a snapshot to its entry; retry`,
+        );
       if (entry.lsn > last.lsn) last = entry;
     }
-    if (last === this.startEntry && this.recent.size >= RECENT) throw new WolfError("state", "capture ran too far ahead of the snapshot to map it; retry");
+    if (last === this.startEntry && this.recent.size >= RECENT)
+      throw new WolfError("state", "capture ran too far ahead of the snapshot to map it; retry");
     // Synchronous from here: a transaction is appended and noted in one go (the sink).
     // Only over committed ones: the caller waits for the entry to commit, and an uncommitted config
     // entry may need the very node being migrated (it refuses entries meanwhile) to commit. A
@@ -161,7 +166,12 @@ export class LeaderCapture {
         reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== w);
-          reject(new WolfError("state", `transaction ${gtid} was committed on the leader but not captured within ${timeoutMs} ms; outcome unknown`));
+          reject(
+            new WolfError(
+              "state",
+              `transaction ${gtid} was committed on the leader but not captured within ${timeoutMs} ms; outcome unknown`,
+            ),
+          );
         }, timeoutMs),
       };
       this.waiters.push(w);
@@ -172,7 +182,12 @@ export class LeaderCapture {
     this.failure ??= err;
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
-      w.reject(new WolfError("state", `capture stopped before the transaction was in the log (${err.message}); outcome unknown`));
+      w.reject(
+        new WolfError(
+          "state",
+          `capture stopped before the transaction was in the log (${err.message}); outcome unknown`,
+        ),
+      );
     }
   }
 

@@ -44,7 +44,13 @@ export function decodeMarker(data: Uint8Array): LeaderMarker {
   } catch (err) {
     throw new WolfError("protocol", `leader marker entry is not JSON: ${(err as Error).message}`);
   }
-  if (m.v !== 1 || typeof m.node !== "number" || typeof m.api !== "string" || typeof m.pos !== "string" || typeof m.own !== "string") {
+  if (
+    m.v !== 1 ||
+    typeof m.node !== "number" ||
+    typeof m.api !== "string" ||
+    typeof m.pos !== "string" ||
+    typeof m.own !== "string"
+  ) {
     throw new WolfError("protocol", "leader marker entry has an unknown shape");
   }
   return m;

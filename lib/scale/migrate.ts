@@ -40,12 +40,17 @@ const START_TIMEOUT_MS = 60_000;
 
 function need(bin: string): string {
   const path = Bun.which(bin);
-  if (!path) throw new WolfError("io", `${bin} is not installed`, { hint: "install the MariaDB client tools (apt-get install mariadb-client)" });
+  if (!path)
+    throw new WolfError("io", `${bin} is not installed`, {
+      hint: "install the MariaDB client tools (apt-get install mariadb-client)",
+    });
   return path;
 }
 
 async function userDatabases(connect: ConnectOptions): Promise<string[]> {
-  return withConnection(connect, async (c) => (await c.query("SHOW DATABASES")).rows.map((r) => r[0]!).filter((d) => !SYSTEM_DBS.has(d)));
+  return withConnection(connect, async (c) =>
+    (await c.query("SHOW DATABASES")).rows.map((r) => r[0]!).filter((d) => !SYSTEM_DBS.has(d)),
+  );
 }
 
 export interface DumpMeta {
@@ -100,7 +105,12 @@ function progressStatement(meta: DumpMeta): string {
  * Streams the dump as an HTTP response. `resume` is called once the snapshot is open (or on any
  * failure), so the caller's paused applying continues.
  */
-export async function dumpResponse(db: ScaleConfig["database"], connect: ConnectOptions, source: DumpSource, resume: () => void): Promise<Response> {
+export async function dumpResponse(
+  db: ScaleConfig["database"],
+  connect: ConnectOptions,
+  source: DumpSource,
+  resume: () => void,
+): Promise<Response> {
   const bin = need("mariadb-dump");
   const dbs = await userDatabases(connect);
   const { args, env } = clientArgs(db);
@@ -148,7 +158,11 @@ export async function dumpResponse(db: ScaleConfig["database"], connect: Connect
   try {
     if (atSnapshot) {
       const pos = await readSnapshotPosition(reader, head);
-      if (!pos) throw new WolfError("io", await failure("mariadb-dump ended before it reported its snapshot's binlog position"));
+      if (!pos)
+        throw new WolfError(
+          "io",
+          await failure("mariadb-dump ended before it reported its snapshot's binlog position"),
+        );
       meta = await atSnapshot(pos);
     } else meta = (source as { meta: DumpMeta }).meta;
   } catch (err) {
@@ -206,7 +220,12 @@ export async function dumpResponse(db: ScaleConfig["database"], connect: Connect
 }
 
 /** Replaces the local databases with the dump stream; returns the bytes loaded. */
-export async function loadDump(db: ScaleConfig["database"], connect: ConnectOptions, body: ReadableStream<Uint8Array>, lsn: Lsn): Promise<number> {
+export async function loadDump(
+  db: ScaleConfig["database"],
+  connect: ConnectOptions,
+  body: ReadableStream<Uint8Array>,
+  lsn: Lsn,
+): Promise<number> {
   const bin = need("mariadb");
   const existing = await userDatabases(connect);
   await withConnection(connect, async (c) => {
@@ -232,16 +251,28 @@ export async function loadDump(db: ScaleConfig["database"], connect: ConnectOpti
     }
   } catch (err) {
     proc.kill();
-    throw new WolfError("network", `the dump transfer broke after ${bytes} bytes: ${(err as Error).message}; run migrate again`);
+    throw new WolfError(
+      "network",
+      `the dump transfer broke after ${bytes} bytes: ${(err as Error).message}; run migrate again`,
+    );
   } finally {
     await proc.stdin.end();
   }
   const code = await proc.exited;
-  if (code !== 0) throw new WolfError("io", `loading the dump failed (exit ${code}): ${(await new Response(proc.stderr).text()).trim().slice(0, 500)}`);
-  if (!tail.includes(TRAILER)) throw new WolfError("network", `the dump ended early (${bytes} bytes, no completion trailer); run migrate again`);
+  if (code !== 0)
+    throw new WolfError(
+      "io",
+      `loading the dump failed (exit ${code}): ${(await new Response(proc.stderr).text()).trim().slice(0, 500)}`,
+    );
+  if (!tail.includes(TRAILER))
+    throw new WolfError("network", `the dump ended early (${bytes} bytes, no completion trailer); run migrate again`);
   await withConnection(connect, async (c) => {
     const row = (await c.queryObjects(`SELECT lsn FROM ${PROGRESS_DB}.applied WHERE id = 1`))[0];
-    if (!row || Number(row.lsn) !== lsn) throw new WolfError("protocol", `the dump's progress row says LSN ${row?.lsn ?? "(none)"}, the source announced ${lsn}`);
+    if (!row || Number(row.lsn) !== lsn)
+      throw new WolfError(
+        "protocol",
+        `the dump's progress row says LSN ${row?.lsn ?? "(none)"}, the source announced ${lsn}`,
+      );
     await c.query("RESET MASTER");
   });
   return bytes;

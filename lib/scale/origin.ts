@@ -73,7 +73,9 @@ export function extrasOf(actual: OwnState, ref: OwnState): Extra[] {
 
 export function describeExtras(extras: Extra[], serverId: number): string {
   const n = extras.reduce((s, e) => s + (e.to - e.from + 1n), 0n);
-  const list = extras.map((e) => (e.from === e.to ? `${e.domain}-${serverId}-${e.from}` : `${e.domain}-${serverId}-${e.from}..${e.to}`)).join(", ");
+  const list = extras
+    .map((e) => (e.from === e.to ? `${e.domain}-${serverId}-${e.from}` : `${e.domain}-${serverId}-${e.from}..${e.to}`))
+    .join(", ");
   return `${n} transaction(s) (GTID ${list})`;
 }
 
@@ -88,7 +90,8 @@ export function readBaseline(file: string): Baseline | undefined {
   if (!existsSync(file)) return undefined;
   try {
     const b = JSON.parse(readFileSync(file, "utf8")) as Baseline;
-    if (typeof b.lsn !== "number" || typeof b.own !== "string" || typeof b.pos !== "string") throw new Error("missing fields");
+    if (typeof b.lsn !== "number" || typeof b.own !== "string" || typeof b.pos !== "string")
+      throw new Error("missing fields");
     parseOwn(b.own);
     return b;
   } catch (err) {
@@ -130,7 +133,7 @@ export function scanOwnRef(store: LogStore, nodeId: number, serverId: number, ba
   const floor = Math.max(store.base().lsn, baseline?.lsn ?? 0);
   for (let lsn = store.lastLsn(); lsn > floor; lsn--) {
     const e = store.get(lsn);
-    if (!e || e.kind !== "data") continue;
+    if (e?.kind !== "data") continue;
     if (isMarker(e.data)) {
       const m = decodeMarker(e.data);
       if (m.node !== nodeId) continue;

@@ -97,10 +97,17 @@ export function parseSize(text: string): number {
   return n;
 }
 
-const num = (v: string | null | undefined): number | undefined => (v === null || v === undefined || v === "" || !/^\d+$/.test(v) ? undefined : Number(v));
+const num = (v: string | null | undefined): number | undefined =>
+  v === null || v === undefined || v === "" || !/^\d+$/.test(v) ? undefined : Number(v);
 
 /** A "never lower" numeric setting: suggests `target` only when the current value is below it. */
-function atLeast(name: string, current: number | undefined, target: number, why: string, opts: { bytes?: boolean } = {}): Suggestion | undefined {
+function atLeast(
+  name: string,
+  current: number | undefined,
+  target: number,
+  why: string,
+  opts: { bytes?: boolean } = {},
+): Suggestion | undefined {
   if (current === undefined) return undefined;
   const ok = current >= target;
   const value = ok ? current : target;
@@ -177,7 +184,11 @@ export function suggestTuning(input: TuneInput): Suggestion[] {
       "followers replay rows as BINLOG statements ~4/3 the row's size: every node must fit the largest row the leader took (API bodies up to 16 MiB)",
       { bytes: true },
     ],
-    ["wait_timeout", MIN_WAIT_TIMEOUT, "wolf keeps connections open between writes (API pool, applier); a short wait_timeout closes them under it"],
+    [
+      "wait_timeout",
+      MIN_WAIT_TIMEOUT,
+      "wolf keeps connections open between writes (API pool, applier); a short wait_timeout closes them under it",
+    ],
   ];
   for (const [name, target, why, opts] of floors) {
     const s = atLeast(name, num(v[name]), target, why, opts);

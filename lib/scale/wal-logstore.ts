@@ -48,7 +48,9 @@ export class WalLogStore implements LogStore {
 
   append(entries: LogEntry[]): void {
     const now = Date.now();
-    this.wal.appendSync(entries.map((e) => ({ lsn: e.lsn, term: e.term, kind: KIND_CODES[e.kind], timeMs: now, data: e.data })));
+    this.wal.appendSync(
+      entries.map((e) => ({ lsn: e.lsn, term: e.term, kind: KIND_CODES[e.kind], timeMs: now, data: e.data })),
+    );
   }
 
   truncateAfter(lsn: Lsn): void {

@@ -85,7 +85,8 @@ export function encodeRecord(entry: WalEntry, opts: EncodeOptions): Uint8Array {
   rec[12] = codec;
   rec[13] = RECORD_MARKER;
   const kind = entry.kind ?? 0;
-  if (!Number.isInteger(kind) || kind < 0 || kind > 255) throw new RangeError(`WAL entry kind must be 0-255, got ${kind}`);
+  if (!Number.isInteger(kind) || kind < 0 || kind > 255)
+    throw new RangeError(`WAL entry kind must be 0-255, got ${kind}`);
   rec[15] = kind;
   setU64(view, 16, entry.lsn);
   setU64(view, 24, entry.term);
@@ -119,7 +120,8 @@ export function parseHeader(buf: Uint8Array, off: number): RecordHeader | undefi
   const view = new DataView(buf.buffer, buf.byteOffset + off, RECORD_HEADER_BYTES);
   const codec = buf[off + 12]!;
   const flags = buf[off + 14]!;
-  if (buf[off + 13] !== RECORD_MARKER || codec > Codec.Lz4 || flags > (FLAG_BATCH_START | FLAG_BATCH_END)) return undefined;
+  if (buf[off + 13] !== RECORD_MARKER || codec > Codec.Lz4 || flags > (FLAG_BATCH_START | FLAG_BATCH_END))
+    return undefined;
   const storedLength = view.getUint32(4, true);
   const rawLength = view.getUint32(8, true);
   if (storedLength > MAX_RECORD_BYTES || rawLength > MAX_RECORD_BYTES) return undefined;

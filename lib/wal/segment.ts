@@ -174,7 +174,11 @@ export class Segment {
     const header = decodeHeader(buf);
     if (!header) {
       // A crash between creating the file and syncing its header leaves a short or zeroed file.
-      if (isLast && buf.length <= SEGMENT_HEADER_BYTES * 2 && buf.subarray(SEGMENT_HEADER_BYTES).every((b) => b === 0)) {
+      if (
+        isLast &&
+        buf.length <= SEGMENT_HEADER_BYTES * 2 &&
+        buf.subarray(SEGMENT_HEADER_BYTES).every((b) => b === 0)
+      ) {
         fs.unlinkSync(path);
         notes.push({ file, truncatedBytes: buf.length, removed: true });
         return undefined;
@@ -182,7 +186,11 @@ export class Segment {
       throw new WalCorruptionError(file, 0, "the segment header is damaged");
     }
     if (expectFirstLsn !== undefined && header.firstLsn !== expectFirstLsn) {
-      throw new WalCorruptionError(file, 8, `header says first LSN ${header.firstLsn}, the file name says ${expectFirstLsn}`);
+      throw new WalCorruptionError(
+        file,
+        8,
+        `header says first LSN ${header.firstLsn}, the file name says ${expectFirstLsn}`,
+      );
     }
     const fd = fs.openSync(path, isLast ? "r+" : "r");
     const seg = new Segment(path, fd, header.firstLsn, header.prevTerm);
@@ -223,7 +231,11 @@ export class Segment {
       // Without fsync nothing was promised durable, so any damaged tail is cut (and reported).
       const later = trustOrder ? laterBatchLsn(buf, off, expected) : undefined;
       if (later !== undefined) {
-        throw new WalCorruptionError(file, off, `${what}, yet LSN ${later} of a later, completed write batch is intact`);
+        throw new WalCorruptionError(
+          file,
+          off,
+          `${what}, yet LSN ${later} of a later, completed write batch is intact`,
+        );
       }
       fs.ftruncateSync(this.fd, off);
       fs.fsyncSync(this.fd);
@@ -305,7 +317,11 @@ export class Segment {
     for (let lsn = from; lsn <= toLsn; lsn++) {
       const r = checkRecord(buf, off);
       if (!r.ok || r.header.lsn !== lsn) {
-        throw new WalCorruptionError(basename(this.path), start + off, `record LSN ${lsn} changed on disk since it was written`);
+        throw new WalCorruptionError(
+          basename(this.path),
+          start + off,
+          `record LSN ${lsn} changed on disk since it was written`,
+        );
       }
       const entry = decodePayload(buf, off, r.header);
       if (out.length > 0 && bytes + entry.data.length > maxBytes) break;

@@ -187,7 +187,8 @@ export class Wal {
     }
     for (const n of notes) {
       if (n.removed) log.warn(`WAL recovery: removed ${n.file}, a segment whose header was never completely written`);
-      else log.warn(`WAL recovery: cut a torn tail of ${n.truncatedBytes} bytes from ${n.file} (from LSN ${n.fromLsn})`);
+      else
+        log.warn(`WAL recovery: cut a torn tail of ${n.truncatedBytes} bytes from ${n.file} (from LSN ${n.fromLsn})`);
     }
     return new Wal(opts, segments, notes);
   }
@@ -292,8 +293,10 @@ export class Wal {
     let lsn = this.assignedLsn;
     let term = this.assignedTerm;
     for (const e of entries) {
-      if (e.lsn !== lsn + 1) throw new WolfError("state", `WAL append of LSN ${e.lsn} does not continue the log at ${lsn}`);
-      if (e.term < term) throw new WolfError("state", `WAL append of LSN ${e.lsn} with term ${e.term} after term ${term}`);
+      if (e.lsn !== lsn + 1)
+        throw new WolfError("state", `WAL append of LSN ${e.lsn} does not continue the log at ${lsn}`);
+      if (e.term < term)
+        throw new WolfError("state", `WAL append of LSN ${e.lsn} with term ${e.term} after term ${term}`);
       lsn = e.lsn;
       term = e.term;
     }
@@ -309,7 +312,9 @@ export class Wal {
         if (this.active.bytes >= this.segmentBytes && this.active.count > 0) this.rotate();
         markBatch(batch[0]!, FLAG_BATCH_START);
         markBatch(batch[batch.length - 1]!, FLAG_BATCH_END);
-        const records = entries.slice(i, j).map((e, k) => ({ size: batch[k]!.length, lsn: e.lsn, term: e.term, timeMs: e.timeMs }));
+        const records = entries
+          .slice(i, j)
+          .map((e, k) => ({ size: batch[k]!.length, lsn: e.lsn, term: e.term, timeMs: e.timeMs }));
         this.active.appendSync(joined(batch, size), records, this.fsync);
       } catch (e) {
         this.failed = new WolfError("io", `WAL write failed in ${this.dir}: ${(e as Error).message}`, { cause: e });
@@ -355,7 +360,9 @@ export class Wal {
         try {
           await this.writeBatch(batch, size);
         } catch (err) {
-          const error = new WolfError("io", `WAL write failed in ${this.dir}: ${(err as Error).message}`, { cause: err });
+          const error = new WolfError("io", `WAL write failed in ${this.dir}: ${(err as Error).message}`, {
+            cause: err,
+          });
           this.failed = error;
           for (const p of batch) p.reject(error);
           for (const p of this.pending.splice(0)) p.reject(error);
@@ -423,9 +430,13 @@ export class Wal {
   read(fromLsn: number, opts: ReadOptions = {}): WalEntry[] {
     if (this.failed) throw this.failed;
     if (fromLsn < this.firstLsn) {
-      throw new WolfError("state", `WAL entries before LSN ${this.firstLsn} were removed by retention (asked for ${fromLsn})`, {
-        hint: "the node needs a fresh copy: wolf ctl scale migrate --from <node>",
-      });
+      throw new WolfError(
+        "state",
+        `WAL entries before LSN ${this.firstLsn} were removed by retention (asked for ${fromLsn})`,
+        {
+          hint: "the node needs a fresh copy: wolf ctl scale migrate --from <node>",
+        },
+      );
     }
     const toLsn = Math.min(opts.toLsn ?? this.lastLsn, this.lastLsn);
     const maxBytes = opts.maxBytes ?? 4 * 1024 * 1024;
@@ -488,7 +499,10 @@ export class Wal {
   truncateAfterSync(lsn: number): void {
     this.requireQuiet("truncate");
     if (lsn < this.firstLsn - 1) {
-      throw new WolfError("state", `cannot truncate the WAL after LSN ${lsn}: entries before ${this.firstLsn} are already removed`);
+      throw new WolfError(
+        "state",
+        `cannot truncate the WAL after LSN ${lsn}: entries before ${this.firstLsn} are already removed`,
+      );
     }
     if (lsn >= this.lastLsn) return;
     try {
@@ -497,7 +511,9 @@ export class Wal {
       this.active.truncateAfter(lsn);
       fsyncDir(this.dir);
     } catch (e) {
-      this.failed = new WolfError("io", `WAL truncation after LSN ${lsn} failed: ${(e as Error).message}`, { cause: e });
+      this.failed = new WolfError("io", `WAL truncation after LSN ${lsn} failed: ${(e as Error).message}`, {
+        cause: e,
+      });
       throw this.failed;
     }
     this.assignedLsn = this.active.lastLsn;

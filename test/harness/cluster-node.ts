@@ -38,7 +38,12 @@ export class NodeProc {
     readonly host: Host,
     argv: string[],
   ) {
-    this.proc = host.spawn(argv, { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+    this.proc = host.spawn(argv, {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, NO_COLOR: "1" },
+    });
     void this.read(this.proc.stdout, true);
     void this.read(this.proc.stderr, false);
   }
@@ -79,13 +84,19 @@ export class NodeProc {
   call(cmd: Record<string, unknown>, timeoutMs = 10_000): Promise<Record<string, unknown>> {
     if (!this.running) {
       const how = this.proc.exitCode ?? this.proc.signalCode;
-      return Promise.reject(new Error(`node ${this.id} is not running (exit ${how}), cannot send ${JSON.stringify(cmd)}`));
+      return Promise.reject(
+        new Error(`node ${this.id} is not running (exit ${how}), cannot send ${JSON.stringify(cmd)}`),
+      );
     }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.replies.delete(id);
-        reject(new Error(`node ${this.id}: no reply to ${JSON.stringify(cmd)} within ${timeoutMs} ms\n${this.output.slice(-3000)}`));
+        reject(
+          new Error(
+            `node ${this.id}: no reply to ${JSON.stringify(cmd)} within ${timeoutMs} ms\n${this.output.slice(-3000)}`,
+          ),
+        );
       }, timeoutMs);
       this.replies.set(id, (r) => {
         clearTimeout(timer);
@@ -98,7 +109,11 @@ export class NodeProc {
       } catch (err) {
         clearTimeout(timer);
         this.replies.delete(id);
-        reject(new Error(`node ${this.id}: cannot send ${JSON.stringify(cmd)}: ${err instanceof Error ? err.message : String(err)}`));
+        reject(
+          new Error(
+            `node ${this.id}: cannot send ${JSON.stringify(cmd)}: ${err instanceof Error ? err.message : String(err)}`,
+          ),
+        );
       }
     });
   }

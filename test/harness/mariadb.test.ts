@@ -34,7 +34,18 @@ describe.skipIf(!haveMariaDB)("startMariaDB", () => {
     expect(await two.query("SHOW DATABASES LIKE 'app'")).toEqual([]);
 
     // TCP on the advertised host/port reaches the same server as the socket.
-    const viaTcp = await execArgv(["mariadb", "--no-defaults", "-h", one.host, "-P", String(one.port), "-uroot", "-N", "-e", "SELECT v FROM app.t"]);
+    const viaTcp = await execArgv([
+      "mariadb",
+      "--no-defaults",
+      "-h",
+      one.host,
+      "-P",
+      String(one.port),
+      "-uroot",
+      "-N",
+      "-e",
+      "SELECT v FROM app.t",
+    ]);
     expect(viaTcp.stdout.trim()).toBe("only in one");
 
     const pids = [one.pid, two.pid];
@@ -75,7 +86,9 @@ describe.skipIf(!haveMariaDB)("startMariaDB", () => {
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/exited with code .*\n.*no-such-option-for-wolf-tests/s);
     expect(performance.now() - t0).toBeLessThan(10_000);
-    const leftovers = readdirSync(runDir()).filter((n) => n.startsWith("mariadb-") && !started.some((db) => db.dir.endsWith(n)));
+    const leftovers = readdirSync(runDir()).filter(
+      (n) => n.startsWith("mariadb-") && !started.some((db) => db.dir.endsWith(n)),
+    );
     expect(leftovers).toEqual([]);
     expect(readdirSync(join(runDir(), "pids"))).toEqual([]); // its PID is no longer tracked: it is gone
   });
@@ -90,11 +103,33 @@ describe.skipIf(!haveMariaDB || !hasNetnsSupport())("startMariaDB in a namespace
       try {
         expect(db.netns).toBe(dbHost.ns);
         await db.query("CREATE DATABASE shop");
-        const r = await client.exec(["mariadb", "--no-defaults", "-h", dbHost.ip, "-P", "3306", "-uroot", "-N", "-e", "SHOW DATABASES LIKE 'shop'"]);
+        const r = await client.exec([
+          "mariadb",
+          "--no-defaults",
+          "-h",
+          dbHost.ip,
+          "-P",
+          "3306",
+          "-uroot",
+          "-N",
+          "-e",
+          "SHOW DATABASES LIKE 'shop'",
+        ]);
         expect(r.stderr).toBe("");
         expect(r.stdout.trim()).toBe("shop");
         // Not reachable from the root namespace: the server really lives inside the namespace.
-        const fromRoot = await execArgv(["mariadb", "--no-defaults", "-h", dbHost.ip, "-P", "3306", "-uroot", "--connect-timeout=1", "-e", "SELECT 1"]);
+        const fromRoot = await execArgv([
+          "mariadb",
+          "--no-defaults",
+          "-h",
+          dbHost.ip,
+          "-P",
+          "3306",
+          "-uroot",
+          "--connect-timeout=1",
+          "-e",
+          "SELECT 1",
+        ]);
         expect(fromRoot.code).not.toBe(0);
       } finally {
         await db.stop();

@@ -94,7 +94,8 @@ export function mariadbTemplate(): Promise<string> {
 function mariadbVersion(): string {
   const r = runSync(["mariadbd", "--version"]);
   const m = /Ver\s+(\S+)/.exec(r.stdout);
-  if (r.code !== 0 || !m) throw new Error(`cannot run mariadbd --version (is mariadb-server installed?): ${r.stderr.trim()}`);
+  if (r.code !== 0 || !m)
+    throw new Error(`cannot run mariadbd --version (is mariadb-server installed?): ${r.stderr.trim()}`);
   return m[1]!.replace(/[^A-Za-z0-9.+_-]/g, "_");
 }
 
@@ -147,7 +148,8 @@ async function buildTemplate(): Promise<string> {
     // A concurrent test process published one first: use that, drop ours.
     rmSync(work, { recursive: true, force: true });
   }
-  for (const leftover of ["mysqld.sock", "mariadbd.pid", "tmp"]) rmSync(join(final, leftover), { recursive: true, force: true });
+  for (const leftover of ["mysqld.sock", "mariadbd.pid", "tmp"])
+    rmSync(join(final, leftover), { recursive: true, force: true });
   if (!existsSync(join(final, "data", "mysql"))) throw new Error(`MariaDB template ${final} is incomplete`);
   return join(final, "data");
 }
@@ -170,7 +172,8 @@ async function launch(o: {
   args: string[];
 }): Promise<Launched> {
   const socket = join(o.dir, "mysqld.sock");
-  if (socket.length > SOCKET_PATH_MAX) throw new Error(`socket path too long for a unix socket (use a shorter baseDir): ${socket}`);
+  if (socket.length > SOCKET_PATH_MAX)
+    throw new Error(`socket path too long for a unix socket (use a shorter baseDir): ${socket}`);
   const errorLog = join(o.dir, "error.log");
   mkdirSync(join(o.dir, "tmp"), { recursive: true });
   const argv = [

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
-import { Host, TestNet, hasNetnsSupport, namespacePids, netnsSkipReason, sweepStaleNamespaces } from "./netns.ts";
+import { type Host, TestNet, hasNetnsSupport, namespacePids, netnsSkipReason, sweepStaleNamespaces } from "./netns.ts";
 import { ChildScript, pidAlive, signalPid } from "./procs.ts";
 
 const BUN = process.execPath;
@@ -174,7 +174,10 @@ describe.skipIf(skip)("sweepStaleNamespaces", () => {
     `;
     const child = new ChildScript(script);
     try {
-      const { prefix, ns } = await child.report<{ prefix: string; ns: string }>({ timeoutMs: 15_000, what: "the child to set up its TestNet" });
+      const { prefix, ns } = await child.report<{ prefix: string; ns: string }>({
+        timeoutMs: 15_000,
+        what: "the child to set up its TestNet",
+      });
       const leftovers = namespaces().filter((n) => n.startsWith(prefix));
       expect(leftovers.length).toBe(4);
       const orphans = () => (namespacePids([ns]).get(ns) ?? []).filter((pid) => pidAlive(pid));

@@ -50,7 +50,8 @@ export function netnsSkipReason(): string | undefined {
 
 async function ip(args: string[], what?: string): Promise<ExecResult> {
   const r = await execArgv(["ip", ...args], { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`${what ?? "ip"} failed: ip ${args.join(" ")}: ${r.stderr.trim() || `exit ${r.code}`}`);
+  if (r.code !== 0)
+    throw new Error(`${what ?? "ip"} failed: ip ${args.join(" ")}: ${r.stderr.trim() || `exit ${r.code}`}`);
   return r;
 }
 
@@ -98,7 +99,10 @@ function listNamespaces(): string[] {
 function deleteNamespacesSync(names: string[]): void {
   if (names.length === 0) return;
   const pids = [...namespacePids(names).values()].flat();
-  killPidsSync(pids.map((pid) => ({ pid, startTime: procStartTime(pid) })), 5000);
+  killPidsSync(
+    pids.map((pid) => ({ pid, startTime: procStartTime(pid) })),
+    5000,
+  );
   for (const name of names) runSync(["ip", "netns", "del", name]);
 }
 
@@ -106,7 +110,9 @@ function deleteNamespacesSync(names: string[]): void {
 
 function claimOwner(octet: number): { pid: number; startTime: string } | undefined {
   try {
-    const [pid, startTime] = readFileSync(join(SUBNET_DIR, String(octet)), "utf8").trim().split(" ");
+    const [pid, startTime] = readFileSync(join(SUBNET_DIR, String(octet)), "utf8")
+      .trim()
+      .split(" ");
     return { pid: Number(pid), startTime: startTime ?? "" };
   } catch {
     return undefined;
@@ -229,7 +235,9 @@ export class Host {
 
   /** Ping `target` once from this host: true if a reply came back within `timeoutS` seconds. */
   async canPing(target: string, timeoutS = 1): Promise<boolean> {
-    const r = await this.exec(["ping", "-c", "1", "-W", String(timeoutS), "-q", target], { timeoutMs: timeoutS * 1000 + 5000 });
+    const r = await this.exec(["ping", "-c", "1", "-W", String(timeoutS), "-q", target], {
+      timeoutMs: timeoutS * 1000 + 5000,
+    });
     return r.code === 0;
   }
 }
@@ -279,7 +287,8 @@ export class TestNet {
     if (this.destroying) throw new Error("TestNet.addHost: this TestNet was destroyed");
     if (!HOST_NAME.test(name)) throw new Error(`TestNet.addHost: host name must match ${HOST_NAME} (got "${name}")`);
     if (this.hosts.some((h) => h.name === name)) throw new Error(`TestNet.addHost: host "${name}" exists already`);
-    if (this.attachments >= MAX_ATTACHMENTS) throw new Error(`TestNet.addHost: at most ${MAX_ATTACHMENTS} hosts per TestNet`);
+    if (this.attachments >= MAX_ATTACHMENTS)
+      throw new Error(`TestNet.addHost: at most ${MAX_ATTACHMENTS} hosts per TestNet`);
     const index = this.attachments++;
     const lanIp = `10.77.${this.octet}.${HOST_BASE + index}`;
     const ns = `wt${process.pid}-${this.octet}-${name}`;
@@ -297,7 +306,10 @@ export class TestNet {
     const privNet = `192.168.${index}`;
     await this.attach(router, index, "lan0", lanIp);
     await this.addNamespace(ns);
-    await ip(["link", "add", "priv0", "netns", router, "type", "veth", "peer", "name", "eth0", "netns", ns], "creating the NAT link");
+    await ip(
+      ["link", "add", "priv0", "netns", router, "type", "veth", "peer", "name", "eth0", "netns", ns],
+      "creating the NAT link",
+    );
     await ip(["-n", router, "addr", "add", `${privNet}.1/24`, "dev", "priv0"]);
     await ip(["-n", router, "link", "set", "priv0", "up"]);
     await ip(["-n", ns, "addr", "add", `${privNet}.2/24`, "dev", "eth0"]);
@@ -346,7 +358,10 @@ export class TestNet {
   >(ns: string, argv: string[], opts?: Bun.SpawnOptions.SpawnOptions<In, Out, Err>): Bun.Subprocess<In, Out, Err> {
     if (this.destroying) throw new Error("TestNet.spawn: this TestNet was destroyed");
     // setpriv and `ip netns exec` both exec in place, so the PID we get is the command's own.
-    const proc = Bun.spawn([...dieWithParentPrefix(), "ip", "netns", "exec", ns, ...argv], opts ?? ({} as Bun.SpawnOptions.SpawnOptions<In, Out, Err>));
+    const proc = Bun.spawn(
+      [...dieWithParentPrefix(), "ip", "netns", "exec", ns, ...argv],
+      opts ?? ({} as Bun.SpawnOptions.SpawnOptions<In, Out, Err>),
+    );
     const entry: Tracked = { proc, startTime: procStartTime(proc.pid) };
     this.tracked.add(entry);
     trackPid(proc.pid, `netns ${ns}: ${argv.join(" ")}`);
@@ -375,7 +390,11 @@ export class TestNet {
     const alive = () => [...victims].filter(([pid, st]) => pidAlive(pid, st));
     for (const [pid] of alive()) signalPid(pid, "SIGTERM");
     try {
-      await waitUntil(() => alive().length === 0, { timeoutMs: graceMs, intervalMs: 20, what: "test processes to exit" });
+      await waitUntil(() => alive().length === 0, {
+        timeoutMs: graceMs,
+        intervalMs: 20,
+        what: "test processes to exit",
+      });
     } catch {
       for (const [pid] of alive()) signalPid(pid, "SIGKILL");
       await waitUntil(() => alive().length === 0, { timeoutMs: 5000, intervalMs: 20, what: "test processes to die" });
@@ -415,7 +434,10 @@ export class TestNet {
   private async attach(ns: string, index: number, ifname: string, lanIp: string): Promise<void> {
     await this.addNamespace(ns);
     const port = `p${index}`;
-    await ip(["link", "add", port, "netns", this.lanNs, "type", "veth", "peer", "name", ifname, "netns", ns], "creating a LAN link");
+    await ip(
+      ["link", "add", port, "netns", this.lanNs, "type", "veth", "peer", "name", ifname, "netns", ns],
+      "creating a LAN link",
+    );
     await ip(["-n", this.lanNs, "link", "set", port, "master", "br0"]);
     await ip(["-n", this.lanNs, "link", "set", port, "up"]);
     await ip(["-n", ns, "addr", "add", `${lanIp}/24`, "dev", ifname]);
@@ -425,8 +447,10 @@ export class TestNet {
 
 function claimOctet(wanted?: number): number {
   if (wanted !== undefined) {
-    if (!Number.isInteger(wanted) || wanted < 1 || wanted > 254) throw new Error(`TestNet: octet must be 1..254 (got ${wanted})`);
-    if (!tryClaim(wanted)) throw new Error(`TestNet: subnet 10.77.${wanted}.0/24 is held by pid ${claimOwner(wanted)?.pid}`);
+    if (!Number.isInteger(wanted) || wanted < 1 || wanted > 254)
+      throw new Error(`TestNet: octet must be 1..254 (got ${wanted})`);
+    if (!tryClaim(wanted))
+      throw new Error(`TestNet: subnet 10.77.${wanted}.0/24 is held by pid ${claimOwner(wanted)?.pid}`);
     return wanted;
   }
   for (let octet = 1; octet <= 254; octet++) if (tryClaim(octet)) return octet;

@@ -66,7 +66,11 @@ test("sweepStaleRuns kills a dead run's processes, spares reused PIDs and live r
 });
 
 test("execArgv returns code and output, and kills a command past its deadline", async () => {
-  expect(await execArgv(["sh", "-c", "cat; echo e >&2; exit 2"], { stdin: "in" })).toEqual({ code: 2, stdout: "in", stderr: "e\n" });
+  expect(await execArgv(["sh", "-c", "cat; echo e >&2; exit 2"], { stdin: "in" })).toEqual({
+    code: 2,
+    stdout: "in",
+    stderr: "e\n",
+  });
   // A grandchild holding the pipes open must not stretch the deadline.
   const pidFile = join(HARNESS_ROOT, `grandchild-${process.pid}`);
   try {
@@ -75,7 +79,11 @@ test("execArgv returns code and output, and kills a command past its deadline", 
     await expect(run).rejects.toThrow(/timed out after 200 ms/);
     expect(Date.now() - t0).toBeLessThan(2000);
   } finally {
-    const grandchild = Number(await Bun.file(pidFile).text().catch(() => "0"));
+    const grandchild = Number(
+      await Bun.file(pidFile)
+        .text()
+        .catch(() => "0"),
+    );
     if (grandchild > 0) process.kill(grandchild, "SIGKILL");
     rmSync(pidFile, { force: true });
   }

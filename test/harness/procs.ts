@@ -88,7 +88,7 @@ export function killPidsSync(pids: Iterable<{ pid: number; startTime?: string }>
 // ---- this process's run dir ---------------------------------------------------------------------
 
 let myRunDir: string | undefined;
-let unregisterRunDirCleanup: (() => void) | undefined;
+let _unregisterRunDirCleanup: (() => void) | undefined;
 
 /** This test process's run dir, created on first use. */
 export function runDir(): string {
@@ -96,7 +96,7 @@ export function runDir(): string {
     const dir = join(HARNESS_ROOT, `${RUN_PREFIX}${process.pid}-${procStartTime(process.pid) ?? "0"}`);
     mkdirSync(join(dir, "pids"), { recursive: true });
     myRunDir = dir;
-    unregisterRunDirCleanup ??= onExitCleanup(() => {
+    _unregisterRunDirCleanup ??= onExitCleanup(() => {
       if (!myRunDir) return;
       killPidsSync(readTrackedPids(myRunDir));
       rmSync(myRunDir, { recursive: true, force: true });
@@ -250,7 +250,11 @@ export function onExitCleanup(fn: () => void, order = 0, asyncFn?: () => Promise
   if (!handlersInstalled) {
     handlersInstalled = true;
     process.on("exit", runCleanups);
-    for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+    for (const [sig, code] of [
+      ["SIGINT", 130],
+      ["SIGTERM", 143],
+      ["SIGHUP", 129],
+    ] as const) {
       process.on(sig, () => {
         runCleanups();
         process.exit(code);
@@ -274,7 +278,12 @@ export class LiveSet<T> {
   private registered = false;
 
   constructor(
-    private readonly opts: { what: string; order: number; destroySync: (item: T) => void; stop: (item: T) => Promise<unknown> },
+    private readonly opts: {
+      what: string;
+      order: number;
+      destroySync: (item: T) => void;
+      stop: (item: T) => Promise<unknown>;
+    },
   ) {}
 
   add(item: T): void {
@@ -289,7 +298,10 @@ export class LiveSet<T> {
       this.opts.order,
       async () => {
         const leaked = [...this.items];
-        if (leaked.length > 0) console.error(`[harness] ${leaked.length} ${this.opts.what} still running at exit (not stopped by their test); stopping`);
+        if (leaked.length > 0)
+          console.error(
+            `[harness] ${leaked.length} ${this.opts.what} still running at exit (not stopped by their test); stopping`,
+          );
         await Promise.allSettled(leaked.map((item) => this.opts.stop(item)));
       },
     );

@@ -20,7 +20,11 @@ afterAll(async () => {
 
 describe("runWolf (process machinery, against small scripts)", () => {
   test("collects stdout and stderr, feeds stdin, reports the exit code", async () => {
-    const p = run([], { ...sh('echo hello; echo oops >&2; read x; echo "got $x $FOO"; exit 3'), stdin: "abc\n", env: { FOO: "bar" } });
+    const p = run([], {
+      ...sh('echo hello; echo oops >&2; read x; echo "got $x $FOO"; exit 3'),
+      stdin: "abc\n",
+      env: { FOO: "bar" },
+    });
     expect(await p.waitForOutput(/got (\w+)/)).toContain("abc");
     expect(await p.waitForExit(5000)).toBe(3);
     expect(p.stdout()).toBe("hello\ngot abc bar\n");
@@ -74,7 +78,11 @@ describe("runWolf (process machinery, against small scripts)", () => {
   });
 
   test("runWolfOnce returns code and output, and kills a command that overruns its deadline", async () => {
-    expect(await runWolfOnce([], sh("echo out; echo err >&2; exit 5"))).toEqual({ code: 5, stdout: "out\n", stderr: "err\n" });
+    expect(await runWolfOnce([], sh("echo out; echo err >&2; exit 5"))).toEqual({
+      code: 5,
+      stdout: "out\n",
+      stderr: "err\n",
+    });
     const t0 = Date.now();
     await expect(runWolfOnce([], { ...sh("exec sleep 30"), timeoutMs: 300 })).rejects.toThrow(/timed out after 300 ms/);
     expect(Date.now() - t0).toBeLessThan(3000);
@@ -104,7 +112,10 @@ describe("runWolf (process machinery, against small scripts)", () => {
           ${how === "exits" ? "setTimeout(() => process.exit(0), 100);" : ""}`;
         const child = new ChildScript(script);
         try {
-          const { sleepPid } = await child.report<{ sleepPid: number }>({ timeoutMs: 10_000, what: "the child to start its process" });
+          const { sleepPid } = await child.report<{ sleepPid: number }>({
+            timeoutMs: 10_000,
+            what: "the child to start its process",
+          });
           expect(pidAlive(sleepPid)).toBe(true);
           const runDirName = readdirSync(HARNESS_ROOT).find((n) => n.startsWith(`run-${child.pid}-`));
           expect(runDirName).toBeDefined(); // the child recorded its process there
@@ -114,7 +125,10 @@ describe("runWolf (process machinery, against small scripts)", () => {
           if (how === "gets SIGKILL") child.kill("SIGKILL");
           const code = await child.exited();
           expect(code).toBe({ exits: 0, "gets SIGTERM": 143, "gets SIGKILL": 137 }[how]);
-          await waitUntil(() => !pidAlive(sleepPid), { timeoutMs: 3000, what: `the child's process ${sleepPid} to die` });
+          await waitUntil(() => !pidAlive(sleepPid), {
+            timeoutMs: 3000,
+            what: `the child's process ${sleepPid} to die`,
+          });
           if (how === "gets SIGKILL") {
             expect(existsSync(runDir)).toBe(true); // no handler ran: the next sweep removes it
             sweepStaleRuns();

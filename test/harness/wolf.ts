@@ -3,7 +3,17 @@
  * when a source is newer than the binary), started directly or inside a network namespace, every
  * process tracked and killed by PID when the test process ends.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
@@ -32,7 +42,7 @@ const BUILD_LOCK = join(REPO_ROOT, "dist", ".build.lock");
 // ---- building -----------------------------------------------------------------------------------
 
 function newestMtime(path: string, depth = 0): number {
-  let st;
+  let st: ReturnType<typeof statSync>;
   try {
     st = statSync(path);
   } catch {
@@ -225,18 +235,22 @@ export class WolfProcess {
       throw new Error(`${err.message}\n--- output so far ---\n${this.outputTail()}`);
     });
     if ("exited" in result) {
-      throw new Error(`${this.describe()} exited with code ${result.exited} before printing ${pattern}\n--- output ---\n${this.outputTail()}`);
+      throw new Error(
+        `${this.describe()} exited with code ${result.exited} before printing ${pattern}\n--- output ---\n${this.outputTail()}`,
+      );
     }
     return result.match;
   }
 
   /** Resolves with the exit code (128 + signal number if killed); rejects if still running after `timeoutMs`. */
   async waitForExit(timeoutMs = 10_000): Promise<number> {
-    await waitUntil(() => this.exitCode !== null, { timeoutMs, intervalMs: 20, what: `${this.describe()} to exit` }).catch(
-      (err: Error) => {
-        throw new Error(`${err.message}\n--- output so far ---\n${this.outputTail()}`);
-      },
-    );
+    await waitUntil(() => this.exitCode !== null, {
+      timeoutMs,
+      intervalMs: 20,
+      what: `${this.describe()} to exit`,
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}\n--- output so far ---\n${this.outputTail()}`);
+    });
     await this.drained;
     return this.exitCode!;
   }

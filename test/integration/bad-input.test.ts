@@ -11,7 +11,10 @@ import { ensureBuilt, freePort, runWolf, runWolfOnce, WOLF_BIN } from "../harnes
 
 let dir: string;
 /** Fixture paths, filled in beforeAll. */
-const f = {} as Record<"scale" | "disk" | "net" | "garbage" | "empty" | "unreadable" | "folder" | "file" | "junkKey" | "invite", string>;
+const f = {} as Record<
+  "scale" | "disk" | "net" | "garbage" | "empty" | "unreadable" | "folder" | "file" | "junkKey" | "invite",
+  string
+>;
 
 /** Runs wolf with config defaults pointing into the test dir (never /etc/wolf). */
 function wolf(args: string[], opts: { stdin?: string; asNobody?: boolean } = {}) {
@@ -93,24 +96,80 @@ function check(name: string, c: Case): void {
 
 describe("command line", () => {
   check("no verb", { args: () => [], code: 2, says: /missing command/ });
-  check("unknown verb, with a suggestion", { args: () => ["scale", "strat"], code: 2, says: /unknown command "strat".*did you mean "start"/ });
-  check("unknown option, with a suggestion", { args: () => ["ctl", "net", "peers", "--jsn"], code: 2, says: /unknown option "--jsn".*did you mean "--json"/ });
-  check("option without its value", { args: () => ["net", "init", "--config"], code: 2, says: /option "--config" needs a value/ });
-  check("extra positional argument", { args: () => ["net", "genkey", "extra"], code: 2, says: /unexpected argument "extra": "wolf net genkey" takes no arguments/ });
-  check("extra positional after the expected one", { args: () => ["ctl", "scale", "list", "servers", "more", "--config", f.scale], code: 2, says: /unexpected argument "more"/ });
-  check("empty --config", { args: () => ["scale", "validate", "--config", ""], code: 2, says: /--config needs a file path/ });
-  check("bad enum value", { args: () => ["disk", "mount", "--config", f.disk, "--role", "bogus"], code: 2, says: /--role.*auto, leader, follower, client/ });
-  check("missing required positional", { args: () => ["net", "join", "--config", join(dir, "j0", "net.toml")], code: 2, says: /Missing required positional argument/ });
+  check("unknown verb, with a suggestion", {
+    args: () => ["scale", "strat"],
+    code: 2,
+    says: /unknown command "strat".*did you mean "start"/,
+  });
+  check("unknown option, with a suggestion", {
+    args: () => ["ctl", "net", "peers", "--jsn"],
+    code: 2,
+    says: /unknown option "--jsn".*did you mean "--json"/,
+  });
+  check("option without its value", {
+    args: () => ["net", "init", "--config"],
+    code: 2,
+    says: /option "--config" needs a value/,
+  });
+  check("extra positional argument", {
+    args: () => ["net", "genkey", "extra"],
+    code: 2,
+    says: /unexpected argument "extra": "wolf net genkey" takes no arguments/,
+  });
+  check("extra positional after the expected one", {
+    args: () => ["ctl", "scale", "list", "servers", "more", "--config", f.scale],
+    code: 2,
+    says: /unexpected argument "more"/,
+  });
+  check("empty --config", {
+    args: () => ["scale", "validate", "--config", ""],
+    code: 2,
+    says: /--config needs a file path/,
+  });
+  check("bad enum value", {
+    args: () => ["disk", "mount", "--config", f.disk, "--role", "bogus"],
+    code: 2,
+    says: /--role.*auto, leader, follower, client/,
+  });
+  check("missing required positional", {
+    args: () => ["net", "join", "--config", join(dir, "j0", "net.toml")],
+    code: 2,
+    says: /Missing required positional argument/,
+  });
 });
 
 describe("config files, every subsystem", () => {
   for (const sub of ["scale", "disk", "net"] as const) {
-    check(`${sub}: missing file names the init command`, { args: () => [sub, "validate", "--config", join(dir, "nope.toml")], code: 4, says: new RegExp(`file not found\\n  hint: create it with: wolf ${sub} init`) });
-    check(`${sub}: a directory`, { args: () => [sub, "validate", "--config", f.folder], code: 4, says: /is a directory, not a config file/ });
-    check(`${sub}: binary garbage`, { args: () => [sub, "validate", "--config", f.garbage], code: 4, says: /not valid TOML/ });
-    check(`${sub}: a device`, { args: () => [sub, "validate", "--config", "/dev/zero"], code: 4, says: /not a regular file/ });
-    check(`${sub}: init into a directory`, { args: () => [sub, "init", "--config", f.folder], code: 4, says: /is a directory/ });
-    check(`${sub}: init where nothing can be written`, { args: () => [sub, "init", "--config", "/proc/wolf-test/x.toml"], code: 5, says: /cannot write \/proc\/wolf-test\/x\.toml: / });
+    check(`${sub}: missing file names the init command`, {
+      args: () => [sub, "validate", "--config", join(dir, "nope.toml")],
+      code: 4,
+      says: new RegExp(`file not found\\n  hint: create it with: wolf ${sub} init`),
+    });
+    check(`${sub}: a directory`, {
+      args: () => [sub, "validate", "--config", f.folder],
+      code: 4,
+      says: /is a directory, not a config file/,
+    });
+    check(`${sub}: binary garbage`, {
+      args: () => [sub, "validate", "--config", f.garbage],
+      code: 4,
+      says: /not valid TOML/,
+    });
+    check(`${sub}: a device`, {
+      args: () => [sub, "validate", "--config", "/dev/zero"],
+      code: 4,
+      says: /not a regular file/,
+    });
+    check(`${sub}: init into a directory`, {
+      args: () => [sub, "init", "--config", f.folder],
+      code: 4,
+      says: /is a directory/,
+    });
+    check(`${sub}: init where nothing can be written`, {
+      args: () => [sub, "init", "--config", "/proc/wolf-test/x.toml"],
+      code: 5,
+      says: /cannot write \/proc\/wolf-test\/x\.toml: /,
+    });
     test.skipIf(process.getuid?.() !== 0)(`${sub}: unreadable file (as nobody)`, async () => {
       const r = await wolf([sub, "validate", "--config", f.unreadable], { asNobody: true });
       expect(r.stderr).toContain(`${f.unreadable}: cannot read: permission denied`);
@@ -118,16 +177,40 @@ describe("config files, every subsystem", () => {
       expect(r.code).toBe(4);
     });
   }
-  check("scale: an empty file lacks the secret", { args: () => ["scale", "validate", "--config", f.empty], code: 4, says: /cluster\.secret: missing key/ });
-  check("scale: a net.toml", { args: () => ["scale", "start", "--config", f.net], code: 4, says: /unknown key "interface"/ });
-  check("disk: a scale.toml", { args: () => ["disk", "mount", "--config", f.scale], code: 4, says: /unknown key "database"/ });
+  check("scale: an empty file lacks the secret", {
+    args: () => ["scale", "validate", "--config", f.empty],
+    code: 4,
+    says: /cluster\.secret: missing key/,
+  });
+  check("scale: a net.toml", {
+    args: () => ["scale", "start", "--config", f.net],
+    code: 4,
+    says: /unknown key "interface"/,
+  });
+  check("disk: a scale.toml", {
+    args: () => ["disk", "mount", "--config", f.scale],
+    code: 4,
+    says: /unknown key "database"/,
+  });
   check("net: a disk.toml", { args: () => ["net", "up", "--config", f.disk], code: 4, says: /unknown key "cluster"/ });
-  check("ctl net: a directory", { args: () => ["ctl", "net", "peers", "--config", f.folder], code: 4, says: /is a directory/ });
+  check("ctl net: a directory", {
+    args: () => ["ctl", "net", "peers", "--config", f.folder],
+    code: 4,
+    says: /is a directory/,
+  });
 });
 
 describe("option values", () => {
-  check("scale init --node-id out of range", { args: () => ["scale", "init", "--config", join(dir, "x1.toml"), "--node-id", "5000"], code: 2, says: /--node-id takes an integer from 1 to 1023, got "5000"/ });
-  check("scale init --node-id abc names the option", { args: () => ["scale", "init", "--config", join(dir, "x2.toml"), "--node-id", "abc"], code: 2, says: /--node-id takes an integer from 1 to 1023, got "abc"/ });
+  check("scale init --node-id out of range", {
+    args: () => ["scale", "init", "--config", join(dir, "x1.toml"), "--node-id", "5000"],
+    code: 2,
+    says: /--node-id takes an integer from 1 to 1023, got "5000"/,
+  });
+  check("scale init --node-id abc names the option", {
+    args: () => ["scale", "init", "--config", join(dir, "x2.toml"), "--node-id", "abc"],
+    code: 2,
+    says: /--node-id takes an integer from 1 to 1023, got "abc"/,
+  });
   test("scale init --node-id '': usage error, not a silent default", async () => {
     const config = join(dir, "x3.toml");
     const r = await wolf(["scale", "init", "--config", config, "--node-id", ""]);
@@ -135,18 +218,71 @@ describe("option values", () => {
     expect(r.code).toBe(2);
     expect(existsSync(config)).toBe(false);
   });
-  check("scale join notanaddress: host:port checked before anything starts", { args: () => ["scale", "join", "--config", f.scale, "notanaddress"], code: 2, says: /wolf scale join: expected host:port like 10\.0\.0\.2:7654, got "notanaddress"\n  hint: / });
-  check("scale join with a port out of range", { args: () => ["scale", "join", "--config", f.scale, "127.0.0.1:70000"], code: 2, says: /expected host:port/ });
-  check("net init --address 999.1.1.1", { args: () => ["net", "init", "--config", join(dir, "n1", "net.toml"), "--address", "999.1.1.1"], code: 4, says: /interface\.address: expected an IPv4 address/ });
-  check("net init --subnet garbage", { args: () => ["net", "init", "--config", join(dir, "n2", "net.toml"), "--address", "10.1.1.1", "--subnet", "x"], code: 4, says: /interface\.subnet: expected an IPv4 network/ });
-  check("net init: address outside the subnet is refused before writing", { args: () => ["net", "init", "--config", join(dir, "n3", "net.toml"), "--address", "10.1.1.1", "--subnet", "192.168.0.0/24"], code: 4, says: /not inside subnet 192\.168\.0\.0\/24/ });
-  check("net invite --ttl abc", { args: () => ["net", "invite", "--config", f.net, "--ttl", "abc"], code: 2, says: /--ttl takes a duration, got "abc"/ });
-  check("net invite --endpoint without a port", { args: () => ["net", "invite", "--config", f.net, "--endpoint", "nope"], code: 2, says: /--endpoint takes host:port/ });
-  check("net join --timeout 0", { args: () => ["net", "join", "--config", join(dir, "j1", "net.toml"), "--timeout", "0", f.invite], code: 2, says: /--timeout takes a duration/ });
-  check("ctl scale stats --interval abc", { args: () => ["ctl", "scale", "stats", "--config", f.scale, "--interval", "abc"], code: 2, says: /--interval and --count take numbers/ });
-  check("scale start --data-dir on a file", { args: () => ["scale", "start", "--config", f.scale, "--data-dir", f.file], code: 5, says: /a-file exists and is not a directory/ });
+  check("scale join notanaddress: host:port checked before anything starts", {
+    args: () => ["scale", "join", "--config", f.scale, "notanaddress"],
+    code: 2,
+    says: /wolf scale join: expected host:port like 10\.0\.0\.2:7654, got "notanaddress"\n {2}hint: /,
+  });
+  check("scale join with a port out of range", {
+    args: () => ["scale", "join", "--config", f.scale, "127.0.0.1:70000"],
+    code: 2,
+    says: /expected host:port/,
+  });
+  check("net init --address 999.1.1.1", {
+    args: () => ["net", "init", "--config", join(dir, "n1", "net.toml"), "--address", "999.1.1.1"],
+    code: 4,
+    says: /interface\.address: expected an IPv4 address/,
+  });
+  check("net init --subnet garbage", {
+    args: () => ["net", "init", "--config", join(dir, "n2", "net.toml"), "--address", "10.1.1.1", "--subnet", "x"],
+    code: 4,
+    says: /interface\.subnet: expected an IPv4 network/,
+  });
+  check("net init: address outside the subnet is refused before writing", {
+    args: () => [
+      "net",
+      "init",
+      "--config",
+      join(dir, "n3", "net.toml"),
+      "--address",
+      "10.1.1.1",
+      "--subnet",
+      "192.168.0.0/24",
+    ],
+    code: 4,
+    says: /not inside subnet 192\.168\.0\.0\/24/,
+  });
+  check("net invite --ttl abc", {
+    args: () => ["net", "invite", "--config", f.net, "--ttl", "abc"],
+    code: 2,
+    says: /--ttl takes a duration, got "abc"/,
+  });
+  check("net invite --endpoint without a port", {
+    args: () => ["net", "invite", "--config", f.net, "--endpoint", "nope"],
+    code: 2,
+    says: /--endpoint takes host:port/,
+  });
+  check("net join --timeout 0", {
+    args: () => ["net", "join", "--config", join(dir, "j1", "net.toml"), "--timeout", "0", f.invite],
+    code: 2,
+    says: /--timeout takes a duration/,
+  });
+  check("ctl scale stats --interval abc", {
+    args: () => ["ctl", "scale", "stats", "--config", f.scale, "--interval", "abc"],
+    code: 2,
+    says: /--interval and --count take numbers/,
+  });
+  check("scale start --data-dir on a file", {
+    args: () => ["scale", "start", "--config", f.scale, "--data-dir", f.file],
+    code: 5,
+    says: /a-file exists and is not a directory/,
+  });
   // Refused before the TUN interface is created, so this is safe outside a namespace.
-  check("net up --data-dir on a file", { args: () => ["net", "up", "--config", f.net, "--data-dir", f.file], code: 5, says: /cannot use .*a-file as the state directory/ });
+  check("net up --data-dir on a file", {
+    args: () => ["net", "up", "--config", f.net, "--data-dir", f.file],
+    code: 5,
+    says: /cannot use .*a-file as the state directory/,
+  });
 });
 
 describe("invite lines for net join", () => {
@@ -160,18 +296,51 @@ describe("invite lines for net join", () => {
     ["valid base64 of junk JSON", () => line('{"hello":1}')],
     ["JSON null", () => line("null")],
     ["JSON array", () => line("[1,2]")],
-    ["port out of range", () => f.invite.replace(/^wolfnet1:(.*)$/, (_, b) => line(Buffer.from(b, "base64url").toString().replace("127.0.0.1:9", "127.0.0.1:99999")))],
+    [
+      "port out of range",
+      () =>
+        f.invite.replace(/^wolfnet1:(.*)$/, (_, b) =>
+          line(Buffer.from(b, "base64url").toString().replace("127.0.0.1:9", "127.0.0.1:99999")),
+        ),
+    ],
   ] as const) {
-    check(`${name}: not a valid invite line`, { args: () => ["net", "join", "--config", join1(), token()], code: 2, says: /not a valid invite line/ });
+    check(`${name}: not a valid invite line`, {
+      args: () => ["net", "join", "--config", join1(), token()],
+      code: 2,
+      says: /not a valid invite line/,
+    });
   }
-  check("nobody answers at the inviter's endpoint", { args: () => ["net", "join", "--config", join(dir, "join2", "net.toml"), "--timeout", "1s", f.invite], code: 6, says: /no answer from the inviter at 127\.0\.0\.1:9 within 1 s/ });
-  check("an invite this node made itself", { args: () => ["net", "join", "--config", f.net, "--timeout", "1s", f.invite], code: 2, says: /made by this node itself/ });
+  check("nobody answers at the inviter's endpoint", {
+    args: () => ["net", "join", "--config", join(dir, "join2", "net.toml"), "--timeout", "1s", f.invite],
+    code: 6,
+    says: /no answer from the inviter at 127\.0\.0\.1:9 within 1 s/,
+  });
+  check("an invite this node made itself", {
+    args: () => ["net", "join", "--config", f.net, "--timeout", "1s", f.invite],
+    code: 2,
+    says: /made by this node itself/,
+  });
 });
 
 describe("keys", () => {
-  check("net pubkey: garbage on stdin", { args: () => ["net", "pubkey"], stdin: "not a key\n", code: 2, says: /the private key on stdin is not a 32-byte base64 key/ });
-  check("net pubkey: binary on stdin", { args: () => ["net", "pubkey"], stdin: "\u0000\u0001\u00ff".repeat(10), code: 2, says: /not a 32-byte base64 key/ });
-  check("net pubkey: too much on stdin", { args: () => ["net", "pubkey"], stdin: "A".repeat(10_000), code: 2, says: /more than 4096 bytes on stdin/ });
+  check("net pubkey: garbage on stdin", {
+    args: () => ["net", "pubkey"],
+    stdin: "not a key\n",
+    code: 2,
+    says: /the private key on stdin is not a 32-byte base64 key/,
+  });
+  check("net pubkey: binary on stdin", {
+    args: () => ["net", "pubkey"],
+    stdin: "\u0000\u0001\u00ff".repeat(10),
+    code: 2,
+    says: /not a 32-byte base64 key/,
+  });
+  check("net pubkey: too much on stdin", {
+    args: () => ["net", "pubkey"],
+    stdin: "A".repeat(10_000),
+    code: 2,
+    says: /more than 4096 bytes on stdin/,
+  });
   test("net token: a garbage key file", async () => {
     const config = join(dir, "badkey", "net.toml");
     expect((await wolf(["net", "init", "--config", config])).code).toBe(0);
@@ -188,7 +357,8 @@ describe("keys", () => {
 });
 
 describe("no daemon running", () => {
-  const notRunning = /the wolf net daemon is not running \(no control socket at .*net\.sock\)\n  hint: start it with `wolf net up --config /;
+  const notRunning =
+    /the wolf net daemon is not running \(no control socket at .*net\.sock\)\n {2}hint: start it with `wolf net up --config /;
   for (const verb of ["status", "peers", "info"]) {
     check(`ctl net ${verb}`, { args: () => ["ctl", "net", verb, "--config", f.net], code: 9, says: notRunning });
   }
@@ -204,17 +374,36 @@ describe("no daemon running", () => {
       rmSync(socket, { force: true });
     }
   });
-  const scaleDown = /the wolf scale daemon is not running \(nothing answers at http:\/\/127\.0\.0\.1:\d+\)\n  hint: start it with: wolf scale start --config .*scale\.toml/;
-  check("ctl scale list servers", { args: () => ["ctl", "scale", "list", "servers", "--config", f.scale], code: 9, says: scaleDown });
+  const scaleDown =
+    /the wolf scale daemon is not running \(nothing answers at http:\/\/127\.0\.0\.1:\d+\)\n {2}hint: start it with: wolf scale start --config .*scale\.toml/;
+  check("ctl scale list servers", {
+    args: () => ["ctl", "scale", "list", "servers", "--config", f.scale],
+    code: 9,
+    says: scaleDown,
+  });
   check("ctl scale status", { args: () => ["ctl", "scale", "status", "--config", f.scale], code: 9, says: scaleDown });
   check("scale status", { args: () => ["scale", "status", "--config", f.scale], code: 9, says: scaleDown });
-  const mariadbDown = /cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)\n  hint: is MariaDB running\? check \[database\] host\/port\/socket in .*scale\.toml/;
-  check("ctl scale check-config, MariaDB unreachable", { args: () => ["ctl", "scale", "check-config", "--config", f.scale], code: 6, says: mariadbDown });
-  check("ctl scale binlog-setup, MariaDB unreachable", { args: () => ["ctl", "scale", "binlog-setup", "--config", f.scale], code: 6, says: mariadbDown });
+  const mariadbDown =
+    /cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)\n {2}hint: is MariaDB running\? check \[database\] host\/port\/socket in .*scale\.toml/;
+  check("ctl scale check-config, MariaDB unreachable", {
+    args: () => ["ctl", "scale", "check-config", "--config", f.scale],
+    code: 6,
+    says: mariadbDown,
+  });
+  check("ctl scale binlog-setup, MariaDB unreachable", {
+    args: () => ["ctl", "scale", "binlog-setup", "--config", f.scale],
+    code: 6,
+    says: mariadbDown,
+  });
   test("scale start with MariaDB unreachable: says why (ECONNREFUSED …) while waiting", async () => {
-    const daemon = runWolf(["scale", "start", "--config", f.scale], { env: { WOLF_CONFIG_DIR: join(dir, "etc"), NO_COLOR: "1", WOLF_LOG_LEVEL: "warn" } });
+    const daemon = runWolf(["scale", "start", "--config", f.scale], {
+      env: { WOLF_CONFIG_DIR: join(dir, "etc"), NO_COLOR: "1", WOLF_LOG_LEVEL: "warn" },
+    });
     try {
-      const [line] = await daemon.waitForOutput(/cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)[^\n]*/, 10_000);
+      const [line] = await daemon.waitForOutput(
+        /cannot connect to MariaDB at 127\.0\.0\.1:\d+: connection refused \(ECONNREFUSED\)[^\n]*/,
+        10_000,
+      );
       expect(line).toContain(`check [database] host/port/socket in ${f.scale}`);
       expect(line).toMatch(/giving up in \d+ s/);
       expect(daemon.running).toBe(true);
@@ -222,7 +411,11 @@ describe("no daemon running", () => {
       await daemon.stop(2000);
     }
   });
-  check("ctl disk status is not built yet", { args: () => ["ctl", "disk", "status", "--config", f.disk], code: 3, says: /not built yet/ });
+  check("ctl disk status is not built yet", {
+    args: () => ["ctl", "disk", "status", "--config", f.disk],
+    code: 3,
+    says: /not built yet/,
+  });
 });
 
 describe("features that are configured but not built yet fail instead of being ignored", () => {
@@ -234,21 +427,47 @@ describe("features that are configured but not built yet fail instead of being i
     writeFileSync(out, text.slice(0, at) + text.slice(at).replace(/^enabled = false$/m, "enabled = true"));
     return out;
   };
-  check("scale start with proxy.enabled = true", { args: () => ["scale", "start", "--config", enabling(f.scale, "proxy")], code: 3, says: /proxy\.enabled = true.*not built yet/ });
-  check("disk mount with s3.enabled = true", { args: () => ["disk", "mount", "--config", enabling(f.disk, "s3"), "-m", join(dir, "s3mnt")], code: 3, says: /s3\.enabled = true.*not built yet/ });
+  check("scale start with proxy.enabled = true", {
+    args: () => ["scale", "start", "--config", enabling(f.scale, "proxy")],
+    code: 3,
+    says: /proxy\.enabled = true.*not built yet/,
+  });
+  check("disk mount with s3.enabled = true", {
+    args: () => ["disk", "mount", "--config", enabling(f.disk, "s3"), "-m", join(dir, "s3mnt")],
+    code: 3,
+    says: /s3\.enabled = true.*not built yet/,
+  });
 });
 
 describe("disk mounts", () => {
-  check("mount on a file", { args: () => ["disk", "mount", "--config", f.disk, "-m", f.file], code: 2, says: /a-file is not a directory/ });
-  check("mount an unknown drive", { args: () => ["disk", "mount", "--config", f.disk, "--drive", "nope", "-m", f.folder], code: 2, says: /no drive named "nope"/ });
-  check("unmount something not mounted", { args: () => ["disk", "unmount", "-m", f.folder], code: 9, says: /folder is not mounted/ });
+  check("mount on a file", {
+    args: () => ["disk", "mount", "--config", f.disk, "-m", f.file],
+    code: 2,
+    says: /a-file is not a directory/,
+  });
+  check("mount an unknown drive", {
+    args: () => ["disk", "mount", "--config", f.disk, "--drive", "nope", "-m", f.folder],
+    code: 2,
+    says: /no drive named "nope"/,
+  });
+  check("unmount something not mounted", {
+    args: () => ["disk", "unmount", "-m", f.folder],
+    code: 9,
+    says: /folder is not mounted/,
+  });
   check("mount under a parent that does not exist (a typo is not mkdir -p'd)", {
     args: () => ["disk", "mount", "--config", f.disk, "-m", "/no/such/parent/dir"],
     code: 2,
     says: /\/no\/such\/parent does not exist/,
   });
-  check("unmount a path that does not exist", { args: () => ["disk", "unmount", "-m", "/no/such/mnt"], code: 2, says: /\/no\/such\/mnt does not exist/ });
-  check("unmount without -m", { args: () => ["disk", "unmount"], code: 2, says: /Missing required argument: --mountpoint/ });
+  check("unmount a path that does not exist", {
+    args: () => ["disk", "unmount", "-m", "/no/such/mnt"],
+    code: 2,
+    says: /\/no\/such\/mnt does not exist/,
+  });
+  check("unmount without -m", {
+    args: () => ["disk", "unmount"],
+    code: 2,
+    says: /Missing required argument: --mountpoint/,
+  });
 });
-
-

@@ -28,12 +28,14 @@ describe("wolf CLI", () => {
     const r = await runWolfOnce(["scale", "--help"], { env: { NO_COLOR: "true" } });
     expect(r.code).toBe(0);
     expect(r.stdout).not.toMatch(ANSI);
-    for (const verb of ["init", "start", "join", "status", "info", "validate", "proxy", "lb"]) expect(r.stdout).toContain(verb);
+    for (const verb of ["init", "start", "join", "status", "info", "validate", "proxy", "lb"])
+      expect(r.stdout).toContain(verb);
   });
 
   test("FORCE_COLOR=0 or false on a pipe is no colour (seen coloured when a CI variable was absent); NO_COLOR beats FORCE_COLOR", async () => {
     // CI="" so citty's own "no colours on CI" rule does not hide the case.
-    const help = async (env: Record<string, string>) => (await runWolfOnce(["--help"], { env: { CI: "", ...env } })).stdout;
+    const help = async (env: Record<string, string>) =>
+      (await runWolfOnce(["--help"], { env: { CI: "", ...env } })).stdout;
     expect(await help({ FORCE_COLOR: "0" })).not.toMatch(ANSI);
     expect(await help({ FORCE_COLOR: "false" })).not.toMatch(ANSI);
     expect(await help({ FORCE_COLOR: "1", NO_COLOR: "yes" })).not.toMatch(ANSI);
@@ -49,7 +51,19 @@ describe("wolf CLI", () => {
     const verbs: Record<string, string[]> = {
       disk: ["init", "mount", "unmount", "status"],
       net: ["init", "genkey", "pubkey", "token", "invite", "join", "up"],
-      "ctl scale": ["list", "status", "stats", "promote", "demote", "check-config", "migrate", "binlog-setup", "tune-mariadb", "reset", "log-level"],
+      "ctl scale": [
+        "list",
+        "status",
+        "stats",
+        "promote",
+        "demote",
+        "check-config",
+        "migrate",
+        "binlog-setup",
+        "tune-mariadb",
+        "reset",
+        "log-level",
+      ],
       "ctl disk": ["status", "list", "stats"],
       "ctl net": ["status", "peers", "info"],
     };

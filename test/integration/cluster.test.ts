@@ -94,7 +94,8 @@ test.skipIf(skip !== undefined)(
       // It hears cluster "itest"'s beacons (one per heartbeat) and ignores them; B may form before
       // the first one arrives, so wait for it rather than expect it already.
       await waitUntil(
-        async () => ((await b[0]!.status()) as unknown as { discovery: Record<string, number> }).discovery.other_cluster! > 0,
+        async () =>
+          ((await b[0]!.status()) as unknown as { discovery: Record<string, number> }).discovery.other_cluster! > 0,
         { timeoutMs: 10_000, intervalMs: 100, what: "cluster B to hear (and ignore) cluster A's beacons" },
       );
       // Cluster A (forming at the same time, from beforeAll) ends up with exactly its three voters.
@@ -120,7 +121,10 @@ test.skipIf(skip !== undefined)(
     await waitUntil(
       async () => {
         const s = await statuses();
-        return [...s.values()].every((x) => x.leader === 1 && x.voters.length === 3 && x.state === "Active") && s.get(1)!.role === "leader";
+        return (
+          [...s.values()].every((x) => x.leader === 1 && x.voters.length === 3 && x.state === "Active") &&
+          s.get(1)!.role === "leader"
+        );
       },
       { timeoutMs: 30_000, intervalMs: 200, what: "a 3-node cluster led by node 1" },
     );
@@ -156,13 +160,21 @@ test.skipIf(skip !== undefined)(
     );
     const electedEvent = nodes
       .get(newLeader)!
-      .events.find((e) => e.event === "role" && e.role === "leader" && (e.term as number) > termBefore) as { at: number } | undefined;
+      .events.find((e) => e.event === "role" && e.role === "leader" && (e.term as number) > termBefore) as
+      | { at: number }
+      | undefined;
     const failoverMs = (electedEvent?.at ?? Date.now()) - cutAt;
     expect(newLeader).toBe(2); // the lowest eligible survivor
     expect(failoverMs).toBeLessThan(3000);
 
-    await waitUntil(async () => (await leader.status()).role !== "leader", { timeoutMs: 5000, intervalMs: 50, what: "the old leader to step down" });
-    const stepDown = leader.events.find((e) => e.event === "role" && e.role !== "leader" && (e.at as number) >= cutAt) as { at: number } | undefined;
+    await waitUntil(async () => (await leader.status()).role !== "leader", {
+      timeoutMs: 5000,
+      intervalMs: 50,
+      what: "the old leader to step down",
+    });
+    const stepDown = leader.events.find(
+      (e) => e.event === "role" && e.role !== "leader" && (e.at as number) >= cutAt,
+    ) as { at: number } | undefined;
     const stepDownMs = (stepDown?.at ?? Date.now()) - cutAt;
     const late = await lateWrite;
     expect(late.ok).toBe(false);
@@ -185,7 +197,8 @@ test.skipIf(skip !== undefined)(
         const s = await statuses();
         const leaders = [...s.values()].filter((x) => x.role === "leader");
         // Node 1 takes leadership back by a handover once it has caught up.
-        if (leaders.length !== 1 || leaders[0]!.id !== 1 || ![...s.values()].every((x) => x.leader === 1)) return undefined;
+        if (leaders.length !== 1 || leaders[0]!.id !== 1 || ![...s.values()].every((x) => x.leader === 1))
+          return undefined;
         const last = leaders[0]!.lastLsn;
         if (![...s.values()].every((x) => x.lastLsn === last && x.appliedLsn === last)) return undefined;
         return leaders[0]!.id;
@@ -209,7 +222,9 @@ test.skipIf(skip !== undefined)(
     const st = await stranger!.status();
     expect(st.peers).toEqual([]);
 
-    console.error(`[cluster] integration: failover ${failoverMs} ms, old leader stepped down after ${stepDownMs} ms (heartbeat ${H} ms)`);
+    console.error(
+      `[cluster] integration: failover ${failoverMs} ms, old leader stepped down after ${stepDownMs} ms (heartbeat ${H} ms)`,
+    );
   },
   120_000,
 );

@@ -30,9 +30,15 @@ test("the demo runs every step and cleans up", async () => {
 
 async function listNetns(): Promise<string[]> {
   const r = await execArgv(["ip", "netns", "list"], { timeoutMs: 5000 });
-  return r.stdout.split("\n").filter((l) => l.startsWith("wt")).sort();
+  return r.stdout
+    .split("\n")
+    .filter((l) => l.startsWith("wt"))
+    .sort();
 }
 
 function wolfMounts(): string[] {
-  return readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes("fuse.wolf")).sort();
+  return readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .filter((l) => l.includes("fuse.wolf"))
+    .sort();
 }

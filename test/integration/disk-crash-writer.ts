@@ -36,7 +36,8 @@ try {
     const tmp = join(dir, `round${round}`, `f${i}.tmp`);
     const final = join(dir, `round${round}`, i % 3 === 0 ? "sub" : "", `f${i}`);
     const fd = openSync(tmp, "w");
-    for (let off = 0; off < data.length; off += 256 * 1024) writeSync(fd, data, off, Math.min(256 * 1024, data.length - off), off);
+    for (let off = 0; off < data.length; off += 256 * 1024)
+      writeSync(fd, data, off, Math.min(256 * 1024, data.length - off), off);
     fsyncSync(fd);
     closeSync(fd);
     renameSync(tmp, final);

@@ -28,9 +28,14 @@ test("kill -9 during fsync'd writes loses nothing that was synced; the tree stay
   // A write to the shared file that was in flight (not yet fsynced) when the daemon died.
   const inFlight = new Map<string, { at: number; len: number; maskedSha: string }>();
   for (let round = 0; round < 2; round++) {
-    const writer = runWolf([join(import.meta.dir, "disk-crash-writer.ts"), drive.mnt, String(round)], { command: [process.execPath] });
+    const writer = runWolf([join(import.meta.dir, "disk-crash-writer.ts"), drive.mnt, String(round)], {
+      command: [process.execPath],
+    });
     // Let it get well into its work, then crash the daemon in the middle of it.
-    await waitUntil(() => (writer.stdout().match(/^synced /gm)?.length ?? 0) >= 30 + round * 10, { timeoutMs: 60_000, what: "the writer to sync some files" });
+    await waitUntil(() => (writer.stdout().match(/^synced /gm)?.length ?? 0) >= 30 + round * 10, {
+      timeoutMs: 60_000,
+      what: "the writer to sync some files",
+    });
     drive.daemon.kill("SIGKILL");
     await drive.daemon.waitForExit(10_000);
     await writer.waitForExit(30_000).catch(() => writer.stop(1000));
@@ -53,9 +58,13 @@ test("kill -9 during fsync'd writes loses nothing that was synced; the tree stay
       const pending = inFlight.get(path);
       if (pending && createHash("sha256").update(data).digest("hex") !== sha) {
         // The unsynced write may have landed (wholly or partly): every other byte must be as synced.
-        console.log(`[disk] ${path}: the overwrite in flight at the crash had landed (fsync never returned); checking every other byte`);
+        console.log(
+          `[disk] ${path}: the overwrite in flight at the crash had landed (fsync never returned); checking every other byte`,
+        );
         data.fill(0, pending.at, pending.at + pending.len);
-        expect(`${path} outside the write in flight ${createHash("sha256").update(data).digest("hex")}`).toBe(`${path} outside the write in flight ${pending.maskedSha}`);
+        expect(`${path} outside the write in flight ${createHash("sha256").update(data).digest("hex")}`).toBe(
+          `${path} outside the write in flight ${pending.maskedSha}`,
+        );
       } else expect(`${path} ${createHash("sha256").update(data).digest("hex")}`).toBe(`${path} ${sha}`);
     }
     // The whole tree walks and reads without errors; directory link counts add up.

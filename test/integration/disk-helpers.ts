@@ -20,7 +20,10 @@ export interface MountedDrive {
 }
 
 export async function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<string> {
-  const r = await execArgv(["bash", "-euo", "pipefail", "-c", script], { cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 60_000 });
+  const r = await execArgv(["bash", "-euo", "pipefail", "-c", script], {
+    cwd: opts.cwd,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+  });
   if (r.code !== 0) throw new Error(`shell failed (exit ${r.code}): ${script}\n${r.stdout}${r.stderr}`);
   return r.stdout;
 }

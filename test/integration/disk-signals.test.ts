@@ -33,7 +33,10 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     const d = await mountDrive();
     drive = d;
     expect(procMounts()).toContain(d.mnt);
-    await sh(`mkdir -p sub && head -c 3000000 /dev/urandom > sub/data && md5sum sub/data > ../sum && echo hello > greeting`, { cwd: d.mnt });
+    await sh(
+      `mkdir -p sub && head -c 3000000 /dev/urandom > sub/data && md5sum sub/data > ../sum && echo hello > greeting`,
+      { cwd: d.mnt },
+    );
     // Written through the page cache (writeback) and not fsync'd: the shutdown must store it.
     writeFileSync(join(d.mnt, "late"), "written just before the signal\n");
 
@@ -52,7 +55,9 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 
     const again = await d.start();
     expect(again.output()).not.toMatch(/WARN|ERROR|detaching|discarding|torn|cut /i);
-    expect(await sh(`md5sum -c ../sum --quiet && cat greeting late`, { cwd: d.mnt })).toBe("hello\nwritten just before the signal\n");
+    expect(await sh(`md5sum -c ../sum --quiet && cat greeting late`, { cwd: d.mnt })).toBe(
+      "hello\nwritten just before the signal\n",
+    );
     expect(await d.unmount()).toBe(0);
   }, 120_000);
 }

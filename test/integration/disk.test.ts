@@ -4,7 +4,18 @@
  * 5 GiB sparse file, an fsx-style randomized run, restart persistence and a clean unmount.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, fsyncSync, ftruncateSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  ftruncateSync,
+  fstatSync,
+  openSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { ensureBuilt, runWolfOnce } from "../harness/index.ts";
 import { type FsxTarget, runFsx } from "../unit/disk/fsx.ts";
@@ -24,14 +35,20 @@ afterAll(async () => {
 
 describe("wolf disk mount", () => {
   test("git clone of a local repository, then git fsck", async () => {
-    const out = await sh(`git clone -q ${REPO} repo && cd repo && git fsck --full 2>&1 && git status --porcelain | wc -l && git log -1 --format=%H`, { cwd: drive.mnt, timeoutMs: 120_000 });
+    const out = await sh(
+      `git clone -q ${REPO} repo && cd repo && git fsck --full 2>&1 && git status --porcelain | wc -l && git log -1 --format=%H`,
+      { cwd: drive.mnt, timeoutMs: 120_000 },
+    );
     const head = (await sh(`git -C ${REPO} log -1 --format=%H`)).trim();
     expect(out.trim().endsWith(head)).toBe(true);
     expect(out).not.toMatch(/error|missing|corrupt/i);
   }, 150_000);
 
   test("tar x of a large tree is identical (diff -r)", async () => {
-    await sh(`tar -C /usr/lib -cf - python3.11 | tar -xf - && diff -r --no-dereference /usr/lib/python3.11 python3.11`, { cwd: drive.mnt, timeoutMs: 120_000 });
+    await sh(
+      `tar -C /usr/lib -cf - python3.11 | tar -xf - && diff -r --no-dereference /usr/lib/python3.11 python3.11`,
+      { cwd: drive.mnt, timeoutMs: 120_000 },
+    );
     const count = await sh(`find python3.11 | wc -l`, { cwd: drive.mnt });
     expect(Number(count)).toBeGreaterThan(1000);
   }, 150_000);
@@ -48,12 +65,18 @@ describe("wolf disk mount", () => {
   });
 
   test("rename of a non-empty directory keeps its children", async () => {
-    const out = await sh(`mkdir -p d1/sub/deeper && echo one > d1/sub/deeper/f && echo two > d1/g && mv d1 d2 && cat d2/sub/deeper/f d2/g && ls d1 2>&1 || true; mv d2/sub . && cat sub/deeper/f && stat -c %h .`, { cwd: drive.mnt });
+    const out = await sh(
+      `mkdir -p d1/sub/deeper && echo one > d1/sub/deeper/f && echo two > d1/g && mv d1 d2 && cat d2/sub/deeper/f d2/g && ls d1 2>&1 || true; mv d2/sub . && cat sub/deeper/f && stat -c %h .`,
+      { cwd: drive.mnt },
+    );
     expect(out).toMatch(/^one\ntwo\nls: cannot access 'd1': No such file or directory\none\n\d+\n$/);
   });
 
   test("symlinks and hard links as ls -l and stat show them", async () => {
-    const out = await sh(`echo data > target && ln -s target sym && ln target hard && ls -l sym | awk '{print $1, $NF}' && stat -c '%F %h %i' target hard && readlink sym && cat sym`, { cwd: drive.mnt });
+    const out = await sh(
+      `echo data > target && ln -s target sym && ln target hard && ls -l sym | awk '{print $1, $NF}' && stat -c '%F %h %i' target hard && readlink sym && cat sym`,
+      { cwd: drive.mnt },
+    );
     const lines = out.trim().split("\n");
     expect(lines[0]).toBe("lrwxrwxrwx target");
     const [t, h] = [lines[1]!.split(" "), lines[2]!.split(" ")];
@@ -129,7 +152,8 @@ describe("wolf disk mount", () => {
     const target: FsxTarget = {
       create: (name) => void fds.set(name, openSync(join(dir, name), "w+")),
       write(name, off, data) {
-        for (let done = 0; done < data.length; ) done += writeSync(fd(name), data, done, data.length - done, off + done);
+        for (let done = 0; done < data.length; )
+          done += writeSync(fd(name), data, done, data.length - done, off + done);
       },
       read(name, off, len) {
         const buf = Buffer.alloc(len);
@@ -171,14 +195,20 @@ describe("wolf disk mount", () => {
   }, 120_000);
 
   test("everything survives a clean unmount and a new mount, with the same inode numbers", async () => {
-    const before = await sh(`stat -c '%i %s %h %F' target hard sym sparse b && md5sum b && cd repo && git fsck --full 2>&1 | wc -l`, { cwd: drive.mnt });
+    const before = await sh(
+      `stat -c '%i %s %h %F' target hard sym sparse b && md5sum b && cd repo && git fsck --full 2>&1 | wc -l`,
+      { cwd: drive.mnt },
+    );
     const code = await drive.unmount();
     expect(code).toBe(0);
     expect(drive.daemon.output()).toMatch(/is clean/);
     const status = await runWolfOnce(["disk", "status", "-c", drive.config, "--data-dir", drive.dataDir]);
     expect(status.stdout).toMatch(/mount:\s+not mounted/);
     await drive.start();
-    const after = await sh(`stat -c '%i %s %h %F' target hard sym sparse b && md5sum b && cd repo && git fsck --full 2>&1 | wc -l`, { cwd: drive.mnt });
+    const after = await sh(
+      `stat -c '%i %s %h %F' target hard sym sparse b && md5sum b && cd repo && git fsck --full 2>&1 | wc -l`,
+      { cwd: drive.mnt },
+    );
     expect(after).toBe(before);
     expect(existsSync(join(drive.mnt, "python3.11", "os.py"))).toBe(true);
   }, 120_000);

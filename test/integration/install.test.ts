@@ -231,176 +231,245 @@ afterAll(async () => {
 });
 
 describe("release artifacts", () => {
-  test("the .sha256 beside the binary is '<hex>  <name>' and matches it", async () => {
-    const res = await fetch(`${baseUrl}/good/${BIN_NAME}.sha256`);
-    expect(await res.text()).toBe(`${sha256(binary)}  ${BIN_NAME}\n`);
-  }, TEST_TIMEOUT_MS);
+  test(
+    "the .sha256 beside the binary is '<hex>  <name>' and matches it",
+    async () => {
+      const res = await fetch(`${baseUrl}/good/${BIN_NAME}.sha256`);
+      expect(await res.text()).toBe(`${sha256(binary)}  ${BIN_NAME}\n`);
+    },
+    TEST_TIMEOUT_MS,
+  );
 });
 
 describe("install.sh", () => {
-  test("installs the binary, directories and units under --prefix", async () => {
-    const prefix = freshDir("prefix");
-    const tmp = freshDir("tmp");
-    const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, tmp });
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expectInstalled(prefix, { units: true });
-    expect(r.stdout).toContain("systemctl enable --now wolf-scale");
-    expect(r.stdout).toContain("wolf scale init");
-    // Its temp dir is gone.
-    expect(tree(tmp)).toEqual([]);
+  test(
+    "installs the binary, directories and units under --prefix",
+    async () => {
+      const prefix = freshDir("prefix");
+      const tmp = freshDir("tmp");
+      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, tmp });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expectInstalled(prefix, { units: true });
+      expect(r.stdout).toContain("systemctl enable --now wolf-scale");
+      expect(r.stdout).toContain("wolf scale init");
+      // Its temp dir is gone.
+      expect(tree(tmp)).toEqual([]);
 
-    const version = await run([join(prefix, "usr", "local", "bin", "wolf"), "--version"]);
-    expect({ code: version.code, stderr: version.stderr }).toEqual({ code: 0, stderr: "" });
-    expect(version.stdout).toContain(VERSION);
-  }, TEST_TIMEOUT_MS);
+      const version = await run([join(prefix, "usr", "local", "bin", "wolf"), "--version"]);
+      expect({ code: version.code, stderr: version.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(version.stdout).toContain(VERSION);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("reinstalling replaces the binary and units but keeps existing config", async () => {
-    const prefix = freshDir("prefix");
-    const first = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good` });
-    expect(first.code).toBe(0);
-    const config = join(prefix, "etc", "wolf", "scale.toml");
-    writeFileSync(config, "cluster_name = \"mine\"\n");
-    writeFileSync(join(prefix, "usr", "local", "bin", "wolf"), "old binary");
-    const second = await install([`--prefix=${prefix}`], { baseUrl: `${baseUrl}/good` });
-    expect(second.stderr).toBe("");
-    expect(second.code).toBe(0);
-    expectInstalled(prefix, { units: true });
-    expect(readFileSync(config, "utf8")).toBe("cluster_name = \"mine\"\n");
-  }, TEST_TIMEOUT_MS);
+  test(
+    "reinstalling replaces the binary and units but keeps existing config",
+    async () => {
+      const prefix = freshDir("prefix");
+      const first = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good` });
+      expect(first.code).toBe(0);
+      const config = join(prefix, "etc", "wolf", "scale.toml");
+      writeFileSync(config, 'cluster_name = "mine"\n');
+      writeFileSync(join(prefix, "usr", "local", "bin", "wolf"), "old binary");
+      const second = await install([`--prefix=${prefix}`], { baseUrl: `${baseUrl}/good` });
+      expect(second.stderr).toBe("");
+      expect(second.code).toBe(0);
+      expectInstalled(prefix, { units: true });
+      expect(readFileSync(config, "utf8")).toBe('cluster_name = "mine"\n');
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("--base-url and --no-systemd", async () => {
-    const prefix = freshDir("prefix");
-    const r = await install(["--prefix", prefix, "--base-url", `${baseUrl}/good/`, "--no-systemd"], {
-      baseUrl: `${baseUrl}/missing`, // --base-url wins over the environment
-    });
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expectInstalled(prefix, { units: false });
-    expect(r.stdout).not.toContain("systemctl");
-  }, TEST_TIMEOUT_MS);
+  test(
+    "--base-url and --no-systemd",
+    async () => {
+      const prefix = freshDir("prefix");
+      const r = await install(["--prefix", prefix, "--base-url", `${baseUrl}/good/`, "--no-systemd"], {
+        baseUrl: `${baseUrl}/missing`, // --base-url wins over the environment
+      });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expectInstalled(prefix, { units: false });
+      expect(r.stdout).not.toContain("systemctl");
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("works with the script on stdin (curl | sh -s -- ...)", async () => {
-    const prefix = freshDir("prefix");
-    const r = await run(["sh", "-s", "--", "--prefix", prefix], { baseUrl: `${baseUrl}/good`, stdin: scriptText });
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expectInstalled(prefix, { units: true });
-  }, TEST_TIMEOUT_MS);
+  test(
+    "works with the script on stdin (curl | sh -s -- ...)",
+    async () => {
+      const prefix = freshDir("prefix");
+      const r = await run(["sh", "-s", "--", "--prefix", prefix], { baseUrl: `${baseUrl}/good`, stdin: scriptText });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expectInstalled(prefix, { units: true });
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test.skipIf(!which("curl"))("works literally as curl -fsSL <url>/install.sh | sh", async () => {
-    const prefix = freshDir("prefix");
-    const r = await run(
-      ["sh", "-c", 'curl -fsSL "$1/install.sh" | WOLF_BASE_URL="$1" sh -s -- --prefix "$2"', "sh", `${baseUrl}/good`, prefix],
-      {},
-    );
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expectInstalled(prefix, { units: true });
-  }, TEST_TIMEOUT_MS);
+  test.skipIf(!which("curl"))(
+    "works literally as curl -fsSL <url>/install.sh | sh",
+    async () => {
+      const prefix = freshDir("prefix");
+      const r = await run(
+        [
+          "sh",
+          "-c",
+          'curl -fsSL "$1/install.sh" | WOLF_BASE_URL="$1" sh -s -- --prefix "$2"',
+          "sh",
+          `${baseUrl}/good`,
+          prefix,
+        ],
+        {},
+      );
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expectInstalled(prefix, { units: true });
+    },
+    TEST_TIMEOUT_MS,
+  );
 
   for (const [variant, what] of [
     ["tampered", "a tampered binary"],
     ["wrongsum", "a wrong .sha256"],
   ] as const) {
-    test(`refuses ${what} and installs nothing`, async () => {
-      const prefix = freshDir("prefix");
-      const tmp = freshDir("tmp");
-      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/${variant}`, tmp });
-      expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`wolf-install: error: checksum mismatch for ${BIN_NAME}`);
-      expect(r.stderr).toContain("nothing was installed");
-      expect(tree(prefix)).toEqual([]);
-      expect(tree(tmp)).toEqual([]);
-    }, TEST_TIMEOUT_MS);
+    test(
+      `refuses ${what} and installs nothing`,
+      async () => {
+        const prefix = freshDir("prefix");
+        const tmp = freshDir("tmp");
+        const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/${variant}`, tmp });
+        expect(r.code).not.toBe(0);
+        expect(r.stderr).toContain(`wolf-install: error: checksum mismatch for ${BIN_NAME}`);
+        expect(r.stderr).toContain("nothing was installed");
+        expect(tree(prefix)).toEqual([]);
+        expect(tree(tmp)).toEqual([]);
+      },
+      TEST_TIMEOUT_MS,
+    );
   }
 
-  test("refuses a checksum file that is not one (wrong base URL serving a web page)", async () => {
-    const prefix = freshDir("prefix");
-    const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/malformed` });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(`wolf-install: error: checksum file ${BIN_NAME}.sha256 is malformed`);
-    expect(tree(prefix)).toEqual([]);
-  }, TEST_TIMEOUT_MS);
+  test(
+    "refuses a checksum file that is not one (wrong base URL serving a web page)",
+    async () => {
+      const prefix = freshDir("prefix");
+      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/malformed` });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`wolf-install: error: checksum file ${BIN_NAME}.sha256 is malformed`);
+      expect(tree(prefix)).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("a base URL that answers 404 is a clear error", async () => {
-    const prefix = freshDir("prefix");
-    const tmp = freshDir("tmp");
-    const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/missing`, tmp });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(`wolf-install: error: could not download ${baseUrl}/missing/${BIN_NAME}`);
-    expect(tree(prefix)).toEqual([]);
-    expect(tree(tmp)).toEqual([]);
-  }, TEST_TIMEOUT_MS);
+  test(
+    "a base URL that answers 404 is a clear error",
+    async () => {
+      const prefix = freshDir("prefix");
+      const tmp = freshDir("tmp");
+      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/missing`, tmp });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`wolf-install: error: could not download ${baseUrl}/missing/${BIN_NAME}`);
+      expect(tree(prefix)).toEqual([]);
+      expect(tree(tmp)).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("an unknown option or a missing value is a clear error", async () => {
-    const unknown = await install(["--frobnicate"], { baseUrl: `${baseUrl}/good` });
-    expect(unknown.code).not.toBe(0);
-    expect(unknown.stderr).toContain("wolf-install: error: unknown option '--frobnicate'");
-    const missing = await install(["--prefix"], { baseUrl: `${baseUrl}/good` });
-    expect(missing.code).not.toBe(0);
-    expect(missing.stderr).toContain("wolf-install: error: option --prefix needs a value");
-  }, TEST_TIMEOUT_MS);
+  test(
+    "an unknown option or a missing value is a clear error",
+    async () => {
+      const unknown = await install(["--frobnicate"], { baseUrl: `${baseUrl}/good` });
+      expect(unknown.code).not.toBe(0);
+      expect(unknown.stderr).toContain("wolf-install: error: unknown option '--frobnicate'");
+      const missing = await install(["--prefix"], { baseUrl: `${baseUrl}/good` });
+      expect(missing.code).not.toBe(0);
+      expect(missing.stderr).toContain("wolf-install: error: option --prefix needs a value");
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("--help describes the options and exits 0", async () => {
-    const r = await install(["--help"]);
-    expect(r.code).toBe(0);
-    for (const opt of ["--prefix", "--version", "--base-url", "--no-systemd", "WOLF_BASE_URL"]) {
-      expect(r.stdout).toContain(opt);
-    }
-  }, TEST_TIMEOUT_MS);
+  test(
+    "--help describes the options and exits 0",
+    async () => {
+      const r = await install(["--help"]);
+      expect(r.code).toBe(0);
+      for (const opt of ["--prefix", "--version", "--base-url", "--no-systemd", "WOLF_BASE_URL"]) {
+        expect(r.stdout).toContain(opt);
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("downloads from the GitHub release location by default, or the tagged one with --version", async () => {
-    // A fake curl records what it was asked for and fails, so no traffic leaves the machine.
-    const log = join(freshDir("curl-log"), "urls");
-    const path = toolDir(["curl", "wget"], {
-      curl: `#!/bin/sh\nfor a; do last=$a; done\nprintf '%s\\n' "$last" >> '${log}'\nexit 22\n`,
-    });
-    const latest = await install(["--prefix", freshDir("prefix")], { path });
-    expect(latest.code).not.toBe(0);
-    const tagged = await install(["--prefix", freshDir("prefix"), "--version", "1.2.3"], { path });
-    expect(tagged.code).not.toBe(0);
-    const releases = "https://github.com/wolf-cluster/wolf/releases";
-    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual([
-      `${releases}/latest/download/${BIN_NAME}.sha256`,
-      `${releases}/download/v1.2.3/${BIN_NAME}.sha256`,
-    ]);
-    expect(tagged.stderr).toContain(`wolf-install: error: could not download ${releases}/download/v1.2.3/${BIN_NAME}.sha256`);
-  }, TEST_TIMEOUT_MS);
+  test(
+    "downloads from the GitHub release location by default, or the tagged one with --version",
+    async () => {
+      // A fake curl records what it was asked for and fails, so no traffic leaves the machine.
+      const log = join(freshDir("curl-log"), "urls");
+      const path = toolDir(["curl", "wget"], {
+        curl: `#!/bin/sh\nfor a; do last=$a; done\nprintf '%s\\n' "$last" >> '${log}'\nexit 22\n`,
+      });
+      const latest = await install(["--prefix", freshDir("prefix")], { path });
+      expect(latest.code).not.toBe(0);
+      const tagged = await install(["--prefix", freshDir("prefix"), "--version", "1.2.3"], { path });
+      expect(tagged.code).not.toBe(0);
+      const releases = "https://github.com/wolf-cluster/wolf/releases";
+      expect(readFileSync(log, "utf8").trim().split("\n")).toEqual([
+        `${releases}/latest/download/${BIN_NAME}.sha256`,
+        `${releases}/download/v1.2.3/${BIN_NAME}.sha256`,
+      ]);
+      expect(tagged.stderr).toContain(
+        `wolf-install: error: could not download ${releases}/download/v1.2.3/${BIN_NAME}.sha256`,
+      );
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test.skipIf(!which("wget") || !which("shasum"))("falls back to wget and shasum, and still verifies", async () => {
-    const path = toolDir(["curl", "sha256sum"]);
-    const prefix = freshDir("prefix");
-    const ok = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, path });
-    expect(ok.stderr).toBe("");
-    expect(ok.code).toBe(0);
-    expectInstalled(prefix, { units: true });
+  test.skipIf(!which("wget") || !which("shasum"))(
+    "falls back to wget and shasum, and still verifies",
+    async () => {
+      const path = toolDir(["curl", "sha256sum"]);
+      const prefix = freshDir("prefix");
+      const ok = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, path });
+      expect(ok.stderr).toBe("");
+      expect(ok.code).toBe(0);
+      expectInstalled(prefix, { units: true });
 
-    const refused = freshDir("prefix");
-    const bad = await install(["--prefix", refused], { baseUrl: `${baseUrl}/tampered`, path });
-    expect(bad.code).not.toBe(0);
-    expect(bad.stderr).toContain("wolf-install: error: checksum mismatch");
-    expect(tree(refused)).toEqual([]);
-  }, TEST_TIMEOUT_MS);
+      const refused = freshDir("prefix");
+      const bad = await install(["--prefix", refused], { baseUrl: `${baseUrl}/tampered`, path });
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain("wolf-install: error: checksum mismatch");
+      expect(tree(refused)).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test("without curl or wget it says so", async () => {
-    const prefix = freshDir("prefix");
-    const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, path: toolDir(["curl", "wget"]) });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("wolf-install: error: neither curl nor wget is installed");
-    expect(tree(prefix)).toEqual([]);
-  }, TEST_TIMEOUT_MS);
+  test(
+    "without curl or wget it says so",
+    async () => {
+      const prefix = freshDir("prefix");
+      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good`, path: toolDir(["curl", "wget"]) });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("wolf-install: error: neither curl nor wget is installed");
+      expect(tree(prefix)).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
-  test.skipIf(process.getuid?.() !== 0 || !which("setpriv"))("refuses to install to / as non-root", async () => {
-    const r = await run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s", "--"], {
-      baseUrl: `${baseUrl}/good`,
-      stdin: scriptText,
-      tmp: "/tmp",
-      cwd: "/",
-    });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("wolf-install: error: installing to / needs root");
-  }, TEST_TIMEOUT_MS);
+  test.skipIf(process.getuid?.() !== 0 || !which("setpriv"))(
+    "refuses to install to / as non-root",
+    async () => {
+      const r = await run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s", "--"], {
+        baseUrl: `${baseUrl}/good`,
+        stdin: scriptText,
+        tmp: "/tmp",
+        cwd: "/",
+      });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("wolf-install: error: installing to / needs root");
+    },
+    TEST_TIMEOUT_MS,
+  );
 });
 
 describe("systemd units", () => {
@@ -420,27 +489,33 @@ describe("systemd units", () => {
       }
     }
     // A private mount namespace would hide the FUSE mount from the rest of the system.
-    expect(text("wolf-disk@.service")).not.toMatch(/^(ProtectSystem|ProtectHome|PrivateTmp|PrivateDevices|PrivateMounts)=/m);
+    expect(text("wolf-disk@.service")).not.toMatch(
+      /^(ProtectSystem|ProtectHome|PrivateTmp|PrivateDevices|PrivateMounts)=/m,
+    );
   });
 
   const systemUnits = "/usr/lib/systemd/system";
-  test.skipIf(!which("systemd-analyze") || !existsSync(systemUnits))("pass systemd-analyze verify", async () => {
-    // Verify inside an installed prefix (with the stock units it depends on), so ExecStart's
-    // /usr/local/bin/wolf resolves to the installed binary rather than to this machine's.
-    const prefix = freshDir("prefix");
-    const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good` });
-    expect(r.code).toBe(0);
-    cpSync(systemUnits, join(prefix, systemUnits), { recursive: true, verbatimSymlinks: true });
-    const verify = await run([
-      "systemd-analyze",
-      `--root=${prefix}`,
-      "verify",
-      "wolf-scale.service",
-      "wolf-disk@data.service",
-      "wolf-net.service",
-    ]);
-    // verify exits 0 on unknown keys or bad values and only warns, so the output must be clean.
-    expect(verify.stdout + verify.stderr).toBe("");
-    expect(verify.code).toBe(0);
-  }, TEST_TIMEOUT_MS);
+  test.skipIf(!which("systemd-analyze") || !existsSync(systemUnits))(
+    "pass systemd-analyze verify",
+    async () => {
+      // Verify inside an installed prefix (with the stock units it depends on), so ExecStart's
+      // /usr/local/bin/wolf resolves to the installed binary rather than to this machine's.
+      const prefix = freshDir("prefix");
+      const r = await install(["--prefix", prefix], { baseUrl: `${baseUrl}/good` });
+      expect(r.code).toBe(0);
+      cpSync(systemUnits, join(prefix, systemUnits), { recursive: true, verbatimSymlinks: true });
+      const verify = await run([
+        "systemd-analyze",
+        `--root=${prefix}`,
+        "verify",
+        "wolf-scale.service",
+        "wolf-disk@data.service",
+        "wolf-net.service",
+      ]);
+      // verify exits 0 on unknown keys or bad values and only warns, so the output must be clean.
+      expect(verify.stdout + verify.stderr).toBe("");
+      expect(verify.code).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
 });

@@ -10,7 +10,15 @@ import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import { decodeKey, encodeKey, newKeyPair } from "../../lib/net/keys.ts";
 import { publicKeyOf } from "../../lib/net/noise.ts";
-import { type Host, TestNet, type WolfProcess, ensureBuilt, netnsSkipReason, runWolf, runWolfOnce } from "../harness/index.ts";
+import {
+  type Host,
+  TestNet,
+  type WolfProcess,
+  ensureBuilt,
+  netnsSkipReason,
+  runWolf,
+  runWolfOnce,
+} from "../harness/index.ts";
 import { wgHex, wgSet, wgSocketPath } from "../harness/wireguard.ts";
 
 const skip = netnsSkipReason() ?? (Bun.which("wireguard-go") ? undefined : "wireguard-go is not installed");
@@ -35,15 +43,27 @@ describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
     const config = join(dir, "net.toml");
     expect((await runWolfOnce(["net", "init", "--config", config, "--address", "10.0.10.1"])).code).toBe(0);
     wolfPub = publicKeyOf(decodeKey(readFileSync(join(dir, "net.key"), "utf8")));
-    appendFileSync(config, `\n[[peers]]\nname = "wg"\npublic_key = "${encodeKey(wgKey.publicKey)}"\nendpoint = "${wgHost.ip}:51820"\nallowed_ip = "10.0.10.2"\n`);
+    appendFileSync(
+      config,
+      `\n[[peers]]\nname = "wg"\npublic_key = "${encodeKey(wgKey.publicKey)}"\nendpoint = "${wgHost.ip}:51820"\nallowed_ip = "10.0.10.2"\n`,
+    );
 
     // wireguard-go in the foreground (so the TestNet owns its PID); its UAPI socket dir is shared
     // (existsSync, not Bun.file().exists(): the latter is false for a socket)
     // between namespaces, hence the per-process interface name.
-    wg = wgHost.spawn(["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", IFNAME], { stdout: "ignore", stderr: "ignore" });
+    wg = wgHost.spawn(["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", "-f", IFNAME], {
+      stdout: "ignore",
+      stderr: "ignore",
+    });
     await waitUntil(() => existsSync(wgSocketPath(IFNAME)), { timeoutMs: 10_000, what: "wireguard-go's UAPI socket" });
-    await wgSet(IFNAME, `private_key=${wgHex(wgKey.privateKey)}\nlisten_port=51820\npublic_key=${wgHex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`);
-    for (const cmd of [["addr", "add", "10.0.10.2/24", "dev", IFNAME], ["link", "set", IFNAME, "mtu", "1420", "up"]]) {
+    await wgSet(
+      IFNAME,
+      `private_key=${wgHex(wgKey.privateKey)}\nlisten_port=51820\npublic_key=${wgHex(wolfPub)}\nendpoint=${wolfHost.ip}:9600\nallowed_ip=10.0.10.1/32\n`,
+    );
+    for (const cmd of [
+      ["addr", "add", "10.0.10.2/24", "dev", IFNAME],
+      ["link", "set", IFNAME, "mtu", "1420", "up"],
+    ]) {
       expect((await wgHost.exec(["ip", ...cmd])).code).toBe(0);
     }
     wolf = runWolf(["net", "up", "--config", config], { netns: wolfHost.ns, env: { NO_COLOR: "1" } });
@@ -62,7 +82,9 @@ describe.skipIf(Boolean(skip))("wolf net ↔ wireguard-go", () => {
   test("wolf initiates, wireguard-go answers: ping both ways", async () => {
     await waitUntil(() => wolfHost.canPing("10.0.10.2", 1), { timeoutMs: 15_000, what: "wolf → wireguard-go ping" });
     expect(await wgHost.canPing("10.0.10.1", 1)).toBe(true);
-    const peers = JSON.parse((await runWolfOnce(["ctl", "net", "peers", "--json", "--config", join(dir, "net.toml")])).stdout);
+    const peers = JSON.parse(
+      (await runWolfOnce(["ctl", "net", "peers", "--json", "--config", join(dir, "net.toml")])).stdout,
+    );
     expect(peers[0].endpoint).toBe(`${wgHost.ip}:51820`);
     expect(peers[0].session).not.toBeNull();
   }, 30_000);

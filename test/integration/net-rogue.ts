@@ -58,7 +58,11 @@ async function capture(port: number, max: number): Promise<void> {
       const dport = v.getUint16(ihl + 2, false);
       if (sport !== port && dport !== port) continue;
       const ip = (o: number) => [buf[o], buf[o + 1], buf[o + 2], buf[o + 3]].join(".");
-      out({ src: `${ip(12)}:${sport}`, dst: `${ip(16)}:${dport}`, data: Buffer.from(buf.subarray(ihl + 8, v.getUint16(2, false))).toString("base64") });
+      out({
+        src: `${ip(12)}:${sport}`,
+        dst: `${ip(16)}:${dport}`,
+        data: Buffer.from(buf.subarray(ihl + 8, v.getUint16(2, false))).toString("base64"),
+      });
       seen++;
     }
     await Bun.sleep(0);
@@ -75,7 +79,10 @@ if (mode === "capture") {
   new CookieGenerator(victim).addMacs(init, INITIATION_MAC1_OFFSET, Date.now());
   await listenAndSend(rest[1]!, [init]);
 } else if (mode === "send") {
-  await listenAndSend(rest[0]!, rest.slice(1).map((b) => new Uint8Array(Buffer.from(b, "base64"))));
+  await listenAndSend(
+    rest[0]!,
+    rest.slice(1).map((b) => new Uint8Array(Buffer.from(b, "base64"))),
+  );
 } else {
   console.error("usage: net-rogue.ts capture <port> <max> | handshake <pubkey> <ip:port> | send <ip:port> <base64>...");
   process.exit(2);

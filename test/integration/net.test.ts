@@ -8,7 +8,16 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, appendFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Host, REPO_ROOT, TestNet, type WolfProcess, ensureBuilt, netnsSkipReason, runWolf, runWolfOnce } from "../harness/index.ts";
+import {
+  type Host,
+  REPO_ROOT,
+  TestNet,
+  type WolfProcess,
+  ensureBuilt,
+  netnsSkipReason,
+  runWolf,
+  runWolfOnce,
+} from "../harness/index.ts";
 import { waitUntil } from "../../lib/common/wait.ts";
 
 const skip = netnsSkipReason();
@@ -44,7 +53,9 @@ async function startNode(node: Node): Promise<void> {
 async function peersOf(node: Node): Promise<PeerJson[]> {
   return JSON.parse(await wolf(["ctl", "net", "peers", "--json", "--config", node.config]));
 }
-async function statusOf(node: Node): Promise<{ drops: Record<string, number>; rejected_handshakes: Record<string, number> }> {
+async function statusOf(
+  node: Node,
+): Promise<{ drops: Record<string, number>; rejected_handshakes: Record<string, number> }> {
   return JSON.parse(await wolf(["ctl", "net", "status", "--json", "--config", node.config]));
 }
 
@@ -62,7 +73,11 @@ interface PeerJson {
 
 /** Pings until one reply (the first packet may wait for a handshake), bounded. */
 async function reach(from: Node, to: Node, timeoutMs = 15_000): Promise<void> {
-  await waitUntil(() => from.host.canPing(to.overlay, 1), { timeoutMs, intervalMs: 10, what: `${from.name} → ${to.name} (${to.overlay}) over the overlay` });
+  await waitUntil(() => from.host.canPing(to.overlay, 1), {
+    timeoutMs,
+    intervalMs: 10,
+    what: `${from.name} → ${to.name} (${to.overlay}) over the overlay`,
+  });
 }
 
 function rogueTool(host: Host, args: string[]): WolfProcess {
@@ -84,7 +99,14 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     for (let i = 1; i <= 4; i++) {
       const host = await net.addHost(`n${i}`);
       const nodeDir = join(dir, `n${i}`);
-      nodes.push({ name: `n${i}`, host, dir: nodeDir, config: join(nodeDir, "net.toml"), overlay: `10.0.10.${i}`, pubkey: "" });
+      nodes.push({
+        name: `n${i}`,
+        host,
+        dir: nodeDir,
+        config: join(nodeDir, "net.toml"),
+        overlay: `10.0.10.${i}`,
+        pubkey: "",
+      });
     }
     rogue = await net.addHost("rogue");
     // Nodes 1-3 are configured by hand (init + [[peers]]); node 4 will join by invite.
@@ -95,7 +117,10 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     for (const n of nodes.slice(0, 3)) {
       for (const p of nodes.slice(0, 3)) {
         if (p === n) continue;
-        appendFileSync(n.config, `\n[[peers]]\nname = "${p.name}"\npublic_key = "${p.pubkey}"\nendpoint = "${p.host.ip}:9600"\nallowed_ip = "${p.overlay}"\n`);
+        appendFileSync(
+          n.config,
+          `\n[[peers]]\nname = "${p.name}"\npublic_key = "${p.pubkey}"\nendpoint = "${p.host.ip}:9600"\nallowed_ip = "${p.overlay}"\n`,
+        );
       }
     }
     await Promise.all(nodes.slice(0, 3).map(startNode));
@@ -119,7 +144,15 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
 
   test("all pairs of the three nodes ping each other over the overlay", async () => {
     const [a, b, c] = nodes as [Node, Node, Node];
-    for (const [x, y] of [[a, b], [a, c], [b, a], [b, c], [c, a], [c, b]] as const) await reach(x, y);
+    for (const [x, y] of [
+      [a, b],
+      [a, c],
+      [b, a],
+      [b, c],
+      [c, a],
+      [c, b],
+    ] as const)
+      await reach(x, y);
   }, 60_000);
 
   test("`wolf ctl net peers` shows each peer with endpoint, last handshake and rx/tx", async () => {
@@ -146,10 +179,13 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     d.pubkey = (await wolf(["net", "pubkey", "--config", d.config])).trim();
     // The inviter persisted the new peer; the others learned it over the mesh and persisted it too.
     expect(readFileSync(a.config, "utf8")).toContain(d.pubkey);
-    await waitUntil(() => readFileSync(b.config, "utf8").includes(d.pubkey) && readFileSync(c.config, "utf8").includes(d.pubkey), {
-      timeoutMs: 15_000,
-      what: "n2 and n3 to learn about n4",
-    });
+    await waitUntil(
+      () => readFileSync(b.config, "utf8").includes(d.pubkey) && readFileSync(c.config, "utf8").includes(d.pubkey),
+      {
+        timeoutMs: 15_000,
+        what: "n2 and n3 to learn about n4",
+      },
+    );
     await startNode(d);
     for (const other of [a, b, c]) {
       await reach(d, other);
@@ -157,7 +193,10 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     }
     // Someone else presenting the same invite is refused.
     const reuseDir = join(dir, "reuse");
-    const reuse = await runWolfOnce(["net", "join", line, "--config", join(reuseDir, "net.toml"), "--timeout", "5s"], { netns: rogue.ns, env: { NO_COLOR: "1" } });
+    const reuse = await runWolfOnce(["net", "join", line, "--config", join(reuseDir, "net.toml"), "--timeout", "5s"], {
+      netns: rogue.ns,
+      env: { NO_COLOR: "1" },
+    });
     expect(reuse.code).toBe(8);
     expect(reuse.stderr).toContain("already used");
   }, 90_000);
@@ -167,7 +206,10 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     const line = (await wolf(["net", "invite", "--config", a.config, "--ttl", "1s"], a)).trim();
     const expiresAt = Date.now() + 1100;
     await waitUntil(() => Date.now() > expiresAt, { timeoutMs: 5000, what: "the invite to expire" });
-    const late = await runWolfOnce(["net", "join", line, "--config", join(dir, "late", "net.toml"), "--timeout", "5s"], { netns: rogue.ns, env: { NO_COLOR: "1" } });
+    const late = await runWolfOnce(
+      ["net", "join", line, "--config", join(dir, "late", "net.toml"), "--timeout", "5s"],
+      { netns: rogue.ns, env: { NO_COLOR: "1" } },
+    );
     expect(late.code).toBe(8);
     expect(late.stderr).toContain("expired");
   }, 30_000);
@@ -187,7 +229,14 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     await reach(a, b);
     await a.host.exec(["ping", "-c", "5", "-i", "0.05", "-q", b.overlay]);
     const fromA = `${a.host.ip}:9600`;
-    await waitUntil(() => tap.stdout().split("\n").filter((l) => l.includes(`"src":"${fromA}"`)).length >= 6, { timeoutMs: 10_000, what: "captured packets" });
+    await waitUntil(
+      () =>
+        tap
+          .stdout()
+          .split("\n")
+          .filter((l) => l.includes(`"src":"${fromA}"`)).length >= 6,
+      { timeoutMs: 10_000, what: "captured packets" },
+    );
     tap.kill("SIGTERM");
     const captured = tap
       .stdout()
@@ -196,7 +245,9 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
       .map((l) => JSON.parse(l) as { src: string; dst: string; data: string })
       .filter((p) => p.src === fromA && p.dst === `${b.host.ip}:9600`);
     const initiation = captured.find((p) => Buffer.from(p.data, "base64")[0] === 1)!;
-    const data = captured.filter((p) => Buffer.from(p.data, "base64")[0] === 4 && Buffer.from(p.data, "base64").length > 32);
+    const data = captured.filter(
+      (p) => Buffer.from(p.data, "base64")[0] === 4 && Buffer.from(p.data, "base64").length > 32,
+    );
     expect(initiation).toBeDefined();
     expect(data.length).toBeGreaterThanOrEqual(3);
 
@@ -211,7 +262,9 @@ describe.skipIf(Boolean(skip))("wolf net in namespaces", () => {
     tampered[tampered.length - 20]! ^= 0x55;
     await rogueOnce(rogue, ["send", `${b.host.ip}:9600`, tampered.toString("base64")]);
     const after = await statusOf(b);
-    expect(after.rejected_handshakes["replayed-initiation"] ?? 0).toBeGreaterThan(before.rejected_handshakes["replayed-initiation"] ?? 0);
+    expect(after.rejected_handshakes["replayed-initiation"] ?? 0).toBeGreaterThan(
+      before.rejected_handshakes["replayed-initiation"] ?? 0,
+    );
     expect(after.drops.replayed).toBeGreaterThanOrEqual(before.drops.replayed! + 3);
     expect(after.drops.auth_failed).toBeGreaterThanOrEqual(before.drops.auth_failed! + 1);
 

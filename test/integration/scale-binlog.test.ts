@@ -43,7 +43,9 @@ async function withLogs(fn: () => Promise<void>): Promise<void> {
     await fn();
   } catch (err) {
     for (const n of c.nodes) {
-      console.error(`--- node ${n.id} (${n.proc?.running ? "running" : "stopped"}) ---\n${n.proc?.output().slice(-6000) ?? ""}`);
+      console.error(
+        `--- node ${n.id} (${n.proc?.running ? "running" : "stopped"}) ---\n${n.proc?.output().slice(-6000) ?? ""}`,
+      );
       console.error(`[scale-binlog] node ${n.id} status: ${JSON.stringify(await c.status(n.id))}`);
     }
     throw err;
@@ -56,13 +58,17 @@ async function migrate(id: number, from: number): Promise<string> {
     timeoutMs: 120_000,
   });
   const out = `${r.stdout}${r.stderr}`;
-  if (r.code !== 0 || !out.includes("migrated from")) throw new Error(`migrate of node ${id} from node ${from} failed (exit ${r.code}): ${out}`);
+  if (r.code !== 0 || !out.includes("migrated from"))
+    throw new Error(`migrate of node ${id} from node ${from} failed (exit ${r.code}): ${out}`);
   return out.trim();
 }
 
 /** Every node converged and holds the same checksums as node 1. */
 async function expectIdentical(tables: string[]): Promise<Record<string, unknown>> {
-  await c.waitConverged(60_000, c.nodes.map((n) => n.id));
+  await c.waitConverged(
+    60_000,
+    c.nodes.map((n) => n.id),
+  );
   const sums = await Promise.all(c.nodes.map((n) => c.checksums(n.id, tables)));
   for (const s of sums.slice(1)) expect(s).toEqual(sums[0]!);
   return sums[0]!;
@@ -99,11 +105,17 @@ function directLoad(prefix: string) {
   const committed: string[] = [];
   let stop = false;
   const done = (async () => {
-    const conn = await mysql.createConnection({ socketPath: c.node(1).db.socket, user: "root", multipleStatements: true });
+    const conn = await mysql.createConnection({
+      socketPath: c.node(1).db.socket,
+      user: "root",
+      multipleStatements: true,
+    });
     try {
       for (let i = 0; !stop; i++) {
         const k = `${prefix}-${i}`;
-        await conn.query(`START TRANSACTION; INSERT INTO app.direct (k, at, u) VALUES ('${k}', NOW(6), UUID()); UPDATE app.dtally SET n = n + 1 WHERE id = 1; COMMIT`);
+        await conn.query(
+          `START TRANSACTION; INSERT INTO app.direct (k, at, u) VALUES ('${k}', NOW(6), UUID()); UPDATE app.dtally SET n = n + 1 WHERE id = 1; COMMIT`,
+        );
         committed.push(k);
       }
     } finally {
@@ -125,7 +137,9 @@ async function expectExactlyOnce(table: string, tally: string, keys: string[]): 
     const have = new Set((await n.db.query<Array<{ k: string }>>(`SELECT k FROM ${table}`)).map((r) => r.k));
     const lost = keys.filter((k) => !have.has(k));
     expect({ node: n.id, table, lost }).toEqual({ node: n.id, table, lost: [] });
-    const [t] = await n.db.query<Array<{ n: string; k: number }>>(`SELECT (SELECT n FROM ${tally} WHERE id = 1) AS n, (SELECT COUNT(*) FROM ${table}) AS k`);
+    const [t] = await n.db.query<Array<{ n: string; k: number }>>(
+      `SELECT (SELECT n FROM ${tally} WHERE id = 1) AS n, (SELECT COUNT(*) FROM ${table}) AS k`,
+    );
     expect({ node: n.id, table, tally: Number(t!.n) }).toEqual({ node: n.id, table, tally: Number(t!.k) });
   }
 }
@@ -155,7 +169,9 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
         CALL shop.add_customers(150, 'before wolf');
         INSERT INTO shop.orders (customer_id, amount, note, placed) SELECT id, ROUND(RAND() * 100, 2), CONCAT('order of ', name), NOW(6) FROM shop.customers;`);
 
-      const setup = await runWolfOnce(["ctl", "scale", "binlog-setup", "--config", c.node(1).config], { env: { NO_COLOR: "1" } });
+      const setup = await runWolfOnce(["ctl", "scale", "binlog-setup", "--config", c.node(1).config], {
+        env: { NO_COLOR: "1" },
+      });
       expect(setup.code).toBe(0);
       const snippet = setup.stdout.split("\n").filter((l) => /^\w+ = /.test(l));
       expect(snippet[0]).toBe('mode = "binlog"');
@@ -188,9 +204,11 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
       for (const o of outs) expect(o).toMatch(/resuming after LSN \d+/);
       await expectIdentical(SHOP_TABLES);
       for (const id of [2, 3]) {
-        const rows = await c.node(id).db.query<Array<{ label: string; n: number }>>(
-          "SELECT SUBSTRING_INDEX(name, ' ', 2) AS label, COUNT(*) AS n FROM shop.customers GROUP BY label ORDER BY label",
-        );
+        const rows = await c
+          .node(id)
+          .db.query<Array<{ label: string; n: number }>>(
+            "SELECT SUBSTRING_INDEX(name, ' ', 2) AS label, COUNT(*) AS n FROM shop.customers GROUP BY label ORDER BY label",
+          );
         expect(rows.map((r) => [r.label, Number(r.n)])).toEqual([
           ["after start", 2],
           ["before wolf", 150],
@@ -209,14 +227,23 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
       await db1.query("UPDATE shop.customers SET tier = 2 WHERE score > 0.5");
       // ...and through the API (sent to followers too: forwarded to the leader).
       await expectOk(sql(2, { sql: "CALL shop.add_customers(5, 'api')" }));
-      await expectOk(c.api(3, "POST", "/write/insert", { table: "shop.orders", rows: [{ customer_id: 1, amount: 12.5, note: "api insert", placed: "2024-01-02 03:04:05.678901" }] }));
+      await expectOk(
+        c.api(3, "POST", "/write/insert", {
+          table: "shop.orders",
+          rows: [{ customer_id: 1, amount: 12.5, note: "api insert", placed: "2024-01-02 03:04:05.678901" }],
+        }),
+      );
       await expectOk(sql(3, { sql: "UPDATE shop.orders SET amount = amount + 1 WHERE note LIKE 'direct%'" }));
       const sums = await expectIdentical(SHOP_TABLES);
       expect(Object.values(sums).every((v) => v !== null)).toBe(true);
       const bigOrders = await db1.query("SELECT COUNT(*) AS n FROM shop.big_orders");
       for (const n of c.nodes) {
-        expect(await n.db.query("SELECT COUNT(*) AS n FROM shop.customers WHERE name LIKE 'direct %' AND tier IN (1, 2)")).toEqual([{ n: 20 }]);
-        expect(await n.db.query("SELECT COUNT(*) AS n FROM shop.customers WHERE name LIKE 'api %'")).toEqual([{ n: 5 }]);
+        expect(
+          await n.db.query("SELECT COUNT(*) AS n FROM shop.customers WHERE name LIKE 'direct %' AND tier IN (1, 2)"),
+        ).toEqual([{ n: 20 }]);
+        expect(await n.db.query("SELECT COUNT(*) AS n FROM shop.customers WHERE name LIKE 'api %'")).toEqual([
+          { n: 5 },
+        ]);
         expect(await n.db.query("SELECT COUNT(*) AS n FROM shop.big_orders")).toEqual(bigOrders); // the view came with the dump
       }
       const st = await Promise.all(c.nodes.map((n) => c.status(n.id)));
@@ -225,7 +252,9 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
         ["follower", "Active", null, null],
         ["follower", "Active", null, null],
       ]);
-      console.log(`[scale-binlog] existing database adopted; nodes 2 and 3 migrated from the leader; direct and API writes converged (${outs.map((o) => /LSN (\d+)/.exec(o)?.[1]).join(", ")})`);
+      console.log(
+        `[scale-binlog] existing database adopted; nodes 2 and 3 migrated from the leader; direct and API writes converged (${outs.map((o) => /LSN (\d+)/.exec(o)?.[1]).join(", ")})`,
+      );
     });
   }, 180_000);
 
@@ -239,7 +268,9 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
                 INSERT INTO app.tally VALUES (1, 0)`,
         }),
       );
-      await c.node(1).db.query(`CREATE TABLE app.direct (k VARCHAR(64) PRIMARY KEY, at DATETIME(6) NOT NULL, u CHAR(36) NOT NULL) ENGINE=InnoDB;
+      await c
+        .node(1)
+        .db.query(`CREATE TABLE app.direct (k VARCHAR(64) PRIMARY KEY, at DATETIME(6) NOT NULL, u CHAR(36) NOT NULL) ENGINE=InnoDB;
         CREATE TABLE app.dtally (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB;
         INSERT INTO app.dtally VALUES (1, 0)`);
       await c.waitConverged();
@@ -247,13 +278,19 @@ describe.skipIf(!haveMariaDB)("wolf scale: binlog mode, migrate from the leader"
       const direct = directLoad("d");
       const during: Array<{ id: number; api: number; direct: number; out: string }> = [];
       try {
-        await waitUntil(() => api.acked.length >= 50 && direct.committed.length >= 50, { timeoutMs: 30_000, what: "writes before the migration" });
+        await waitUntil(() => api.acked.length >= 50 && direct.committed.length >= 50, {
+          timeoutMs: 30_000,
+          what: "writes before the migration",
+        });
         for (const id of [3, 2]) {
           const before = { api: api.acked.length, direct: direct.committed.length };
           const out = await migrate(id, 1);
           during.push({ id, api: api.acked.length - before.api, direct: direct.committed.length - before.direct, out });
           const at = { api: api.acked.length, direct: direct.committed.length };
-          await waitUntil(() => api.acked.length >= at.api + 30 && direct.committed.length >= at.direct + 30, { timeoutMs: 30_000, what: `writes after migrating node ${id}` });
+          await waitUntil(() => api.acked.length >= at.api + 30 && direct.committed.length >= at.direct + 30, {
+            timeoutMs: 30_000,
+            what: `writes after migrating node ${id}`,
+          });
         }
       } finally {
         await Promise.all([api.stop(), direct.stop()]);

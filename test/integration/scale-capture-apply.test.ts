@@ -52,7 +52,9 @@ function startCapture(resumeFrom: string): BinlogCapture {
 }
 
 async function checksums(db: MariaDBInstance): Promise<Record<string, unknown>> {
-  const rows = await db.query<Array<{ Table: string; Checksum: unknown }>>(`CHECKSUM TABLE ${TABLES.join(", ")} EXTENDED`);
+  const rows = await db.query<Array<{ Table: string; Checksum: unknown }>>(
+    `CHECKSUM TABLE ${TABLES.join(", ")} EXTENDED`,
+  );
   return Object.fromEntries(rows.map((r) => [r.Table, r.Checksum]));
 }
 
@@ -63,7 +65,13 @@ async function leaderGtid(): Promise<string> {
 
 /** The workload: concurrent clients using everything that made statement replication diverge. */
 async function workload(iterations: number, alterAt: number): Promise<void> {
-  const pool = mysql.createPool({ socketPath: leader.socket, user: "root", database: "app", connectionLimit: 4, multipleStatements: true });
+  const pool = mysql.createPool({
+    socketPath: leader.socket,
+    user: "root",
+    database: "app",
+    connectionLimit: 4,
+    multipleStatements: true,
+  });
   try {
     const worker = async (w: number) => {
       const conn = await pool.getConnection();
@@ -71,17 +79,27 @@ async function workload(iterations: number, alterAt: number): Promise<void> {
         for (let i = 0; i < iterations; i++) {
           if (w === 0 && i === alterAt) {
             // DDL during load: a new column with a default and an index.
-            await conn.query("ALTER TABLE items ADD COLUMN extra VARCHAR(40) NOT NULL DEFAULT 'x', ADD INDEX qty_idx (qty)");
+            await conn.query(
+              "ALTER TABLE items ADD COLUMN extra VARCHAR(40) NOT NULL DEFAULT 'x', ADD INDEX qty_idx (qty)",
+            );
           }
           switch ((i + w) % 8) {
             case 0:
-              await conn.query("INSERT INTO items (u, r, qty, note) VALUES (UUID(), RAND(), 1, CONCAT('w', ?, ' at ', NOW(6)))", [w]);
+              await conn.query(
+                "INSERT INTO items (u, r, qty, note) VALUES (UUID(), RAND(), 1, CONCAT('w', ?, ' at ', NOW(6)))",
+                [w],
+              );
               break;
             case 1: // prepared statement (binary protocol)
-              await conn.execute("INSERT INTO items (u, r, qty, note) VALUES (UUID(), RAND(), ?, ?)", [i, `prepared ${w}/${i}`]);
+              await conn.execute("INSERT INTO items (u, r, qty, note) VALUES (UUID(), RAND(), ?, ?)", [
+                i,
+                `prepared ${w}/${i}`,
+              ]);
               break;
             case 2: // multi-row update with non-deterministic values
-              await conn.query("UPDATE items SET qty = qty + 1, r = RAND(), touched = NOW(6) WHERE id % 5 = ?", [i % 5]);
+              await conn.query("UPDATE items SET qty = qty + 1, r = RAND(), touched = NOW(6) WHERE id % 5 = ?", [
+                i % 5,
+              ]);
               break;
             case 3: // stored procedure (loops, UUID, RAND) firing the trigger per row
               await conn.query("CALL add_items(3, ?)", [`proc ${w}/${i}`]);
@@ -95,14 +113,18 @@ async function workload(iterations: number, alterAt: number): Promise<void> {
             case 5: // explicit multi-statement transaction
               await conn.query("START TRANSACTION");
               await conn.query("UPDATE counters SET n = n + 1 WHERE name = ?", [`w${w}`]);
-              await conn.query("INSERT INTO items (u, r, note) VALUES (UUID(), RAND(), 'txn'), (UUID(), RAND(), 'txn')");
+              await conn.query(
+                "INSERT INTO items (u, r, note) VALUES (UUID(), RAND(), 'txn'), (UUID(), RAND(), 'txn')",
+              );
               await conn.query("COMMIT");
               break;
             case 6:
               await conn.query("DELETE FROM items WHERE id % 11 = ? ORDER BY id LIMIT 2", [i % 11]);
               break;
             case 7: // multi-statement text query
-              await conn.query("UPDATE counters SET n = n + 1, at = NOW(6) WHERE name = 'multi'; INSERT INTO items (u, r, note) VALUES (UUID(), RAND(), 'multi')");
+              await conn.query(
+                "UPDATE counters SET n = n + 1, at = NOW(6) WHERE name = 'multi'; INSERT INTO items (u, r, note) VALUES (UUID(), RAND(), 'multi')",
+              );
               break;
           }
         }
@@ -165,7 +187,13 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
     const applyStart = performance.now();
     await waitUntil(
       async () => {
-        const err = await Promise.race([loop.done.then(() => "stopped", (e: Error) => e), Bun.sleep(0).then(() => undefined)]);
+        const err = await Promise.race([
+          loop.done.then(
+            () => "stopped",
+            (e: Error) => e,
+          ),
+          Bun.sleep(0).then(() => undefined),
+        ]);
         if (err instanceof Error) throw new Error(`apply loop failed: ${err.message}`);
         return applier.applied.lsn === wal.lastLsn;
       },
@@ -191,7 +219,10 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
     // Same definition after the ALTER. (The AUTO_INCREMENT counter may differ: rolled-back inserts burn
     // values on the leader only, as with MariaDB's own replication; no committed row is affected.)
     const ddlOf = async (db: MariaDBInstance) =>
-      (await db.query<Array<Record<string, string>>>("SHOW CREATE TABLE app.items"))[0]!["Create Table"]!.replace(/ AUTO_INCREMENT=\d+/, "");
+      (await db.query<Array<Record<string, string>>>("SHOW CREATE TABLE app.items"))[0]!["Create Table"]!.replace(
+        / AUTO_INCREMENT=\d+/,
+        "",
+      );
     expect(await ddlOf(follower)).toBe(await ddlOf(leader));
     expect(await follower.query("SELECT COUNT(*) AS n FROM app.items WHERE note = 'rolled back'")).toEqual([{ n: 0 }]);
     const walBytes = wal.stats().bytes;
@@ -232,8 +263,13 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
       });
       const loop = new WalApplyLoop(wal, current);
       const outcome = await Promise.race([
-        loop.done.then(() => "stopped" as const, (e: Error) => e),
-        waitUntil(() => current!.applied.lsn === wal.lastLsn, { timeoutMs: 60_000, what: "apply" }).then(() => "done" as const),
+        loop.done.then(
+          () => "stopped" as const,
+          (e: Error) => e,
+        ),
+        waitUntil(() => current!.applied.lsn === wal.lastLsn, { timeoutMs: 60_000, what: "apply" }).then(
+          () => "done" as const,
+        ),
       ]);
       await loop.stop();
       if (outcome === "done") break;
@@ -245,9 +281,13 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
     expect(crashes).toBeGreaterThan(5);
     expect(ddlCrashes).toBeGreaterThanOrEqual(7);
     expect(await checksums(follower)).toEqual(await checksums(leader));
-    const progress = await follower.query<Array<{ lsn: number; ddl_pending_lsn: number | null }>>("SELECT lsn, ddl_pending_lsn FROM wolfscale.applied");
+    const progress = await follower.query<Array<{ lsn: number; ddl_pending_lsn: number | null }>>(
+      "SELECT lsn, ddl_pending_lsn FROM wolfscale.applied",
+    );
     expect(progress).toEqual([{ lsn: wal.lastLsn, ddl_pending_lsn: null }]);
-    console.log(`[scale] applied ${wal.lastLsn} transactions with ${crashes} simulated crashes in ${secs.toFixed(2)} s (${(wal.lastLsn / secs).toFixed(0)} txn/s incl. restarts)`);
+    console.log(
+      `[scale] applied ${wal.lastLsn} transactions with ${crashes} simulated crashes in ${secs.toFixed(2)} s (${(wal.lastLsn / secs).toFixed(0)} txn/s incl. restarts)`,
+    );
   }, 120_000);
 
   test("batched apply: runs of row transactions in one database transaction each end byte-identical; a moved progress row refuses a batch before COMMIT", async () => {
@@ -303,10 +343,20 @@ describe.skipIf(!haveMariaDB)("scale capture → WAL → apply", () => {
     await leader.query(
       "SET sql_log_bin = 0; CREATE USER 'wolfrepl'@'%' IDENTIFIED BY 'S3cret pass!'; GRANT REPLICATION SLAVE, SELECT ON *.* TO 'wolfrepl'@'%'; SET sql_log_bin = 1",
     );
-    const conn = await MysqlConnection.connect({ host: leader.host, port: leader.port, user: "wolfrepl", password: "S3cret pass!" });
+    const conn = await MysqlConnection.connect({
+      host: leader.host,
+      port: leader.port,
+      user: "wolfrepl",
+      password: "S3cret pass!",
+    });
     expect((await conn.queryObjects("SELECT CURRENT_USER() AS u"))[0]!.u).toBe("wolfrepl@%");
     conn.close();
-    const refused = await MysqlConnection.connect({ host: leader.host, port: leader.port, user: "wolfrepl", password: "wrong" }).catch((e: unknown) => e);
+    const refused = await MysqlConnection.connect({
+      host: leader.host,
+      port: leader.port,
+      user: "wolfrepl",
+      password: "wrong",
+    }).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(ServerError);
     expect((refused as ServerError).errno).toBe(1045);
   });

@@ -27,12 +27,15 @@ afterAll(async () => {
   await c?.close();
 });
 
-const ctl = (args: string[]) => runWolfOnce(["ctl", "scale", ...args, "--config", c.node(1).config], { env: { NO_COLOR: "1" }, timeoutMs: 60_000 });
+const ctl = (args: string[]) =>
+  runWolfOnce(["ctl", "scale", ...args, "--config", c.node(1).config], { env: { NO_COLOR: "1" }, timeoutMs: 60_000 });
 
 async function globals(): Promise<Record<string, string>> {
-  const rows = await c.node(1).db.query<Array<{ Variable_name: string; Value: string }>>(
-    "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('max_connections', 'innodb_buffer_pool_size', 'sync_binlog', 'max_allowed_packet', 'binlog_checksum')",
-  );
+  const rows = await c
+    .node(1)
+    .db.query<Array<{ Variable_name: string; Value: string }>>(
+      "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('max_connections', 'innodb_buffer_pool_size', 'sync_binlog', 'max_allowed_packet', 'binlog_checksum')",
+    );
   return Object.fromEntries(rows.map((r) => [r.Variable_name, r.Value]));
 }
 
@@ -48,9 +51,17 @@ describe.skipIf(!haveMariaDB)("wolf ctl scale tune-mariadb", () => {
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^max_connections\s+20\s+44\s+change\s+API pool \(database\.pool_size = 16\)/m);
-    expect(r.stdout).toMatch(/^sync_binlog\s+0\s+1\s+change\s+.*crash must not lose a commit the binlog already showed/m);
+    expect(r.stdout).toMatch(
+      /^sync_binlog\s+0\s+1\s+change\s+.*crash must not lose a commit the binlog already showed/m,
+    );
     expect(r.stdout).toMatch(/^innodb_buffer_pool_size\s+64\.0 MiB\s+128\.0 MiB\s+change\s+.*one MariaDB per machine/m);
-    for (const name of ["binlog_row_image", "binlog_checksum", "innodb_flush_log_at_trx_commit", "max_allowed_packet", "log_bin"]) {
+    for (const name of [
+      "binlog_row_image",
+      "binlog_checksum",
+      "innodb_flush_log_at_trx_commit",
+      "max_allowed_packet",
+      "log_bin",
+    ]) {
       expect(r.stdout).toMatch(new RegExp(`^${name}\\s`, "m"));
     }
     expect(r.stdout).toContain("dry run: nothing changed");
@@ -79,7 +90,11 @@ describe.skipIf(!haveMariaDB)("wolf ctl scale tune-mariadb", () => {
 
     const again = await ctl(["tune-mariadb", "--dry-run", "--json", "--memory", "512M"]);
     expect(again.code).toBe(0);
-    const j = JSON.parse(again.stdout) as { dryRun: boolean; suggestions: Array<{ name: string; ok: boolean; set?: string }>; applied: string[] };
+    const j = JSON.parse(again.stdout) as {
+      dryRun: boolean;
+      suggestions: Array<{ name: string; ok: boolean; set?: string }>;
+      applied: string[];
+    };
     expect(j.dryRun).toBe(true);
     expect(j.applied).toEqual([]);
     expect(j.suggestions.filter((s) => s.set).map((s) => s.name)).toEqual([]);

@@ -5,7 +5,9 @@ import { checkAbsolutePath, checkHostPort, oneOf, section, str } from "./schema.
 
 export function nodeSection(defaults: { dataDir: string }) {
   return section("This node: where it keeps its state.", {
-    data_dir: str("Directory for all state of this node (overridden by --data-dir).", defaults.dataDir, { check: checkAbsolutePath }),
+    data_dir: str("Directory for all state of this node (overridden by --data-dir).", defaults.dataDir, {
+      check: checkAbsolutePath,
+    }),
     log_level: oneOf("Log level", LOG_LEVEL_NAMES as unknown as readonly LogLevelName[], "info"),
   });
 }

@@ -17,10 +17,13 @@ export function defaultConfigPath(name: string): string {
 export function writeConfigFile(path: string, text: string, opts: { force?: boolean; name?: string } = {}): void {
   if (existsSync(path)) {
     if (statSync(path).isDirectory()) {
-      throw new ConfigError("is a directory", { file: path, hint: `--config takes the file's path, e.g. --config ${join(path, `${opts.name ?? "wolf"}.toml`)}` });
+      throw new ConfigError("is a directory", {
+        file: path,
+        hint: `--config takes the file's path, e.g. --config ${join(path, `${opts.name ?? "wolf"}.toml`)}`,
+      });
     }
-    if (!opts.force) throw new ConfigError("already exists; not overwriting it", { file: path, hint: "pass --force to replace it" });
+    if (!opts.force)
+      throw new ConfigError("already exists; not overwriting it", { file: path, hint: "pass --force to replace it" });
   }
   writeFileAtomic(path, text);
 }
-

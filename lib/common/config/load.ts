@@ -19,7 +19,8 @@ export function parseToml(text: string, file: string): Record<string, unknown> {
   }
 }
 
-const isTable = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+const isTable = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
 
 /** Dotted key names of the whole schema, for suggestions across sections ("port" → "cluster.port"). */
 function allKeyPaths(fields: Fields, prefix = ""): string[] {
@@ -39,11 +40,19 @@ function unknownKeyError(key: string, path: string, fields: Fields, root: Fields
     return new ConfigError(`unknown key "${key}"; did you mean "${suggestion}"?`, { file, key: path });
   }
   const elsewhere = allKeyPaths(root).filter((p) => p.split(".").pop() === key || nearest(key, [p.split(".").pop()!]));
-  const hint = elsewhere.length ? `; "${elsewhere[0]}" exists in another section` : `; valid keys here: ${Object.keys(fields).join(", ")}`;
+  const hint = elsewhere.length
+    ? `; "${elsewhere[0]}" exists in another section`
+    : `; valid keys here: ${Object.keys(fields).join(", ")}`;
   return new ConfigError(`unknown key "${key}"${hint}`, { file, key: path });
 }
 
-function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fields, file: string, prefix: string): Record<string, unknown> {
+function validateFields(
+  raw: Record<string, unknown>,
+  fields: Fields,
+  root: Fields,
+  file: string,
+  prefix: string,
+): Record<string, unknown> {
   for (const key of Object.keys(raw)) {
     if (!(key in fields)) throw unknownKeyError(key, prefix ? `${prefix}.${key}` : key, fields, root, file);
   }
@@ -56,7 +65,11 @@ function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fiel
         if (spec.required) throw new ConfigError(`missing required key "${key}" (${spec.doc})`, { file, key: path });
         // Per-installation values (secrets) have no usable default: a missing one is an error.
         if (spec.generate && !spec.parse(spec.default).ok) {
-          throw new ConfigError(`missing key "${key}" (${spec.doc.split("\n")[0]})`, { file, key: path, hint: `\`wolf <subsystem> init\` generates one` });
+          throw new ConfigError(`missing key "${key}" (${spec.doc.split("\n")[0]})`, {
+            file,
+            key: path,
+            hint: `\`wolf <subsystem> init\` generates one`,
+          });
         }
         out[key] = structuredClone(spec.default);
         continue;
@@ -68,14 +81,16 @@ function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fiel
       }
       out[key] = result.value;
     } else if (spec.kind === "section") {
-      if (value !== undefined && !isTable(value)) throw new ConfigError(`expected a [${path}] table`, { file, key: path });
+      if (value !== undefined && !isTable(value))
+        throw new ConfigError(`expected a [${path}] table`, { file, key: path });
       out[key] = validateFields((value as Record<string, unknown>) ?? {}, spec.fields, root, file, path);
     } else {
       if (value === undefined) {
         out[key] = [];
         continue;
       }
-      if (!Array.isArray(value) || !value.every(isTable)) throw new ConfigError(`expected [[${path}]] tables`, { file, key: path });
+      if (!Array.isArray(value) || !value.every(isTable))
+        throw new ConfigError(`expected [[${path}]] tables`, { file, key: path });
       out[key] = value.map((entry, i) => validateFields(entry, spec.fields, root, file, `${path}[${i}]`));
     }
   }
@@ -83,7 +98,11 @@ function validateFields(raw: Record<string, unknown>, fields: Fields, root: Fiel
 }
 
 /** Validates an already-parsed object (e.g. from tests or an API) against the schema. */
-export function validateConfig<F extends Fields>(schema: ConfigSchema<F>, raw: Record<string, unknown>, file = `${schema.name}.toml`): InferFields<F> {
+export function validateConfig<F extends Fields>(
+  schema: ConfigSchema<F>,
+  raw: Record<string, unknown>,
+  file = `${schema.name}.toml`,
+): InferFields<F> {
   const config = validateFields(raw, schema.fields, schema.fields, file, "") as InferFields<F>;
   schema.check?.(config, file);
   return config;
@@ -107,21 +126,28 @@ export function loadConfig<F extends Fields>(schema: ConfigSchema<F>, file: stri
 
 /** The text of a config file, or a ConfigError saying plainly why it cannot be one. */
 export function readConfigText(file: string, schemaName: string): string {
-  let st;
+  let st: ReturnType<typeof statSync>;
   try {
     st = statSync(file);
   } catch (err) {
     if (errnoName(err) === "ENOENT") {
-      const hint = ["scale", "disk", "net"].includes(schemaName) ? `create it with: wolf ${schemaName} init --config ${file}` : undefined;
+      const hint = ["scale", "disk", "net"].includes(schemaName)
+        ? `create it with: wolf ${schemaName} init --config ${file}`
+        : undefined;
       throw new ConfigError("file not found", { file, hint });
     }
     throw unreadable(file, err);
   }
   if (st.isDirectory()) {
-    throw new ConfigError(`is a directory, not a config file`, { file, hint: `pass the file itself, e.g. --config ${join(file, `${schemaName}.toml`)}` });
+    throw new ConfigError(`is a directory, not a config file`, {
+      file,
+      hint: `pass the file itself, e.g. --config ${join(file, `${schemaName}.toml`)}`,
+    });
   }
-  if (!st.isFile()) throw new ConfigError("is not a regular file (a device, socket or pipe cannot be a config file)", { file });
-  if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`is ${st.size} bytes, too large for a config file; is it the right path?`, { file });
+  if (!st.isFile())
+    throw new ConfigError("is not a regular file (a device, socket or pipe cannot be a config file)", { file });
+  if (st.size > MAX_CONFIG_BYTES)
+    throw new ConfigError(`is ${st.size} bytes, too large for a config file; is it the right path?`, { file });
   try {
     return readFileSync(file, "utf8");
   } catch (err) {
@@ -130,5 +156,9 @@ export function readConfigText(file: string, schemaName: string): string {
 }
 
 function unreadable(file: string, err: unknown): ConfigError {
-  return new ConfigError(`cannot read: ${errnoReason(err)}`, { file, hint: describeSystemError(err)?.hint, cause: err });
+  return new ConfigError(`cannot read: ${errnoReason(err)}`, {
+    file,
+    hint: describeSystemError(err)?.hint,
+    cause: err,
+  });
 }

@@ -16,7 +16,9 @@ function renderFieldLines(fields: Fields, values: Record<string, unknown>, comme
     const value = key in values ? values[key] : f.default;
     lines.push(comment(f.doc));
     const isDefault = JSON.stringify(value) === JSON.stringify(f.default);
-    lines.push(`${commentOut ? "# " : ""}${key} = ${f.render(value)}${isDefault || commentOut ? "" : `  # default: ${f.render(f.default)}`}`);
+    lines.push(
+      `${commentOut ? "# " : ""}${key} = ${f.render(value)}${isDefault || commentOut ? "" : `  # default: ${f.render(f.default)}`}`,
+    );
     lines.push("");
   }
   return lines;
@@ -28,7 +30,11 @@ function renderFieldLines(fields: Fields, values: Record<string, unknown>, comme
  */
 export function renderConfig<F extends Fields>(schema: ConfigSchema<F>, values: Partial<InferFields<F>> = {}): string {
   const v = values as Record<string, unknown>;
-  const out: string[] = [comment(schema.title), comment(`Every key is shown with its default. Unknown keys are rejected.`), ""];
+  const out: string[] = [
+    comment(schema.title),
+    comment(`Every key is shown with its default. Unknown keys are rejected.`),
+    "",
+  ];
   out.push(...renderFieldLines(schema.fields, v));
   for (const [key, spec] of Object.entries(schema.fields) as [string, AnySpec][]) {
     if (spec.kind === "section") {
@@ -47,7 +53,10 @@ export function renderConfig<F extends Fields>(schema: ConfigSchema<F>, values: 
       }
     }
   }
-  return `${out.join("\n").replace(/\n{3,}/g, "\n\n").trimEnd()}\n`;
+  return `${out
+    .join("\n")
+    .replace(/\n{3,}/g, "\n\n")
+    .trimEnd()}\n`;
 }
 
 /** Values produced by each field's `generate` (secrets, ids), nested like the config. */

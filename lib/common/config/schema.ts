@@ -39,6 +39,7 @@ export interface TableArraySpec<F extends Fields> {
   readonly example?: Partial<InferFields<F>>;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: any spec, whatever value type it parses
 export type AnySpec = FieldSpec<any> | SectionSpec<any> | TableArraySpec<any>;
 export type Fields = { readonly [key: string]: AnySpec };
 
@@ -136,17 +137,25 @@ function describe(raw: unknown): string {
   return `${typeof raw} ${JSON.stringify(raw)}`;
 }
 
-export function str(doc: string, def: string, opts?: FieldOptions<string> & { pattern?: RegExp; patternHint?: string }): FieldSpec<string> {
+export function str(
+  doc: string,
+  def: string,
+  opts?: FieldOptions<string> & { pattern?: RegExp; patternHint?: string },
+): FieldSpec<string> {
   const pattern = opts?.pattern;
   const check: Check<string> = (value) => {
-    if (pattern && !pattern.test(value)) return `expected ${opts?.patternHint ?? `a string matching ${pattern}`}, got ${JSON.stringify(value)}`;
+    if (pattern && !pattern.test(value))
+      return `expected ${opts?.patternHint ?? `a string matching ${pattern}`}, got ${JSON.stringify(value)}`;
     return opts?.check?.(value);
   };
   return field(
     "a string",
     doc,
     def,
-    (raw) => (typeof raw === "string" ? { ok: true, value: raw } : { ok: false, reason: `expected a string, got ${describe(raw)}` }),
+    (raw) =>
+      typeof raw === "string"
+        ? { ok: true, value: raw }
+        : { ok: false, reason: `expected a string, got ${describe(raw)}` },
     tomlString,
     { ...opts, check },
   );
@@ -167,7 +176,8 @@ function numberField(
     doc,
     def,
     (raw) => {
-      if (typeof raw !== "number" || !accept(raw)) return { ok: false, reason: `expected ${typeName}, got ${describe(raw)}` };
+      if (typeof raw !== "number" || !accept(raw))
+        return { ok: false, reason: `expected ${typeName}, got ${describe(raw)}` };
       if (min !== undefined && raw < min) return { ok: false, reason: `must be at least ${min}, got ${raw}` };
       if (max !== undefined && raw > max) return { ok: false, reason: `must be at most ${max}, got ${raw}` };
       return { ok: true, value: raw };
@@ -177,12 +187,27 @@ function numberField(
   );
 }
 
-export function int(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
+export function int(
+  doc: string,
+  def: number,
+  opts?: FieldOptions<number> & { min?: number; max?: number },
+): FieldSpec<number> {
   return numberField("an integer", Number.isInteger, String, doc, def, opts);
 }
 
-export function num(doc: string, def: number, opts?: FieldOptions<number> & { min?: number; max?: number }): FieldSpec<number> {
-  return numberField("a number", Number.isFinite, (value) => (Number.isInteger(value) ? `${value}.0` : String(value)), doc, def, opts);
+export function num(
+  doc: string,
+  def: number,
+  opts?: FieldOptions<number> & { min?: number; max?: number },
+): FieldSpec<number> {
+  return numberField(
+    "a number",
+    Number.isFinite,
+    (value) => (Number.isInteger(value) ? `${value}.0` : String(value)),
+    doc,
+    def,
+    opts,
+  );
 }
 
 export function bool(doc: string, def: boolean): FieldSpec<boolean> {
@@ -190,7 +215,10 @@ export function bool(doc: string, def: boolean): FieldSpec<boolean> {
     "true or false",
     doc,
     def,
-    (raw) => (typeof raw === "boolean" ? { ok: true, value: raw } : { ok: false, reason: `expected true or false, got ${describe(raw)}` }),
+    (raw) =>
+      typeof raw === "boolean"
+        ? { ok: true, value: raw }
+        : { ok: false, reason: `expected true or false, got ${describe(raw)}` },
     (value) => String(value),
   );
 }
@@ -217,7 +245,8 @@ export function strList(doc: string, def: string[], opts?: { item?: Check<string
     (raw) => {
       if (!Array.isArray(raw)) return { ok: false, reason: `expected an array of strings, got ${describe(raw)}` };
       for (const [i, item] of raw.entries()) {
-        if (typeof item !== "string") return { ok: false, reason: `item ${i}: expected a string, got ${describe(item)}` };
+        if (typeof item !== "string")
+          return { ok: false, reason: `item ${i}: expected a string, got ${describe(item)}` };
         const reason = opts?.item?.(item);
         if (reason) return { ok: false, reason: `item ${i}: ${reason}` };
       }
@@ -231,11 +260,13 @@ export function strList(doc: string, def: string[], opts?: { item?: Check<string
 // Reusable checks
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export const isIPv4 = (value: string) => IPV4.test(value);
 
-export const checkIPv4: Check<string> = (value) => (isIPv4(value) ? undefined : `expected an IPv4 address like 10.0.10.1, got ${JSON.stringify(value)}`);
+export const checkIPv4: Check<string> = (value) =>
+  isIPv4(value) ? undefined : `expected an IPv4 address like 10.0.10.1, got ${JSON.stringify(value)}`;
 
 /** "host:port" with an IPv4 address or hostname and a port 1-65535. */
 export const checkHostPort: Check<string> = (value) => {
@@ -259,6 +290,9 @@ export const checkCidr: Check<string> = (value) => {
 
 /** Empty (meaning "derive from data_dir") or an absolute path. */
 export const checkOptionalAbsolutePath: Check<string> = (value) =>
-  value === "" || value.startsWith("/") ? undefined : `expected an absolute path (or "" for the default), got ${JSON.stringify(value)}`;
+  value === "" || value.startsWith("/")
+    ? undefined
+    : `expected an absolute path (or "" for the default), got ${JSON.stringify(value)}`;
 
-export const checkAbsolutePath: Check<string> = (value) => (value.startsWith("/") ? undefined : `expected an absolute path, got ${JSON.stringify(value)}`);
+export const checkAbsolutePath: Check<string> = (value) =>
+  value.startsWith("/") ? undefined : `expected an absolute path, got ${JSON.stringify(value)}`;

@@ -31,7 +31,12 @@ export class AttrCache {
   private readonly bytes: Uint8Array;
   private readonly counters: Int32Array;
 
-  constructor(readonly buffers: AttrCacheBuffers = { slots: new SharedArrayBuffer(SLOTS * SLOT_BYTES), counters: new SharedArrayBuffer(16) }) {
+  constructor(
+    readonly buffers: AttrCacheBuffers = {
+      slots: new SharedArrayBuffer(SLOTS * SLOT_BYTES),
+      counters: new SharedArrayBuffer(16),
+    },
+  ) {
     this.ints = new Int32Array(buffers.slots);
     this.bytes = new Uint8Array(buffers.slots);
     this.counters = new Int32Array(buffers.counters);
@@ -68,7 +73,12 @@ export class AttrCache {
   /** Main thread: `ino` changed; its cached attributes must not be served any more. */
   invalidate(ino: number): void {
     const base = (ino & (SLOTS - 1)) * SLOT_INTS;
-    if (this.ints[base + 3] === 0 || this.ints[base + 1] !== (ino | 0) || this.ints[base + 2] !== (Math.floor(ino / 2 ** 32) | 0)) return;
+    if (
+      this.ints[base + 3] === 0 ||
+      this.ints[base + 1] !== (ino | 0) ||
+      this.ints[base + 2] !== (Math.floor(ino / 2 ** 32) | 0)
+    )
+      return;
     const seq = this.ints[base]!;
     Atomics.store(this.ints, base, seq + 1);
     this.ints[base + 3] = 0;
@@ -82,7 +92,13 @@ export class AttrCache {
   read(inoLow: number, inoHigh: number, out: Uint8Array, at: number): boolean {
     const base = (inoLow & (SLOTS - 1)) * SLOT_INTS;
     const seq = Atomics.load(this.ints, base);
-    if (seq & 1 || this.ints[base + 3] !== 1 || this.ints[base + 1] !== (inoLow | 0) || this.ints[base + 2] !== (inoHigh | 0)) return false;
+    if (
+      seq & 1 ||
+      this.ints[base + 3] !== 1 ||
+      this.ints[base + 1] !== (inoLow | 0) ||
+      this.ints[base + 2] !== (inoHigh | 0)
+    )
+      return false;
     const from = base * 4 + DATA_AT;
     out.set(this.bytes.subarray(from, from + ATTR_OUT_SIZE), at);
     if (Atomics.load(this.ints, base) !== seq) return false;

@@ -128,7 +128,8 @@ export class Request {
   private readonly view: DataView;
 
   constructor(readonly buf: Buffer) {
-    if (buf.length < IN_HEADER_SIZE) throw new ProtocolError(`FUSE request of ${buf.length} bytes is shorter than its ${IN_HEADER_SIZE}-byte header`);
+    if (buf.length < IN_HEADER_SIZE)
+      throw new ProtocolError(`FUSE request of ${buf.length} bytes is shorter than its ${IN_HEADER_SIZE}-byte header`);
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.len = this.view.getUint32(0, true);
     this.opcode = this.view.getUint32(4, true);
@@ -137,7 +138,10 @@ export class Request {
     this.uid = this.view.getUint32(24, true);
     this.gid = this.view.getUint32(28, true);
     this.pid = this.view.getUint32(32, true);
-    if (this.len !== buf.length) throw new ProtocolError(`FUSE ${this.opName} request says it is ${this.len} bytes long but ${buf.length} were read`);
+    if (this.len !== buf.length)
+      throw new ProtocolError(
+        `FUSE ${this.opName} request says it is ${this.len} bytes long but ${buf.length} were read`,
+      );
   }
 
   get opName(): string {
@@ -146,7 +150,9 @@ export class Request {
 
   private need(n: number, what: string): void {
     if (this.pos + n > this.buf.length) {
-      throw new ProtocolError(`FUSE ${this.opName} request too short: ${what} needs ${n} bytes at offset ${this.pos}, the request has ${this.buf.length}`);
+      throw new ProtocolError(
+        `FUSE ${this.opName} request too short: ${what} needs ${n} bytes at offset ${this.pos}, the request has ${this.buf.length}`,
+      );
     }
   }
 
@@ -173,7 +179,8 @@ export class Request {
   /** A NUL-terminated name, as a latin1 (byte-preserving) string. */
   name(): string {
     const end = this.buf.indexOf(0, this.pos);
-    if (end < 0) throw new ProtocolError(`FUSE ${this.opName} request: name at offset ${this.pos} has no terminating NUL`);
+    if (end < 0)
+      throw new ProtocolError(`FUSE ${this.opName} request: name at offset ${this.pos} has no terminating NUL`);
     const s = this.buf.toString("latin1", this.pos, end);
     this.pos = end + 1;
     return s;
@@ -283,7 +290,14 @@ export function statfsOut(s: StatFs): Buffer {
   return b;
 }
 
-export function initOut(opts: { minor: number; maxReadahead: number; flags: number; maxWrite: number; maxPages: number; maxBackground: number }): Buffer {
+export function initOut(opts: {
+  minor: number;
+  maxReadahead: number;
+  flags: number;
+  maxWrite: number;
+  maxPages: number;
+  maxBackground: number;
+}): Buffer {
   const b = Buffer.alloc(64);
   b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
   b.writeUInt32LE(opts.minor, 4);

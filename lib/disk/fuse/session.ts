@@ -30,7 +30,18 @@ import { closeSync } from "node:fs";
 import { findMount, isDeadMount, setBdiKnob, setReadAhead } from "../mounts.ts";
 import { logger } from "../../common/log.ts";
 import { startWorker } from "../../common/workers.ts";
-import { abortConnection, EBUSY, EINVAL, ENODEV, ENOENT, MNT_DETACH, mountFuse, unmount, writeFuse, writevFuse } from "../../../native/fuse.ts";
+import {
+  abortConnection,
+  EBUSY,
+  EINVAL,
+  ENODEV,
+  ENOENT,
+  MNT_DETACH,
+  mountFuse,
+  unmount,
+  writeFuse,
+  writevFuse,
+} from "../../../native/fuse.ts";
 import { errnoOf, FsError } from "../errors.ts";
 import { AttrCache, FlagTable } from "./attr-cache.ts";
 import { profile, recordOp } from "../profile.ts";
@@ -130,7 +141,8 @@ export class FuseSession {
     this.attrMs = opts.attrTimeoutMs ?? 1000;
     this.entryMs = opts.entryTimeoutMs ?? 1000;
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
-    fs.onAttrChange = (ino, attr) => (attr ? this.attrCache.publish(ino, attrOut(attr, this.attrMs)) : this.attrCache.invalidate(ino));
+    fs.onAttrChange = (ino, attr) =>
+      attr ? this.attrCache.publish(ino, attrOut(attr, this.attrMs)) : this.attrCache.invalidate(ino);
     fs.onDirty = (ino, fh) => {
       this.cleanInodes.set(ino, false);
       if (fh !== undefined) this.cleanHandles.set(fh, false);
@@ -143,7 +155,12 @@ export class FuseSession {
       log.warn(`${opts.mountpoint}: detaching a mount whose daemon died`);
       unmount(opts.mountpoint, MNT_DETACH);
     }
-    const fd = mountFuse(opts.mountpoint, { source: opts.source, subtype: "wolf", allowOther: opts.allowOther, maxRead: MAX_WRITE });
+    const fd = mountFuse(opts.mountpoint, {
+      source: opts.source,
+      subtype: "wolf",
+      allowOther: opts.allowOther,
+      maxRead: MAX_WRITE,
+    });
     const session = new FuseSession(fs, fd, opts);
     try {
       session.worker = await startWorker("lib/disk/fuse-reader.worker.ts");
@@ -247,7 +264,10 @@ export class FuseSession {
       }
       rc = writeFuse(this.fd, out, len);
     } else {
-      rc = parts.length < 8 ? writevFuse(this.fd, [outHeader(len, error, unique), ...parts]) : writeFuse(this.fd, Buffer.concat([outHeader(len, error, unique), ...parts]));
+      rc =
+        parts.length < 8
+          ? writevFuse(this.fd, [outHeader(len, error, unique), ...parts])
+          : writeFuse(this.fd, Buffer.concat([outHeader(len, error, unique), ...parts]));
     }
     // ENOENT: the request was interrupted and is gone; ENODEV: unmounted meanwhile.
     if (rc < 0 && rc !== -ENOENT && rc !== -ENODEV) log.error(`reply to /dev/fuse failed: errno ${-rc}`);
@@ -307,9 +327,11 @@ export class FuseSession {
     const errno = errnoOf(err);
     this.stats.errors++;
     if (err instanceof ProtocolError) log.warn(err.message);
-    else if (!(err instanceof FsError)) log.error(`${OP_NAMES[req.opcode] ?? req.opcode} on inode ${req.nodeid} failed: ${(err as Error).stack ?? err}`);
+    else if (!(err instanceof FsError))
+      log.error(`${OP_NAMES[req.opcode] ?? req.opcode} on inode ${req.nodeid} failed: ${(err as Error).stack ?? err}`);
     else if (errno === 5) log.warn(`${OP_NAMES[req.opcode]} on inode ${req.nodeid}: ${(err as Error).message}`);
-    if (req.opcode !== Op.FORGET && req.opcode !== Op.BATCH_FORGET && req.opcode !== Op.INTERRUPT) this.fail(req, errno);
+    if (req.opcode !== Op.FORGET && req.opcode !== Op.BATCH_FORGET && req.opcode !== Op.INTERRUPT)
+      this.fail(req, errno);
   }
 
   private ctx(req: Request) {
@@ -620,7 +642,7 @@ export class FuseSession {
         const dot = e.name === "." || e.name === "..";
         if (dot) out.fill(0, used, used + ENTRY_OUT_SIZE);
         else {
-          let attr;
+          let attr: ReturnType<typeof this.fs.getattr>;
           try {
             attr = this.fs.getattr(e.ino);
           } catch {
@@ -638,5 +660,3 @@ export class FuseSession {
     this.ok(req, out.subarray(0, used));
   }
 }
-
-

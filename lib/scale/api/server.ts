@@ -42,19 +42,36 @@ export function stringify(v: unknown): string {
 
 function errorResponse(err: unknown): Response {
   const e = err as Error & { errno?: number; sqlState?: string; sqlMessage?: string; code?: string };
-  if (err instanceof NotLeaderError) return json({ ok: false, error: e.message, leader: err.leader, hint: err.hint }, 503);
+  if (err instanceof NotLeaderError)
+    return json({ ok: false, error: e.message, leader: err.leader, hint: err.hint }, 503);
   if (err instanceof UsageError) return json({ ok: false, error: e.message, hint: err.hint }, 400);
   if (typeof e.errno === "number" && e.sqlState) {
     // A MariaDB error: passed through with its code (the statement was refused; nothing replicated).
-    return json({ ok: false, error: e.sqlMessage ?? e.message, errno: e.errno, sqlState: e.sqlState }, e.code === "ECONNREFUSED" ? 503 : 400);
+    return json(
+      { ok: false, error: e.sqlMessage ?? e.message, errno: e.errno, sqlState: e.sqlState },
+      e.code === "ECONNREFUSED" ? 503 : 400,
+    );
   }
-  const fatal = (err as { fatal?: boolean }).fatal === true || /closed state|connection lost|Pool is closed/i.test(e.message ?? "");
-  if (!(err instanceof WolfError) && (fatal || (typeof e.code === "string" && /^(E[A-Z]+|PROTOCOL_CONNECTION_LOST|PROTOCOL_SEQUENCE_TIMEOUT|POOL_CLOSED)$/.test(e.code)))) {
+  const fatal =
+    (err as { fatal?: boolean }).fatal === true || /closed state|connection lost|Pool is closed/i.test(e.message ?? "");
+  if (
+    !(err instanceof WolfError) &&
+    (fatal ||
+      (typeof e.code === "string" &&
+        /^(E[A-Z]+|PROTOCOL_CONNECTION_LOST|PROTOCOL_SEQUENCE_TIMEOUT|POOL_CLOSED)$/.test(e.code)))
+  ) {
     // The local MariaDB went away mid-request: the outcome of a write in flight is unknown.
     return json({ ok: false, error: `MariaDB connection failed: ${e.message}`, code: e.code }, 503);
   }
   if (err instanceof WolfError) {
-    const status = err.code === "auth" ? 401 : err.code === "usage" ? 400 : err.code === "state" || err.code === "network" ? 503 : 500;
+    const status =
+      err.code === "auth"
+        ? 401
+        : err.code === "usage"
+          ? 400
+          : err.code === "state" || err.code === "network"
+            ? 503
+            : 500;
     return json({ ok: false, error: e.message, hint: err.hint }, status);
   }
   log.error(`API error: ${e.stack ?? e.message}`);
@@ -73,7 +90,8 @@ async function readJson(req: Request): Promise<Record<string, unknown>> {
   } catch (err) {
     throw new UsageError(`request body is not JSON: ${(err as Error).message}`);
   }
-  if (!body || typeof body !== "object" || Array.isArray(body)) throw new UsageError("request body must be a JSON object");
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw new UsageError("request body must be a JSON object");
   return body as Record<string, unknown>;
 }
 
@@ -81,7 +99,8 @@ async function readJson(req: Request): Promise<Record<string, unknown>> {
 function ackOf(req: Request): AckLevel | undefined {
   const h = req.headers.get("x-wolf-ack");
   if (h === null) return undefined;
-  if (!ACK_LEVELS.includes(h as AckLevel)) throw new UsageError(`X-Wolf-Ack must be one of ${ACK_LEVELS.join("|")}, got "${h}"`);
+  if (!ACK_LEVELS.includes(h as AckLevel))
+    throw new UsageError(`X-Wolf-Ack must be one of ${ACK_LEVELS.join("|")}, got "${h}"`);
   return h as AckLevel;
 }
 
@@ -102,14 +121,22 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
   };
 
   /** Runs `fn` here if this node leads; otherwise sends the same request to the leader. */
-  async function onLeader(req: Request, path: string, body: Record<string, unknown>, fn: () => Promise<Response>): Promise<Response> {
+  async function onLeader(
+    req: Request,
+    path: string,
+    body: Record<string, unknown>,
+    fn: () => Promise<Response>,
+  ): Promise<Response> {
     try {
       return await fn();
     } catch (err) {
       if (!(err instanceof NotLeaderError) || req.headers.get("x-wolf-forwarded")) throw err;
     }
-    const api = await waitUntil(() => d.leaderApi(), { timeoutMs: 5000, intervalMs: 20, what: "a leader" }).catch(() => undefined);
-    if (!api || api === d.apiUrl) throw new NotLeaderError(`node ${d.nodeId} is not the leader and no leader is known`, d.node.leader());
+    const api = await waitUntil(() => d.leaderApi(), { timeoutMs: 5000, intervalMs: 20, what: "a leader" }).catch(
+      () => undefined,
+    );
+    if (!api || api === d.apiUrl)
+      throw new NotLeaderError(`node ${d.nodeId} is not the leader and no leader is known`, d.node.leader());
     d.counters.forwarded++;
     const res = await fetch(`${api}${path}`, {
       method: req.method,
@@ -124,7 +151,10 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
     }).catch((err: Error) => {
       throw new WolfError("network", `forwarding to the leader at ${api} failed: ${err.message}`);
     });
-    return new Response(res.body, { status: res.status, headers: { "content-type": "application/json", "x-wolf-forwarded-to": api } });
+    return new Response(res.body, {
+      status: res.status,
+      headers: { "content-type": "application/json", "x-wolf-forwarded-to": api },
+    });
   }
 
   async function route(req: Request): Promise<Response> {
@@ -134,9 +164,13 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
     if (path === "/health" && method === "GET") {
       const s = statusView(d);
       const healthy = s.database.up && !s.diverged && s.state !== "NeedsMigration" && !s.applyError;
-      return json({ ok: healthy, id: s.id, role: s.role, state: s.state, database: s.database.up ? "up" : "down" }, healthy ? 200 : 503);
+      return json(
+        { ok: healthy, id: s.id, role: s.role, state: s.state, database: s.database.up ? "up" : "down" },
+        healthy ? 200 : 503,
+      );
     }
-    if (!authorized(req)) return json({ ok: false, error: "missing or wrong admin token (Authorization: Bearer <api.admin_token>)" }, 401);
+    if (!authorized(req))
+      return json({ ok: false, error: "missing or wrong admin token (Authorization: Bearer <api.admin_token>)" }, 401);
 
     if (method === "GET") {
       if (path === "/status") return json(statusView(d));
@@ -147,7 +181,8 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
         const n = nodesView(d).find((x) => x.id === Number(m[1]));
         return n ? json(n) : json({ ok: false, error: `no node ${m[1]} in this node's view` }, 404);
       }
-      if (path === "/metrics") return new Response(metricsText(d), { headers: { "content-type": "text/plain; version=0.0.4" } });
+      if (path === "/metrics")
+        return new Response(metricsText(d), { headers: { "content-type": "text/plain; version=0.0.4" } });
       if (path === "/id") {
         const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 1) || 1, 1), 4096);
         const ids = Array.from({ length: n }, () => d.snowflake.next().toString());
@@ -155,7 +190,11 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       }
       if (path === "/dump") {
         const after = url.searchParams.get("after") ?? "0";
-        if (!/^\d{1,15}$/.test(after)) throw new UsageError(`after=${after.slice(0, 40)} is not an LSN`, "give the target's last LSN as a whole number");
+        if (!/^\d{1,15}$/.test(after))
+          throw new UsageError(
+            `after=${after.slice(0, 40)} is not an LSN`,
+            "give the target's last LSN as a whole number",
+          );
         return await d.dump(Number(after));
       }
     }
@@ -167,19 +206,34 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
         const ack = ackOf(req);
         return onLeader(req, path, body, async () => {
           const out = await d.write(stmt, { ack });
-          return json({ ok: true, ...writeSummary(out.result), gtid: out.gtid, lsn: out.lsn, ack: out.ack, ms: Math.round(out.ms * 100) / 100 });
+          return json({
+            ok: true,
+            ...writeSummary(out.result),
+            gtid: out.gtid,
+            lsn: out.lsn,
+            ack: out.ack,
+            ms: Math.round(out.ms * 100) / 100,
+          });
         });
       }
       if (path === "/sql") {
         if (typeof body.sql !== "string" || body.sql.trim() === "") throw new UsageError(`"sql" is required`);
         const params = (body.params ?? []) as SqlValue[];
         if (!Array.isArray(params)) throw new UsageError(`"params" must be an array`);
-        const database = body.database === undefined ? undefined : (ident(body.database, "database"), body.database as string);
+        if (body.database !== undefined) ident(body.database, "database");
+        const database = body.database as string | undefined;
         if (body.read_only === true) return json({ ok: true, results: await d.read(body.sql, params, database) });
         const ack = ackOf(req);
         return onLeader(req, path, body, async () => {
           const out = await d.write({ sql: body.sql as string, params }, { database, ack });
-          return json({ ok: true, ...writeSummary(out.result), gtid: out.gtid, lsn: out.lsn, ack: out.ack, ms: Math.round(out.ms * 100) / 100 });
+          return json({
+            ok: true,
+            ...writeSummary(out.result),
+            gtid: out.gtid,
+            lsn: out.lsn,
+            ack: out.ack,
+            ms: Math.round(out.ms * 100) / 100,
+          });
         });
       }
       if (path === "/cluster/register") {
@@ -202,7 +256,9 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       if (path === "/admin/log-level") {
         const level = body.level;
         if (!isLogLevel(level)) {
-          throw new UsageError(`"level" must be one of ${LOG_LEVEL_NAMES.join(", ")}, got ${JSON.stringify(level ?? null)}`);
+          throw new UsageError(
+            `"level" must be one of ${LOG_LEVEL_NAMES.join(", ")}, got ${JSON.stringify(level ?? null)}`,
+          );
         }
         const old = getLogLevel();
         const message = `log level ${old} → ${level} (until the daemon restarts; [node] log_level keeps it)`;
@@ -215,7 +271,8 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
         return json({ ok: true, old, level, message });
       }
       if (path === "/admin/migrate") {
-        if (typeof body.from !== "string" && typeof body.from !== "number") throw new UsageError(`"from" (node id or API URL) is required`);
+        if (typeof body.from !== "string" && typeof body.from !== "number")
+          throw new UsageError(`"from" (node id or API URL) is required`);
         return json({ ok: true, message: await d.migrateFrom(String(body.from)) });
       }
     }
@@ -237,6 +294,8 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       },
     });
   } catch (err) {
-    throw new WolfError("network", `cannot listen on ${d.cfg.api.listen} for the API: ${(err as Error).message}`, { hint: "change [api] listen" });
+    throw new WolfError("network", `cannot listen on ${d.cfg.api.listen} for the API: ${(err as Error).message}`, {
+      hint: "change [api] listen",
+    });
   }
 }

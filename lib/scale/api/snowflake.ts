@@ -15,13 +15,18 @@ export class Snowflake {
     readonly nodeId: number,
     private readonly now: () => number = Date.now,
   ) {
-    if (!Number.isInteger(nodeId) || nodeId < 0 || nodeId > 1023) throw new WolfError("config", `snowflake node id must be 0-1023, got ${nodeId}`);
+    if (!Number.isInteger(nodeId) || nodeId < 0 || nodeId > 1023)
+      throw new WolfError("config", `snowflake node id must be 0-1023, got ${nodeId}`);
   }
 
   next(): bigint {
     let ms = this.now() - SNOWFLAKE_EPOCH_MS;
     if (ms < this.lastMs) {
-      if (this.lastMs - ms > 5000) throw new WolfError("state", `the clock went back ${this.lastMs - ms} ms; refusing to issue IDs until it catches up`);
+      if (this.lastMs - ms > 5000)
+        throw new WolfError(
+          "state",
+          `the clock went back ${this.lastMs - ms} ms; refusing to issue IDs until it catches up`,
+        );
       ms = this.lastMs; // small step back: keep issuing from the last millisecond's sequence
     }
     if (ms === this.lastMs) {

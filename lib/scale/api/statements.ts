@@ -24,7 +24,9 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/;
 
 export function ident(name: unknown, what: string): string {
   if (typeof name !== "string" || !IDENT.test(name)) {
-    throw new UsageError(`${what} must be an identifier of letters, digits, '_' or '$' (max 64, not starting with a digit), got ${JSON.stringify(name)}`);
+    throw new UsageError(
+      `${what} must be an identifier of letters, digits, '_' or '$' (max 64, not starting with a digit), got ${JSON.stringify(name)}`,
+    );
   }
   return `\`${name}\``;
 }
@@ -46,11 +48,14 @@ function value(v: unknown, col: string): SqlValue {
     if (!Number.isFinite(v)) throw new UsageError(`value of "${col}" must be a finite number`);
     return v;
   }
-  throw new UsageError(`value of "${col}" must be a string, number, boolean or null (got ${Array.isArray(v) ? "an array" : typeof v})`);
+  throw new UsageError(
+    `value of "${col}" must be a string, number, boolean or null (got ${Array.isArray(v) ? "an array" : typeof v})`,
+  );
 }
 
 function columns(obj: unknown, what: string): Array<[string, SqlValue]> {
-  if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw new UsageError(`"${what}" must be an object of column: value`);
+  if (!obj || typeof obj !== "object" || Array.isArray(obj))
+    throw new UsageError(`"${what}" must be an object of column: value`);
   const entries = Object.entries(obj as Record<string, unknown>);
   if (entries.length === 0) throw new UsageError(`"${what}" must name at least one column`);
   return entries.map(([c, v]) => {
@@ -60,7 +65,10 @@ function columns(obj: unknown, what: string): Array<[string, SqlValue]> {
 }
 
 function whereClause(body: Record<string, unknown>): { sql: string; params: SqlValue[] } {
-  if (body.where === undefined || (typeof body.where === "object" && body.where && Object.keys(body.where).length === 0)) {
+  if (
+    body.where === undefined ||
+    (typeof body.where === "object" && body.where && Object.keys(body.where).length === 0)
+  ) {
     if (body.all === true) return { sql: "", params: [] };
     throw new UsageError(`"where" is required (give "all": true to change every row)`);
   }
@@ -79,7 +87,8 @@ function whereClause(body: Record<string, unknown>): { sql: string; params: SqlV
 export function buildInsert(body: Record<string, unknown>): Statement {
   const table = tableRef(body);
   const rows = body.rows ?? (body.values === undefined ? undefined : [body.values]);
-  if (!Array.isArray(rows) || rows.length === 0) throw new UsageError(`"rows" must be a non-empty array of objects (or give "values": {…})`);
+  if (!Array.isArray(rows) || rows.length === 0)
+    throw new UsageError(`"rows" must be a non-empty array of objects (or give "values": {…})`);
   const first = columns(rows[0], "rows[0]");
   const cols = first.map(([c]) => c);
   const params: SqlValue[] = [];
@@ -120,7 +129,8 @@ export function buildUpsert(body: Record<string, unknown>): Statement {
   const cols = vals.map(([c]) => c);
   let update = cols;
   if (body.update !== undefined) {
-    if (!Array.isArray(body.update) || body.update.length === 0) throw new UsageError(`"update" must be a non-empty array of column names`);
+    if (!Array.isArray(body.update) || body.update.length === 0)
+      throw new UsageError(`"update" must be a non-empty array of column names`);
     update = body.update.map((c) => {
       ident(c, `column in "update"`);
       return c as string;
@@ -138,7 +148,8 @@ const DDL = /^\s*(CREATE|ALTER|DROP|RENAME|TRUNCATE)\s/i;
 
 export function buildDdl(body: Record<string, unknown>): Statement {
   const sql = body.sql;
-  if (typeof sql !== "string" || !DDL.test(sql)) throw new UsageError(`"sql" must be one DDL statement (CREATE, ALTER, DROP, RENAME or TRUNCATE)`);
+  if (typeof sql !== "string" || !DDL.test(sql))
+    throw new UsageError(`"sql" must be one DDL statement (CREATE, ALTER, DROP, RENAME or TRUNCATE)`);
   return { sql, params: [] };
 }
 

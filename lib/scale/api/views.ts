@@ -39,9 +39,24 @@ export function statusView(d: ScaleDaemon) {
     writable: d.leaderReady,
     ack: d.cfg.replication.ack,
     mode: d.cfg.replication.mode,
-    database: { up: d.dbUp, error: d.dbError, applyWaiting: d.fsm.dbError, version: d.mariadbVersion, serverId: d.fsm.serverId },
+    database: {
+      up: d.dbUp,
+      error: d.dbError,
+      applyWaiting: d.fsm.dbError,
+      version: d.mariadbVersion,
+      serverId: d.fsm.serverId,
+    },
     capture: cap
-      ? { connected: cap.connected, transactions: cap.transactions, events: cap.events, bytes: cap.bytes, lastLsn: cap.lastLsn, gtid: cap.gtidState, reconnects: cap.reconnects, lastError: cap.lastError ?? null }
+      ? {
+          connected: cap.connected,
+          transactions: cap.transactions,
+          events: cap.events,
+          bytes: cap.bytes,
+          lastLsn: cap.lastLsn,
+          gtid: cap.gtidState,
+          reconnects: cap.reconnects,
+          lastError: cap.lastError ?? null,
+        }
       : null,
     apply: { ...d.fsm.stats, lazy: d.fsm.isLazy },
     writes: d.counters,
@@ -54,7 +69,10 @@ export function statusView(d: ScaleDaemon) {
 
 export function nodesView(d: ScaleDaemon): NodeView[] {
   const s = d.node.status();
-  const selfLag = s.role === "leader" ? 0 : Math.max(0, ...s.peers.filter((p) => p.role === "leader").map((p) => p.lsn - s.appliedLsn), 0);
+  const selfLag =
+    s.role === "leader"
+      ? 0
+      : Math.max(0, ...s.peers.filter((p) => p.role === "leader").map((p) => p.lsn - s.appliedLsn), 0);
   const out: NodeView[] = [
     {
       id: s.id,
@@ -70,7 +88,18 @@ export function nodesView(d: ScaleDaemon): NodeView[] {
     },
   ];
   for (const p of s.peers) {
-    out.push({ id: p.id, self: false, api: d.directory.get(p.id) ?? null, addr: p.addr, state: p.state, role: p.role, voter: p.voter, lsn: p.lsn, lag: p.lag, lastSeenMsAgo: p.lastSeenMsAgo });
+    out.push({
+      id: p.id,
+      self: false,
+      api: d.directory.get(p.id) ?? null,
+      addr: p.addr,
+      state: p.state,
+      role: p.role,
+      voter: p.voter,
+      lsn: p.lsn,
+      lag: p.lag,
+      lastSeenMsAgo: p.lastSeenMsAgo,
+    });
   }
   return out.sort((a, b) => a.id - b.id);
 }
@@ -89,16 +118,35 @@ export function metricsText(d: ScaleDaemon): string {
   metric("wolf_scale_commit_lsn", "Committed LSN", "gauge", [[`{${id}}`, s.commitLsn]]);
   metric("wolf_scale_applied_lsn", "LSN applied to the local MariaDB", "gauge", [[`{${id}}`, s.appliedLsn]]);
   metric("wolf_scale_database_up", "1 if the local MariaDB answers", "gauge", [[`{${id}}`, d.dbUp ? 1 : 0]]);
-  metric("wolf_scale_needs_migration", "1 if this node needs a migration", "gauge", [[`{${id}}`, d.diverged || s.state === "NeedsMigration" ? 1 : 0]]);
+  metric("wolf_scale_needs_migration", "1 if this node needs a migration", "gauge", [
+    [`{${id}}`, d.diverged || s.state === "NeedsMigration" ? 1 : 0],
+  ]);
   metric("wolf_scale_apply_error", "1 if applying stopped on an error", "gauge", [[`{${id}}`, s.applyError ? 1 : 0]]);
-  metric("wolf_scale_peer_lag_entries", "Entries a peer is behind", "gauge", s.peers.map((p) => [`{${id},peer="${p.id}"}`, p.lag]));
-  metric("wolf_scale_writes_total", "Writes committed through the API on this node", "counter", [[`{${id}}`, d.counters.writes]]);
+  metric(
+    "wolf_scale_peer_lag_entries",
+    "Entries a peer is behind",
+    "gauge",
+    s.peers.map((p) => [`{${id},peer="${p.id}"}`, p.lag]),
+  );
+  metric("wolf_scale_writes_total", "Writes committed through the API on this node", "counter", [
+    [`{${id}}`, d.counters.writes],
+  ]);
   metric("wolf_scale_write_errors_total", "API writes that failed", "counter", [[`{${id}}`, d.counters.writeErrors]]);
-  metric("wolf_scale_ack_failures_total", "Writes committed but not acknowledged in time", "counter", [[`{${id}}`, d.counters.ackTimeouts]]);
-  metric("wolf_scale_forwarded_total", "Writes forwarded to the leader", "counter", [[`{${id}}`, d.counters.forwarded]]);
-  metric("wolf_scale_applied_entries_total", "Entries applied since start", "counter", [[`{${id}}`, d.fsm.stats.applied]]);
-  metric("wolf_scale_apply_retries_total", "Apply attempts retried while MariaDB was unreachable", "counter", [[`{${id}}`, d.fsm.stats.retries]]);
-  metric("wolf_scale_captured_transactions_total", "Transactions captured in the current leadership", "counter", [[`{${id}}`, d.capture?.stats.transactions ?? 0]]);
+  metric("wolf_scale_ack_failures_total", "Writes committed but not acknowledged in time", "counter", [
+    [`{${id}}`, d.counters.ackTimeouts],
+  ]);
+  metric("wolf_scale_forwarded_total", "Writes forwarded to the leader", "counter", [
+    [`{${id}}`, d.counters.forwarded],
+  ]);
+  metric("wolf_scale_applied_entries_total", "Entries applied since start", "counter", [
+    [`{${id}}`, d.fsm.stats.applied],
+  ]);
+  metric("wolf_scale_apply_retries_total", "Apply attempts retried while MariaDB was unreachable", "counter", [
+    [`{${id}}`, d.fsm.stats.retries],
+  ]);
+  metric("wolf_scale_captured_transactions_total", "Transactions captured in the current leadership", "counter", [
+    [`{${id}}`, d.capture?.stats.transactions ?? 0],
+  ]);
   const w = d.wal.stats();
   metric("wolf_scale_wal_bytes", "Bytes in WAL segments", "gauge", [[`{${id}}`, w.bytes]]);
   metric("wolf_scale_wal_fsyncs_total", "WAL fsyncs", "counter", [[`{${id}}`, w.fsyncs]]);

@@ -20,10 +20,26 @@
 import { WolfError } from "../../common/errors.ts";
 import { logger } from "../../common/log.ts";
 import type { Wal } from "../../wal/wal.ts";
-import { EventType, formatGtid, isRowsEvent, parseEventHeader, parseQuery, parseRowsHeader, parseFormatDescription, STMT_END_F } from "../binlog/events.ts";
+import {
+  EventType,
+  formatGtid,
+  isRowsEvent,
+  parseEventHeader,
+  parseQuery,
+  parseRowsHeader,
+  parseFormatDescription,
+  STMT_END_F,
+} from "../binlog/events.ts";
 import { type CapturedTxn, decodeTxn, TXN_STANDALONE } from "../binlog/txn.ts";
 import { type ConnectOptions, MysqlConnection, ServerError } from "../mysql/connection.ts";
-import { ALREADY_APPLIED_ERRNOS, type Collations, quoteIdent, quoteString, RESET_SESSION, sessionStatements } from "./session.ts";
+import {
+  ALREADY_APPLIED_ERRNOS,
+  type Collations,
+  quoteIdent,
+  quoteString,
+  RESET_SESSION,
+  sessionStatements,
+} from "./session.ts";
 
 const log = logger("scale:apply");
 
@@ -97,7 +113,9 @@ export class Applier {
       await conn.query(`INSERT IGNORE INTO ${PROGRESS} (id, lsn) VALUES (1, 0)`);
       const a = new Applier(conn, opts.hooks ?? {});
       await a.readProgress();
-      for (const row of (await conn.query("SELECT ID, COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")).rows) {
+      for (const row of (
+        await conn.query("SELECT ID, COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+      ).rows) {
         a.collations.set(Number(row[0]), { collation: row[1]!, charset: row[2]! });
       }
       return a;
@@ -127,7 +145,9 @@ export class Applier {
   /** Records an entry that carries no transaction (cluster noop/config) as applied. */
   async skipEntry(lsn: number): Promise<void> {
     this.expectNext(lsn, "(none)");
-    const res = await this.conn.query(`UPDATE ${PROGRESS} SET lsn = ${lsn}, applied_at = NOW(6) WHERE id = 1 AND lsn = ${lsn - 1}`);
+    const res = await this.conn.query(
+      `UPDATE ${PROGRESS} SET lsn = ${lsn}, applied_at = NOW(6) WHERE id = 1 AND lsn = ${lsn - 1}`,
+    );
     if (res.affectedRows !== 1) throw new ApplyError(lsn, "(none)", "the progress row moved underneath this applier");
     this.progress.lsn = lsn;
   }
@@ -179,7 +199,9 @@ export class Applier {
     const gtid = formatGtid(last.txn.gtid);
     this.expectNext(first.lsn, formatGtid(first.txn.gtid));
     try {
-      for (let i = 1; i < txns.length; i++) if (txns[i]!.lsn !== first.lsn + i) throw new ApplyError(txns[i]!.lsn, gtid, "a batch must hold consecutive LSNs");
+      for (let i = 1; i < txns.length; i++)
+        if (txns[i]!.lsn !== first.lsn + i)
+          throw new ApplyError(txns[i]!.lsn, gtid, "a batch must hold consecutive LSNs");
       await this.ensureFormat(first.txn);
       if (txns.some((t) => Buffer.compare(t.txn.formatDescription, first.txn.formatDescription) !== 0)) {
         throw new ApplyError(last.lsn, gtid, "a batch must share one format description");
@@ -205,13 +227,18 @@ export class Applier {
         `gtid = ${quoteString(last.txn.gtidState)}, applied_at = NOW(6) WHERE id = 1`,
       "COMMIT",
     );
-    let results;
+    let results: Awaited<ReturnType<typeof this.conn.queryAll>>;
     try {
       results = await this.conn.queryAll(parts.join(";\n"), parts.length);
     } catch (err) {
       await this.conn.query("ROLLBACK").catch(() => {});
       if (err instanceof ServerError && err.errno === 1048) {
-        throw new ApplyError(first.lsn, formatGtid(first.txn.gtid), "the progress row moved underneath this applier (another applier running?)", err);
+        throw new ApplyError(
+          first.lsn,
+          formatGtid(first.txn.gtid),
+          "the progress row moved underneath this applier (another applier running?)",
+          err,
+        );
       }
       throw err;
     }
@@ -249,13 +276,22 @@ export class Applier {
         batch.push(raw);
         batchBytes += raw.length;
         // Split only at statement ends, where the table maps may be dropped.
-        if (batchBytes * 1.34 > MAX_BINLOG_STATEMENT && isRowsEvent(h.type) && parseRowsHeader(raw, fd).flags & STMT_END_F) await flush();
+        if (
+          batchBytes * 1.34 > MAX_BINLOG_STATEMENT &&
+          isRowsEvent(h.type) &&
+          parseRowsHeader(raw, fd).flags & STMT_END_F
+        )
+          await flush();
       } else if (h.type === EventType.Query) {
         const q = parseQuery(raw, fd);
         const sql = new TextDecoder().decode(q.sql).trim().toUpperCase();
         if (sql === "BEGIN" || sql === "COMMIT") continue;
         if (sql === "ROLLBACK") {
-          throw new ApplyError(lsn, gtid, "transaction ends in ROLLBACK (non-transactional tables changed in a rolled-back transaction) — not supported");
+          throw new ApplyError(
+            lsn,
+            gtid,
+            "transaction ends in ROLLBACK (non-transactional tables changed in a rolled-back transaction) — not supported",
+          );
         }
         // Statements logged inside a transaction (SAVEPOINT, ...): run them in place.
         await flush();
@@ -279,7 +315,9 @@ export class Applier {
 
   private async applyStandalone(lsn: number, gtid: string, txn: CapturedTxn): Promise<void> {
     const fd = parseFormatDescription(txn.formatDescription);
-    const queries = txn.events.filter((e) => parseEventHeader(e).type === EventType.Query).map((e) => parseQuery(e, fd));
+    const queries = txn.events
+      .filter((e) => parseEventHeader(e).type === EventType.Query)
+      .map((e) => parseQuery(e, fd));
     const inDoubt = this.progress.ddlPendingLsn === lsn;
     await this.conn.query(`UPDATE ${PROGRESS} SET ddl_pending_lsn = ${lsn} WHERE id = 1 AND lsn = ${lsn - 1}`);
     for (const q of queries) {

@@ -10,7 +10,7 @@ const OPTION_NO_FOREIGN_KEY_CHECKS = 1 << 26;
 const OPTION_RELAXED_UNIQUE_CHECKS = 1 << 27;
 
 export function quoteIdent(name: string): string {
-  return "`" + name.replace(/`/g, "``") + "`";
+  return `\`${name.replace(/`/g, "``")}\``;
 }
 
 export function quoteString(s: string): string {
@@ -40,7 +40,9 @@ export function sessionStatements(q: QueryEvent, collations: Collations): string
   }
   if (s.sqlMode !== undefined) out.push(`SET @@session.sql_mode=${s.sqlMode}`);
   if (s.autoIncrementIncrement !== undefined) {
-    out.push(`SET @@session.auto_increment_increment=${s.autoIncrementIncrement}, @@session.auto_increment_offset=${s.autoIncrementOffset}`);
+    out.push(
+      `SET @@session.auto_increment_increment=${s.autoIncrementIncrement}, @@session.auto_increment_offset=${s.autoIncrementOffset}`,
+    );
   }
   if (s.charsetClient !== undefined) {
     // The event stores collation ids; the variables want names (numbers are charset ids there).
@@ -51,7 +53,8 @@ export function sessionStatements(q: QueryEvent, collations: Collations): string
   }
   if (s.timeZone !== undefined) out.push(`SET @@session.time_zone=${quoteString(s.timeZone)}`);
   if (s.lcTimeNames !== undefined) out.push(`SET @@session.lc_time_names=${s.lcTimeNames}`);
-  if (s.collationDatabase !== undefined) out.push(`SET @@session.collation_database=${coll(s.collationDatabase).collation}`);
+  if (s.collationDatabase !== undefined)
+    out.push(`SET @@session.collation_database=${coll(s.collationDatabase).collation}`);
   return out;
 }
 

@@ -47,7 +47,15 @@ export class BinlogCapture {
   readonly stats: CaptureStats;
 
   constructor(private readonly opts: CaptureOptions) {
-    this.stats = { transactions: 0, events: 0, bytes: 0, lastLsn: 0, gtidState: opts.resumeFrom, connected: false, reconnects: 0 };
+    this.stats = {
+      transactions: 0,
+      events: 0,
+      bytes: 0,
+      lastLsn: 0,
+      gtidState: opts.resumeFrom,
+      connected: false,
+      reconnects: 0,
+    };
   }
 
   /** Starts tailing in the background. A sink failure stops capture (see `failed`). */

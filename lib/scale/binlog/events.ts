@@ -56,7 +56,8 @@ export interface EventHeader {
 }
 
 export function parseEventHeader(raw: Uint8Array): EventHeader {
-  if (raw.length < EVENT_HEADER_BYTES) throw new ProtocolError(`binlog event of ${raw.length} bytes is shorter than its header`);
+  if (raw.length < EVENT_HEADER_BYTES)
+    throw new ProtocolError(`binlog event of ${raw.length} bytes is shorter than its header`);
   const r = new Reader(raw);
   const h = { timestamp: r.u32(), type: r.u8(), serverId: r.u32(), size: r.u32(), logPos: r.u32(), flags: r.u16() };
   if (h.size !== raw.length) throw new ProtocolError(`binlog event says ${h.size} bytes but ${raw.length} arrived`);
@@ -68,11 +69,14 @@ export function checksumOk(raw: Uint8Array): boolean {
   if (raw.length < EVENT_HEADER_BYTES + 4) return false;
   const n = raw.length - 4;
   const stored = (raw[n]! | (raw[n + 1]! << 8) | (raw[n + 2]! << 16)) + raw[n + 3]! * 0x1000000;
-  return (Bun.hash.crc32(raw.subarray(0, n)) >>> 0) === stored;
+  return Bun.hash.crc32(raw.subarray(0, n)) >>> 0 === stored;
 }
 
 export function isRowsEvent(type: number): boolean {
-  return (type >= EventType.WriteRowsV0 && type <= EventType.DeleteRowsV1) || (type >= EventType.WriteRowsCompressedV0 && type <= EventType.DeleteRowsCompressedV1);
+  return (
+    (type >= EventType.WriteRowsV0 && type <= EventType.DeleteRowsV1) ||
+    (type >= EventType.WriteRowsCompressedV0 && type <= EventType.DeleteRowsCompressedV1)
+  );
 }
 
 export interface FormatDescription {
@@ -109,7 +113,9 @@ export function eventBody(raw: Uint8Array, fd: FormatDescription | undefined): R
 export function parseRotate(raw: Uint8Array, fd: FormatDescription | undefined): { position: number; file: string } {
   // The stream's first (artificial) ROTATE comes before any format description: it carries a
   // checksum exactly when the server uses them, which the checksum itself tells.
-  const r = fd ? eventBody(raw, fd) : new Reader(raw, EVENT_HEADER_BYTES, checksumOk(raw) ? raw.length - 4 : raw.length);
+  const r = fd
+    ? eventBody(raw, fd)
+    : new Reader(raw, EVENT_HEADER_BYTES, checksumOk(raw) ? raw.length - 4 : raw.length);
   const position = r.u64();
   return { position, file: r.fixedString(r.remaining) };
 }
@@ -171,7 +177,10 @@ export function parseTableMap(raw: Uint8Array, fd: FormatDescription | undefined
 }
 
 /** Table id and flags of a rows event (post-header: 6-byte table id, 2-byte flags). */
-export function parseRowsHeader(raw: Uint8Array, fd: FormatDescription | undefined): { tableId: number; flags: number } {
+export function parseRowsHeader(
+  raw: Uint8Array,
+  fd: FormatDescription | undefined,
+): { tableId: number; flags: number } {
   const r = eventBody(raw, fd);
   return { tableId: r.u48(), flags: r.u16() };
 }

@@ -58,7 +58,8 @@ export class TxnGrouper {
     this.events++;
     if (h.type === EventType.FormatDescription) {
       const fd = parseFormatDescription(raw);
-      if (fd.checksum === ChecksumAlg.Crc32 && !checksumOk(raw)) throw new ProtocolError("format description event fails its checksum");
+      if (fd.checksum === ChecksumAlg.Crc32 && !checksumOk(raw))
+        throw new ProtocolError("format description event fails its checksum");
       this.fd = fd;
       this.fdRaw = raw.slice();
       return undefined;
@@ -77,7 +78,8 @@ export class TxnGrouper {
       case EventType.BinlogCheckpoint:
       case EventType.StartEncryption:
       case EventType.Stop:
-        if (this.open) throw new ProtocolError(`binlog event type ${h.type} inside transaction ${formatGtid(this.open.gtid)}`);
+        if (this.open)
+          throw new ProtocolError(`binlog event type ${h.type} inside transaction ${formatGtid(this.open.gtid)}`);
         if (h.type === EventType.GtidList && this.state.size === 0 && !(h.flags & LOG_EVENT_ARTIFICIAL_F)) {
           // Nothing known yet: the list tells where the file started.
           for (const g of parseGtidList(raw, this.fd)) this.state.set(g.domainId, g);
@@ -96,11 +98,15 @@ export class TxnGrouper {
         return undefined;
       }
       case EventType.QueryCompressed:
-        throw new ProtocolError("compressed binlog events (log_bin_compress=ON) are not supported; turn log_bin_compress off");
+        throw new ProtocolError(
+          "compressed binlog events (log_bin_compress=ON) are not supported; turn log_bin_compress off",
+        );
     }
     const open = this.open;
     if (!open) {
-      throw new ProtocolError(`binlog event type ${h.type} at ${this.file}:${h.logPos} outside any transaction (is binlog_format ROW and GTID on?)`);
+      throw new ProtocolError(
+        `binlog event type ${h.type} at ${this.file}:${h.logPos} outside any transaction (is binlog_format ROW and GTID on?)`,
+      );
     }
     open.events.push(raw.slice());
     let done = false;
@@ -135,7 +141,10 @@ export class TxnGrouper {
 
 export function parseGtidState(s: string): Gtid[] {
   const out: Gtid[] = [];
-  for (const part of s.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of s
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^(\d+)-(\d+)-(\d+)$/.exec(part);
     if (!m) throw new ProtocolError(`invalid GTID "${part}" (want domain-server-seq)`);
     out.push({ domainId: Number(m[1]), serverId: Number(m[2]), seqNo: BigInt(m[3]!) });
@@ -144,5 +153,8 @@ export function parseGtidState(s: string): Gtid[] {
 }
 
 export function formatGtidState(gtids: Gtid[]): string {
-  return [...gtids].sort((a, b) => a.domainId - b.domainId).map(formatGtid).join(",");
+  return [...gtids]
+    .sort((a, b) => a.domainId - b.domainId)
+    .map(formatGtid)
+    .join(",");
 }

@@ -61,5 +61,14 @@ export function decodeTxn(data: Uint8Array): CapturedTxn {
   const events: Uint8Array[] = [];
   for (let i = 0; i < n; i++) events.push(r.lenencBytes()!);
   if (r.remaining !== 0) throw new ProtocolError(`captured transaction has ${r.remaining} trailing bytes`);
-  return { gtid: { domainId, serverId, seqNo }, flags, timestamp, gtidState, binlogFile, endPos, formatDescription, events };
+  return {
+    gtid: { domainId, serverId, seqNo },
+    flags,
+    timestamp,
+    gtidState,
+    binlogFile,
+    endPos,
+    formatDescription,
+    events,
+  };
 }

@@ -30,7 +30,8 @@ export class Reader {
   }
 
   private need(n: number, what: string): void {
-    if (this.pos + n > this.end) throw new ProtocolError(`truncated ${what}: need ${n} bytes at ${this.pos}, have ${this.end - this.pos}`);
+    if (this.pos + n > this.end)
+      throw new ProtocolError(`truncated ${what}: need ${n} bytes at ${this.pos}, have ${this.end - this.pos}`);
   }
 
   u8(): number {
@@ -51,7 +52,9 @@ export class Reader {
   }
   u32(): number {
     this.need(4, "u32");
-    const v = (this.buf[this.pos]! | (this.buf[this.pos + 1]! << 8) | (this.buf[this.pos + 2]! << 16)) + this.buf[this.pos + 3]! * 0x1000000;
+    const v =
+      (this.buf[this.pos]! | (this.buf[this.pos + 1]! << 8) | (this.buf[this.pos + 2]! << 16)) +
+      this.buf[this.pos + 3]! * 0x1000000;
     this.pos += 4;
     return v;
   }

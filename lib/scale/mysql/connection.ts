@@ -151,7 +151,10 @@ export class MysqlConnection {
       await Promise.race([
         conn.handshake(opts),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new WolfError("network", `MariaDB at ${where}: no handshake within ${timeoutMs} ms`)), timeoutMs);
+          timer = setTimeout(
+            () => reject(new WolfError("network", `MariaDB at ${where}: no handshake within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
         }),
       ]);
     } catch (err) {
@@ -159,7 +162,10 @@ export class MysqlConnection {
       // The socket failed before the server said anything: nothing (of ours) answers there.
       const system = err instanceof WolfError && errnoName(err.cause) ? err.cause : errnoName(err) ? err : undefined;
       if (system) {
-        throw new WolfError("network", `cannot connect to MariaDB at ${where}: ${socketFailure(system)}`, { hint: opts.unreachableHint ?? "is MariaDB running, and listening there?", cause: system });
+        throw new WolfError("network", `cannot connect to MariaDB at ${where}: ${socketFailure(system)}`, {
+          hint: opts.unreachableHint ?? "is MariaDB running, and listening there?",
+          cause: system,
+        });
       }
       if (err instanceof WolfError) throw err;
       throw new WolfError("network", `MariaDB at ${where}: ${(err as Error).message}`, { cause: err });
@@ -280,9 +286,13 @@ export class MysqlConnection {
         const sr = new Reader(reply, 1);
         const name = sr.cstring();
         if (name !== "mysql_native_password") {
-          throw new WolfError("auth", `MariaDB asks for auth plugin ${name}; wolf supports mysql_native_password for replication users`, {
-            hint: "ALTER USER ... IDENTIFIED VIA mysql_native_password USING PASSWORD('...')",
-          });
+          throw new WolfError(
+            "auth",
+            `MariaDB asks for auth plugin ${name}; wolf supports mysql_native_password for replication users`,
+            {
+              hint: "ALTER USER ... IDENTIFIED VIA mysql_native_password USING PASSWORD('...')",
+            },
+          );
         }
         let data = sr.rest();
         if (data.length > 0 && data[data.length - 1] === 0) data = data.subarray(0, data.length - 1);
@@ -351,7 +361,8 @@ export class MysqlConnection {
         result = { columns, rows, affectedRows: 0, insertId: 0 };
       }
       results.push(result);
-      if (statements !== undefined ? results.length >= statements : !(status & SERVER_MORE_RESULTS_EXISTS)) return results;
+      if (statements !== undefined ? results.length >= statements : !(status & SERVER_MORE_RESULTS_EXISTS))
+        return results;
     }
   }
 

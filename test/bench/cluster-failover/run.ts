@@ -23,7 +23,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClusterStatus } from "../../../lib/cluster/status.ts";
 import { waitUntil } from "../../../lib/common/wait.ts";
-import { clusterNodeArgv, ensureBuilt, netnsSkipReason, NodeProc, onExitCleanup, TestNet, type Host } from "../../harness/index.ts";
+import {
+  clusterNodeArgv,
+  ensureBuilt,
+  netnsSkipReason,
+  NodeProc,
+  onExitCleanup,
+  TestNet,
+  type Host,
+} from "../../harness/index.ts";
 
 const args = process.argv.slice(2);
 function intArg(name: string, def: number, min: number, max: number): number {
@@ -82,7 +90,14 @@ const argvOf = (id: number) => clusterNodeArgv(join(work, "cluster.toml"), id, j
 
 /** Status of each running node (a node that does not answer within 2 s is left out). */
 async function statuses(ids: number[]): Promise<ClusterStatus[]> {
-  const all = await Promise.all(ids.map((id) => nodes.get(id)!.status(2000).catch(() => undefined)));
+  const all = await Promise.all(
+    ids.map((id) =>
+      nodes
+        .get(id)!
+        .status(2000)
+        .catch(() => undefined),
+    ),
+  );
   return all.filter((s): s is ClusterStatus => s !== undefined);
 }
 
@@ -98,7 +113,9 @@ async function settledLeader(): Promise<number | undefined> {
   const l = leaders[0]!;
   if (l.id !== Math.min(...IDS) || l.handoverTo !== null || l.commitLsn !== l.lastLsn) return undefined;
   if (l.peers.some((p) => p.state !== "Active")) return undefined;
-  const agreed = s.every((x) => x.leader === l.id && x.term === l.term && x.state === "Active" && x.voters.length === IDS.length);
+  const agreed = s.every(
+    (x) => x.leader === l.id && x.term === l.term && x.state === "Active" && x.voters.length === IDS.length,
+  );
   return agreed && s.every((x) => x.lastLsn === l.lastLsn && x.appliedLsn === l.lastLsn) ? l.id : undefined;
 }
 
@@ -167,12 +184,15 @@ async function oneRun(run: number): Promise<RunResult> {
         s.id,
         node
           .append(data, "majority", timeoutMs)
-          .then((r) => {
-            if (r.ok && r.lsn !== undefined) {
-              acked.push(data);
-              writable ??= { at: performance.now(), node: s.id, lsn: r.lsn };
-            } else result.failedAttempts++;
-          }, () => void result.failedAttempts++)
+          .then(
+            (r) => {
+              if (r.ok && r.lsn !== undefined) {
+                acked.push(data);
+                writable ??= { at: performance.now(), node: s.id, lsn: r.lsn };
+              } else result.failedAttempts++;
+            },
+            () => void result.failedAttempts++,
+          )
           .finally(() => inFlight.delete(s.id)),
       );
     }
@@ -217,7 +237,10 @@ async function oneRun(run: number): Promise<RunResult> {
 }
 
 function printRun(r: RunResult): void {
-  const lost = r.lost.length > 0 ? `  LOST ${r.lost.length}: ${r.lost.slice(0, 5).join(", ")}${r.lost.length > 5 ? ", …" : ""}` : "";
+  const lost =
+    r.lost.length > 0
+      ? `  LOST ${r.lost.length}: ${r.lost.slice(0, 5).join(", ")}${r.lost.length > 5 ? ", …" : ""}`
+      : "";
   console.log(
     `${String(r.run).padStart(3)}  ${`${r.killed} → ${r.newLeader ?? "?"}`.padEnd(7)}` +
       `${fmt(r.electedMs).padStart(10)}${fmt(r.electedSeenMs).padStart(12)}${fmt(r.writableMs).padStart(11)}` +
@@ -233,11 +256,21 @@ function summarize(results: RunResult[]): boolean {
   const ok = results.filter((r) => r.writableMs !== undefined);
   const lost = results.reduce((n, r) => n + r.lost.length, 0);
   const failed = results.filter((r) => r.error !== undefined).length;
-  console.log(`\ncluster failover: 3 nodes in namespaces, SIGKILL of the leader, heartbeat ${HEARTBEAT_MS} ms, ${ok.length}/${RUNS} runs`);
+  console.log(
+    `\ncluster failover: 3 nodes in namespaces, SIGKILL of the leader, heartbeat ${HEARTBEAT_MS} ms, ${ok.length}/${RUNS} runs`,
+  );
   console.log(`${"".padEnd(34)}${"median".padStart(10)}${"min".padStart(10)}${"max".padStart(10)}`);
-  row("kill → leader elected", ok.flatMap((r) => (r.electedMs === undefined ? [] : [r.electedMs])));
-  row("kill → writable (ack=majority OK)", ok.map((r) => r.writableMs!));
-  console.log(`acknowledged entries: ${acked.length}, lost: ${lost}; runs with errors: ${failed}; runs done: ${results.length}/${RUNS}`);
+  row(
+    "kill → leader elected",
+    ok.flatMap((r) => (r.electedMs === undefined ? [] : [r.electedMs])),
+  );
+  row(
+    "kill → writable (ack=majority OK)",
+    ok.map((r) => r.writableMs!),
+  );
+  console.log(
+    `acknowledged entries: ${acked.length}, lost: ${lost}; runs with errors: ${failed}; runs done: ${results.length}/${RUNS}`,
+  );
   return lost === 0 && failed === 0 && results.length === RUNS;
 }
 
@@ -246,7 +279,9 @@ async function main(): Promise<boolean> {
   if (reason) throw new Error(`cluster-failover benchmark ${reason}`);
   await setup();
   await waitSettled("the 3-node cluster to form (node 1 leading)");
-  console.log(`cluster failover, heartbeat ${HEARTBEAT_MS} ms, ${RUNS} runs, ${ENTRIES} ack=majority entries before each kill`);
+  console.log(
+    `cluster failover, heartbeat ${HEARTBEAT_MS} ms, ${RUNS} runs, ${ENTRIES} ack=majority entries before each kill`,
+  );
   console.log(
     `${"run".padStart(3)}  ${"killed".padEnd(7)}${"elected".padStart(10)}${"seen".padStart(12)}${"writable".padStart(11)}` +
       `${"failed".padStart(8)}${"settled".padStart(12)}`,
@@ -265,7 +300,8 @@ async function main(): Promise<boolean> {
     }
   } catch (err) {
     console.error(`benchmark aborted: ${errText(err)}`);
-    for (const n of nodes.values()) if (n.running) console.error(`--- node ${n.id} output (tail) ---\n${n.output.slice(-2000)}`);
+    for (const n of nodes.values())
+      if (n.running) console.error(`--- node ${n.id} output (tail) ---\n${n.output.slice(-2000)}`);
   }
   return summarize(results);
 }

@@ -28,7 +28,10 @@ const useBin = argv.includes("--bin");
 const BUN = join(REPO_ROOT, "node_modules", ".bin", "bun");
 
 async function fio(dir: string, args: string[]): Promise<string> {
-  const r = await execArgv(["fio", "--name=p", `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args], { timeoutMs: 600_000 });
+  const r = await execArgv(
+    ["fio", "--name=p", `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args],
+    { timeoutMs: 600_000 },
+  );
   if (r.code !== 0) throw new Error(`fio failed: ${r.stderr}${r.stdout}`);
   const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
   const side = args.some((a) => /rw=(rand)?write/.test(a)) ? job.write : job.read;
@@ -69,12 +72,20 @@ const workloads: Record<string, (mnt: string) => Promise<string>> = {
   },
   randwrite: async (mnt) => {
     await fio(mnt, ["--rw=write", "--bs=1M", `--size=${SIZE_MB}M`, "--end_fsync=1"]);
-    return fio(mnt, ["--rw=randwrite", "--bs=4k", `--size=${SIZE_MB}M`, "--runtime=8", "--time_based", "--end_fsync=1"]);
+    return fio(mnt, [
+      "--rw=randwrite",
+      "--bs=4k",
+      `--size=${SIZE_MB}M`,
+      "--runtime=8",
+      "--time_based",
+      "--end_fsync=1",
+    ]);
   },
 };
 
 const names = workload === "all" ? Object.keys(workloads) : workload.split(",");
-for (const n of names) if (!workloads[n]) throw new Error(`unknown workload ${n}; one of ${Object.keys(workloads).join(", ")}`);
+for (const n of names)
+  if (!workloads[n]) throw new Error(`unknown workload ${n}; one of ${Object.keys(workloads).join(", ")}`);
 if (useBin) await ensureBuilt();
 
 for (const name of names) {
@@ -85,9 +96,17 @@ for (const name of names) {
   const command = useBin ? [WOLF_BIN] : [BUN, join(REPO_ROOT, "cmd", "wolf.ts")];
   const init = await runWolfOnce(["disk", "init", "-c", config], { command });
   if (init.code !== 0) throw new Error(`init failed: ${init.stderr}`);
-  if (argv.includes("--no-writeback")) writeFileSync(config, readFileSync(config, "utf8").replace(/^writeback_cache = true$/m, "writeback_cache = false"));
-  if (argv.includes("--read-ahead-kb")) writeFileSync(config, readFileSync(config, "utf8").replace(/^read_ahead_kb = \d+$/m, `read_ahead_kb = ${opt("read-ahead-kb", 1024)}`));
-  const daemon = runWolf(["disk", "mount", "-c", config, "--data-dir", join(root, "data"), "-m", mnt], { command, env: { NO_COLOR: "1", WOLF_DISK_PROFILE: "1" } });
+  if (argv.includes("--no-writeback"))
+    writeFileSync(config, readFileSync(config, "utf8").replace(/^writeback_cache = true$/m, "writeback_cache = false"));
+  if (argv.includes("--read-ahead-kb"))
+    writeFileSync(
+      config,
+      readFileSync(config, "utf8").replace(/^read_ahead_kb = \d+$/m, `read_ahead_kb = ${opt("read-ahead-kb", 1024)}`),
+    );
+  const daemon = runWolf(["disk", "mount", "-c", config, "--data-dir", join(root, "data"), "-m", mnt], {
+    command,
+    env: { NO_COLOR: "1", WOLF_DISK_PROFILE: "1" },
+  });
   try {
     await daemon.waitForOutput(/mounted drive/, 30_000);
     const started = performance.now();

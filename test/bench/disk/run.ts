@@ -30,7 +30,10 @@ if (!Bun.which("fio")) {
 }
 
 async function fio(dir: string, name: string, args: string[]): Promise<{ mibps: number; iops: number }> {
-  const r = await execArgv(["fio", `--name=${name}`, `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args], { timeoutMs: 600_000 });
+  const r = await execArgv(
+    ["fio", `--name=${name}`, `--directory=${dir}`, "--ioengine=psync", "--output-format=json", "--numjobs=1", ...args],
+    { timeoutMs: 600_000 },
+  );
   if (r.code !== 0) throw new Error(`fio ${name} failed: ${r.stderr}${r.stdout}`);
   const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
   const side = args.some((a) => /rw=(rand)?write/.test(a)) ? job.write : job.read;
@@ -53,8 +56,12 @@ async function suite(dir: string): Promise<Record<string, number>> {
   dropCaches();
   out["seq read 1M (MiB/s)"] = (await fio(dir, "seq", ["--rw=read", "--bs=1M", size])).mibps;
   dropCaches();
-  out["rand read 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randread", "--bs=4k", size, "--runtime=10", "--time_based"])).iops;
-  out["rand write 4K (IOPS)"] = (await fio(dir, "seq", ["--rw=randwrite", "--bs=4k", size, "--runtime=10", "--time_based", "--end_fsync=1"])).iops;
+  out["rand read 4K (IOPS)"] = (
+    await fio(dir, "seq", ["--rw=randread", "--bs=4k", size, "--runtime=10", "--time_based"])
+  ).iops;
+  out["rand write 4K (IOPS)"] = (
+    await fio(dir, "seq", ["--rw=randwrite", "--bs=4k", size, "--runtime=10", "--time_based", "--end_fsync=1"])
+  ).iops;
   rmSync(join(dir, "seq.0.0"), { force: true });
   const m = await metadataRun(dir, META_FILES);
   out["create (files/s)"] = m.create;
@@ -64,13 +71,19 @@ async function suite(dir: string): Promise<Record<string, number>> {
 }
 
 await ensureBuilt();
-const drive = await mountDrive("", NO_WRITEBACK ? (toml) => toml.replace(/^writeback_cache = true$/m, "writeback_cache = false") : undefined);
+const drive = await mountDrive(
+  "",
+  NO_WRITEBACK ? (toml) => toml.replace(/^writeback_cache = true$/m, "writeback_cache = false") : undefined,
+);
 const plain = join(runDir(), "plain");
 mkdirSync(plain, { recursive: true });
 const rows = new Map<string, Row>();
 try {
   for (let run = 1; run <= RUNS; run++) {
-    for (const [label, dir] of [["wolf", drive.mnt], ["plain", plain]] as const) {
+    for (const [label, dir] of [
+      ["wolf", drive.mnt],
+      ["plain", plain],
+    ] as const) {
       console.error(`run ${run}/${RUNS}: ${label} (${dir})`);
       const res = await suite(dir);
       for (const [name, value] of Object.entries(res)) {
@@ -86,11 +99,15 @@ try {
 }
 
 const pad = (s: string, n: number) => s.padEnd(n);
-console.log(`\nwolf disk${NO_WRITEBACK ? " (writeback_cache = false)" : ""} vs plain directory (same disk), median of ${RUNS} runs, fio psync, ${SIZE_MB} MiB files, ${META_FILES} files for metadata`);
+console.log(
+  `\nwolf disk${NO_WRITEBACK ? " (writeback_cache = false)" : ""} vs plain directory (same disk), median of ${RUNS} runs, fio psync, ${SIZE_MB} MiB files, ${META_FILES} files for metadata`,
+);
 console.log(`${pad("test", 24)}${pad("wolf", 12)}${pad("plain", 12)}${pad("ratio", 8)}runs (wolf / plain)`);
 for (const row of rows.values()) {
   const w = median(row.wolf);
   const p = median(row.plain);
   const runs = row.wolf.map((x, i) => `${x.toFixed(0)}/${row.plain[i]!.toFixed(0)}`).join("  ");
-  console.log(`${pad(row.name, 24)}${pad(w.toFixed(0), 12)}${pad(p.toFixed(0), 12)}${pad((w / p).toFixed(2), 8)}${runs}`);
+  console.log(
+    `${pad(row.name, 24)}${pad(w.toFixed(0), 12)}${pad(p.toFixed(0), 12)}${pad((w / p).toFixed(2), 8)}${runs}`,
+  );
 }

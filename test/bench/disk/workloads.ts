@@ -12,7 +12,10 @@ export function dropCaches(): void {
 }
 
 /** create/stat/unlink of `files` empty files under `dir`, in a child process (never in the daemon's). */
-export async function metadataRun(dir: string, files: number): Promise<{ create: number; stat: number; unlink: number }> {
+export async function metadataRun(
+  dir: string,
+  files: number,
+): Promise<{ create: number; stat: number; unlink: number }> {
   const script = `
     const fs = require("node:fs"); const d = ${JSON.stringify(dir)} + "/meta"; const n = ${files};
     fs.mkdirSync(d, { recursive: true });

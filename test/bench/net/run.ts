@@ -32,16 +32,28 @@ const NS_B = `${tag}b`;
 const work = `/tmp/wolf-bench-${process.pid}`;
 const children: Bun.Subprocess[] = [];
 
-function sh(argv: string[], opts: { check?: boolean; stdin?: string } = {}): { code: number; out: string; err: string } {
-  const r = Bun.spawnSync(argv, { stdin: opts.stdin ? new TextEncoder().encode(opts.stdin) : undefined, stdout: "pipe", stderr: "pipe" });
+function sh(
+  argv: string[],
+  opts: { check?: boolean; stdin?: string } = {},
+): { code: number; out: string; err: string } {
+  const r = Bun.spawnSync(argv, {
+    stdin: opts.stdin ? new TextEncoder().encode(opts.stdin) : undefined,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const res = { code: r.exitCode ?? -1, out: r.stdout.toString(), err: r.stderr.toString() };
-  if (opts.check !== false && res.code !== 0) throw new Error(`${argv.join(" ")} failed (${res.code}): ${res.err.trim()}`);
+  if (opts.check !== false && res.code !== 0)
+    throw new Error(`${argv.join(" ")} failed (${res.code}): ${res.err.trim()}`);
   return res;
 }
 const inNs = (ns: string, argv: string[]) => ["ip", "netns", "exec", ns, ...argv];
 
 function spawnIn(ns: string, argv: string[], env: Record<string, string> = {}, log?: string): Bun.Subprocess {
-  const p = Bun.spawn(inNs(ns, argv), { env: { ...process.env, ...env }, stdout: log ? Bun.file(log) : "ignore", stderr: log ? Bun.file(`${log}.err`) : "ignore" });
+  const p = Bun.spawn(inNs(ns, argv), {
+    env: { ...process.env, ...env },
+    stdout: log ? Bun.file(log) : "ignore",
+    stderr: log ? Bun.file(`${log}.err`) : "ignore",
+  });
   children.push(p);
   return p;
 }
@@ -78,7 +90,10 @@ function setupNamespaces(): void {
   sh(["ip", "link", "add", "bva", "netns", NS_A, "type", "veth", "peer", "name", "bvb", "netns", NS_B]);
   sh(["ip", "-n", NS_A, "addr", "add", "192.168.240.1/24", "dev", "bva"]);
   sh(["ip", "-n", NS_B, "addr", "add", "192.168.240.2/24", "dev", "bvb"]);
-  for (const [ns, dev] of [[NS_A, "bva"], [NS_B, "bvb"]] as const) {
+  for (const [ns, dev] of [
+    [NS_A, "bva"],
+    [NS_B, "bvb"],
+  ] as const) {
     sh(["ip", "-n", ns, "link", "set", dev, "up"]);
     sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
   }
@@ -112,10 +127,22 @@ async function startWireguard(): Promise<void> {
   // (-f) so it stays our child and is stopped by PID.
   spawnIn(NS_A, ["wireguard-go", "-f", "wgb0a"], env);
   spawnIn(NS_B, ["wireguard-go", "-f", "wgb0b"], env);
-  await waitFor("wireguard-go UAPI sockets", () => existsSync("/var/run/wireguard/wgb0a.sock") && existsSync("/var/run/wireguard/wgb0b.sock"));
-  await uapiSet("wgb0a", `private_key=${hex(a.privateKey)}\nlisten_port=51820\npublic_key=${hex(b.publicKey)}\nendpoint=192.168.240.2:51820\nallowed_ip=10.240.9.2/32\n`);
-  await uapiSet("wgb0b", `private_key=${hex(b.privateKey)}\nlisten_port=51820\npublic_key=${hex(a.publicKey)}\nendpoint=192.168.240.1:51820\nallowed_ip=10.240.9.1/32\n`);
-  for (const [ns, dev, ip] of [[NS_A, "wgb0a", "10.240.9.1/24"], [NS_B, "wgb0b", "10.240.9.2/24"]] as const) {
+  await waitFor(
+    "wireguard-go UAPI sockets",
+    () => existsSync("/var/run/wireguard/wgb0a.sock") && existsSync("/var/run/wireguard/wgb0b.sock"),
+  );
+  await uapiSet(
+    "wgb0a",
+    `private_key=${hex(a.privateKey)}\nlisten_port=51820\npublic_key=${hex(b.publicKey)}\nendpoint=192.168.240.2:51820\nallowed_ip=10.240.9.2/32\n`,
+  );
+  await uapiSet(
+    "wgb0b",
+    `private_key=${hex(b.privateKey)}\nlisten_port=51820\npublic_key=${hex(a.publicKey)}\nendpoint=192.168.240.1:51820\nallowed_ip=10.240.9.1/32\n`,
+  );
+  for (const [ns, dev, ip] of [
+    [NS_A, "wgb0a", "10.240.9.1/24"],
+    [NS_B, "wgb0b", "10.240.9.2/24"],
+  ] as const) {
     sh(["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
     sh(["ip", "-n", ns, "link", "set", dev, "mtu", "1420", "up"]);
   }
@@ -125,7 +152,8 @@ async function startWireguard(): Promise<void> {
 function wolfCommand(): string[] {
   if (FROM_SOURCE) return [process.execPath, join(root, "cmd", "wolf.ts")];
   const bin = join(root, "dist", "wolf");
-  if (!existsSync(bin)) throw new Error("dist/wolf is missing: build it (node_modules/.bin/bun install/build.ts) or pass --source");
+  if (!existsSync(bin))
+    throw new Error("dist/wolf is missing: build it (node_modules/.bin/bun install/build.ts) or pass --source");
   return [bin];
 }
 
@@ -133,8 +161,24 @@ async function startWolf(): Promise<void> {
   const a = newKeyPair();
   const b = newKeyPair();
   const nodes = [
-    { ns: NS_A, dir: join(work, "a"), key: a, peer: b, address: "10.240.10.1", peerAddress: "10.240.10.2", peerUnderlay: "192.168.240.2" },
-    { ns: NS_B, dir: join(work, "b"), key: b, peer: a, address: "10.240.10.2", peerAddress: "10.240.10.1", peerUnderlay: "192.168.240.1" },
+    {
+      ns: NS_A,
+      dir: join(work, "a"),
+      key: a,
+      peer: b,
+      address: "10.240.10.1",
+      peerAddress: "10.240.10.2",
+      peerUnderlay: "192.168.240.2",
+    },
+    {
+      ns: NS_B,
+      dir: join(work, "b"),
+      key: b,
+      peer: a,
+      address: "10.240.10.2",
+      peerAddress: "10.240.10.1",
+      peerUnderlay: "192.168.240.1",
+    },
   ];
   for (const n of nodes) {
     mkdirSync(n.dir, { recursive: true });
@@ -145,16 +189,29 @@ async function startWolf(): Promise<void> {
         `key_file = "${n.dir}/net.key"\ncontrol_socket = "${n.dir}/net.sock"\n` +
         `[[peers]]\nname = "peer"\npublic_key = "${encodeKey(n.peer.publicKey)}"\nendpoint = "${n.peerUnderlay}:9600"\nallowed_ip = "${n.peerAddress}"\n`,
     );
-    spawnIn(n.ns, [...wolfCommand(), "net", "up", "--config", join(n.dir, "net.toml")], { NO_COLOR: "1" }, join(n.dir, "log"));
+    spawnIn(
+      n.ns,
+      [...wolfCommand(), "net", "up", "--config", join(n.dir, "net.toml")],
+      { NO_COLOR: "1" },
+      join(n.dir, "log"),
+    );
   }
-  await waitFor("wolf net session", () => sh(inNs(NS_A, ["ping", "-c", "1", "-W", "1", "10.240.10.2"]), { check: false }).code === 0, 20_000);
+  await waitFor(
+    "wolf net session",
+    () => sh(inNs(NS_A, ["ping", "-c", "1", "-W", "1", "10.240.10.2"]), { check: false }).code === 0,
+    20_000,
+  );
 }
 
 // ----- measurements -------------------------------------------------------------------------------------
 async function iperf(serverIp: string, streams: number): Promise<number> {
   const server = spawnIn(NS_B, ["iperf3", "-s", "-1", "-B", serverIp]);
-  await waitFor("iperf3 server", () => sh(inNs(NS_B, ["ss", "-ltn", "sport = :5201"]), { check: false }).out.includes("5201"));
-  const r = sh(inNs(NS_A, ["iperf3", "-c", serverIp, "-t", String(SECONDS), "-P", String(streams), "-J"]), { check: false });
+  await waitFor("iperf3 server", () =>
+    sh(inNs(NS_B, ["ss", "-ltn", "sport = :5201"]), { check: false }).out.includes("5201"),
+  );
+  const r = sh(inNs(NS_A, ["iperf3", "-c", serverIp, "-t", String(SECONDS), "-P", String(streams), "-J"]), {
+    check: false,
+  });
   await server.exited;
   if (r.code !== 0) throw new Error(`iperf3 to ${serverIp} failed: ${r.err || r.out.slice(0, 300)}`);
   const j = JSON.parse(r.out);
@@ -191,7 +248,9 @@ async function main(): Promise<void> {
       r.rtt.push(pingRtt(t.ip));
       r.one.push(await iperf(t.ip, 1));
       r.four.push(await iperf(t.ip, 4));
-      console.error(`run ${run}/${RUNS} ${t.name.padEnd(13)} 1 stream ${r.one.at(-1)!.toFixed(0)} Mbit/s, 4 streams ${r.four.at(-1)!.toFixed(0)} Mbit/s, rtt ${r.rtt.at(-1)!.toFixed(3)} ms`);
+      console.error(
+        `run ${run}/${RUNS} ${t.name.padEnd(13)} 1 stream ${r.one.at(-1)!.toFixed(0)} Mbit/s, 4 streams ${r.four.at(-1)!.toFixed(0)} Mbit/s, rtt ${r.rtt.at(-1)!.toFixed(3)} ms`,
+      );
     }
   }
   const rows = targets.map((t) => {
@@ -199,8 +258,13 @@ async function main(): Promise<void> {
     return { name: t.name, key: t.key, one: median(r.one), four: median(r.four), rtt: median(r.rtt) };
   });
   console.log(`\nwolf net benchmark: medians of ${RUNS} runs, iperf3 ${SECONDS} s, 2 namespaces over a veth pair`);
-  console.log(`${"".padEnd(14)}${"TCP 1 stream".padStart(16)}${"TCP 4 streams".padStart(16)}${"ping RTT".padStart(12)}`);
-  for (const r of rows) console.log(`${r.name.padEnd(14)}${`${r.one.toFixed(0)} Mbit/s`.padStart(16)}${`${r.four.toFixed(0)} Mbit/s`.padStart(16)}${`${r.rtt.toFixed(3)} ms`.padStart(12)}`);
+  console.log(
+    `${"".padEnd(14)}${"TCP 1 stream".padStart(16)}${"TCP 4 streams".padStart(16)}${"ping RTT".padStart(12)}`,
+  );
+  for (const r of rows)
+    console.log(
+      `${r.name.padEnd(14)}${`${r.one.toFixed(0)} Mbit/s`.padStart(16)}${`${r.four.toFixed(0)} Mbit/s`.padStart(16)}${`${r.rtt.toFixed(3)} ms`.padStart(12)}`,
+    );
   const wolf = rows.find((r) => r.key === "wolf");
   for (const base of rows.filter((r) => r.key !== "wolf")) {
     if (!wolf) break;

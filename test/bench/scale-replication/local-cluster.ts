@@ -70,7 +70,11 @@ export class LocalScaleCluster {
       const n = opts.nodes ?? 3;
       const dbs = await Promise.all(
         Array.from({ length: n }, (_, i) =>
-          startMariaDB({ serverId: i + 1, baseDir: c.dir, extraArgs: ["--log-bin=mysql-bin", "--binlog-format=ROW", ...(opts.mariadbArgs ?? [])] }),
+          startMariaDB({
+            serverId: i + 1,
+            baseDir: c.dir,
+            extraArgs: ["--log-bin=mysql-bin", "--binlog-format=ROW", ...(opts.mariadbArgs ?? [])],
+          }),
         ),
       );
       const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
@@ -79,7 +83,14 @@ export class LocalScaleCluster {
         const id = i + 1;
         const dataDir = join(c.dir, `node${id}`);
         mkdirSync(dataDir, { recursive: true });
-        const node: LocalNode = { id, db: dbs[i]!, config: join(c.dir, `scale${id}.toml`), dataDir, api: `http://127.0.0.1:${apiPorts[i]}`, clusterPort: ports[i]! };
+        const node: LocalNode = {
+          id,
+          db: dbs[i]!,
+          config: join(c.dir, `scale${id}.toml`),
+          dataDir,
+          api: `http://127.0.0.1:${apiPorts[i]}`,
+          clusterPort: ports[i]!,
+        };
         c.nodes.push(node);
         writeFileSync(node.config, c.configText(node, ports, apiPorts[i]!));
       }
@@ -102,7 +113,10 @@ node_id = ${node.id}
 bind_address = "127.0.0.1"
 advertise_address = "127.0.0.1"
 port = ${node.clusterPort}
-peers = [${ports.filter((p) => p !== node.clusterPort).map((p) => `"127.0.0.1:${p}"`).join(", ")}]
+peers = [${ports
+      .filter((p) => p !== node.clusterPort)
+      .map((p) => `"127.0.0.1:${p}"`)
+      .join(", ")}]
 discovery = false
 heartbeat_ms = ${this.opts.heartbeatMs ?? 200}
 
@@ -135,7 +149,12 @@ enabled = false
     const header = `[${section}]\n`;
     const at = text.indexOf(header);
     const added = lines.map((l) => `${l}\n`).join("");
-    writeFileSync(n.config, at < 0 ? `${text}\n${header}${added}` : `${text.slice(0, at + header.length)}${added}${text.slice(at + header.length)}`);
+    writeFileSync(
+      n.config,
+      at < 0
+        ? `${text}\n${header}${added}`
+        : `${text.slice(0, at + header.length)}${added}${text.slice(at + header.length)}`,
+    );
     return () => writeFileSync(n.config, text);
   }
 
@@ -232,7 +251,13 @@ enabled = false
         if (!leader) return undefined;
         for (const s of all) {
           if (s!.applyError) throw new Error(`node ${s!.id} stopped applying: ${s!.applyError}`);
-          if (s!.state !== "Active" || !s!.voters.includes(s!.id) || s!.appliedLsn < leader.lastLsn || s!.lastLsn !== leader.lastLsn) return undefined;
+          if (
+            s!.state !== "Active" ||
+            !s!.voters.includes(s!.id) ||
+            s!.appliedLsn < leader.lastLsn ||
+            s!.lastLsn !== leader.lastLsn
+          )
+            return undefined;
         }
         return all as NodeStatusView[];
       },
@@ -241,7 +266,9 @@ enabled = false
   }
 
   async checksums(id: number, tables: string[]): Promise<Record<string, unknown>> {
-    const rows = await this.node(id).db.query<Array<{ Table: string; Checksum: unknown }>>(`CHECKSUM TABLE ${tables.join(", ")} EXTENDED`);
+    const rows = await this.node(id).db.query<Array<{ Table: string; Checksum: unknown }>>(
+      `CHECKSUM TABLE ${tables.join(", ")} EXTENDED`,
+    );
     return Object.fromEntries(rows.map((r) => [r.Table, r.Checksum]));
   }
 

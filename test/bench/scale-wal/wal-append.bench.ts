@@ -49,7 +49,12 @@ async function runWal(opts: { fsync: boolean; size: number; concurrency: number 
     const secs = (performance.now() - started) / 1000;
     const s = wal.stats();
     await wal.close();
-    return { entriesPerSec: s.lastLsn / secs, mbPerSec: (s.lastLsn * opts.size) / secs / 1e6, batches: s.batches, entries: s.lastLsn };
+    return {
+      entriesPerSec: s.lastLsn / secs,
+      mbPerSec: (s.lastLsn * opts.size) / secs / 1e6,
+      batches: s.batches,
+      entries: s.lastLsn,
+    };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -82,7 +87,9 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main() {
   console.log(`WAL append throughput (median of ${RUNS} runs x ${SECONDS}s), ${os.cpus().length} cores`);
-  console.log("fsync  size   appenders  | wal entries/s   MB/s  entries/batch | raw write(+fdatasync) entries/s  ratio");
+  console.log(
+    "fsync  size   appenders  | wal entries/s   MB/s  entries/batch | raw write(+fdatasync) entries/s  ratio",
+  );
   for (const fsync of [true, false]) {
     for (const size of [300, 4096]) {
       const raw: Result[] = [];
@@ -97,7 +104,9 @@ async function main() {
         console.log(
           `${fsync ? "on " : "off"}    ${String(size).padEnd(5)}  ${String(concurrency).padEnd(9)}  | ${eps.toFixed(0).padStart(9)}  ${mbs
             .toFixed(1)
-            .padStart(7)}  ${perBatch.toFixed(1).padStart(12)}  | ${rawEps.toFixed(0).padStart(24)}  ${(eps / rawEps).toFixed(2)}x`,
+            .padStart(
+              7,
+            )}  ${perBatch.toFixed(1).padStart(12)}  | ${rawEps.toFixed(0).padStart(24)}  ${(eps / rawEps).toFixed(2)}x`,
         );
       }
     }

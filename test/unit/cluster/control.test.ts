@@ -27,7 +27,11 @@ function expectClean(sim: SimCluster) {
   expect(sim.net.malformed).toEqual([]);
 }
 
-const texts = (sim: SimCluster, id: number) => sim.fsm(id).applied.filter((e) => e.kind === "data").map((e) => dec.decode(e.data));
+const texts = (sim: SimCluster, id: number) =>
+  sim
+    .fsm(id)
+    .applied.filter((e) => e.kind === "data")
+    .map((e) => dec.decode(e.data));
 
 group("step down and hold-back", () => {
   test("stepDown: the best follower takes over at once; a held node is skipped and never campaigns", async () => {
@@ -79,7 +83,12 @@ group("step down and hold-back", () => {
     for (let i = 0; i < 5; i++) sim.propose("majority");
     sim.run(5 * H);
     expect(sim.node(3).applied()).toBe(appliedBefore);
-    expect(sim.node(1).status().peers.find((p) => p.id === 3)?.state).toBe("NeedsMigration");
+    expect(
+      sim
+        .node(1)
+        .status()
+        .peers.find((p) => p.id === 3)?.state,
+    ).toBe("NeedsMigration");
     // The leader marking itself steps down; node 3 is not a candidate.
     sim.node(1).markNeedsMigration("also diverged");
     expect(sim.stableLeader(20 * H)).toBe(2);
@@ -185,7 +194,12 @@ group("transferLeadership and the application's drain", () => {
 
 group("commit notification and acknowledgements", () => {
   test("a follower applies an entry one network delay after it commits, not at the next heartbeat", () => {
-    const sim = new SimCluster({ ids: [1, 2, 3], seed: 3, heartbeatMs: 500, net: { minDelayMs: 1, maxDelayMs: 1, codec: true } });
+    const sim = new SimCluster({
+      ids: [1, 2, 3],
+      seed: 3,
+      heartbeatMs: 500,
+      net: { minDelayMs: 1, maxDelayMs: 1, codec: true },
+    });
     expect(sim.stableLeader(5000)).toBe(1);
     expect(sim.converged(2000)).toBe(true);
     sim.run(250); // halfway between heartbeats
@@ -337,7 +351,14 @@ group("apply errors", () => {
       (id) =>
         new ClusterNode(
           { id, heartbeatMs: H },
-          { transport: net.transport(id), logStore: new MemoryLogStore(), stableStore: new MemoryStableStore(), fsm: fsms[id - 1]!, clock, rng: seededRng(id) },
+          {
+            transport: net.transport(id),
+            logStore: new MemoryLogStore(),
+            stableStore: new MemoryStableStore(),
+            fsm: fsms[id - 1]!,
+            clock,
+            rng: seededRng(id),
+          },
         ),
     );
     const voters = [1, 2, 3].map((id) => ({ id, addr: "" }));

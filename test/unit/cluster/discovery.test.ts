@@ -37,7 +37,10 @@ test("nodes of one cluster find each other; another cluster and a node without t
   const stranger = await node(3, p3, everyone, { secret: "d".repeat(64) });
   const otherCluster = await node(4, p4, everyone, { cluster: "other" });
   await waitUntil(() => a.found.has(2) && b.found.has(1), { timeoutMs: 3000, what: "mutual discovery" });
-  await waitUntil(() => a.d.counters().forged! > 0 && a.d.counters().other_cluster! > 0, { timeoutMs: 3000, what: "rejections counted" });
+  await waitUntil(() => a.d.counters().forged! > 0 && a.d.counters().other_cluster! > 0, {
+    timeoutMs: 3000,
+    what: "rejections counted",
+  });
   expect(a.found.get(2)).toBe("127.0.0.1:7002");
   expect([...a.found.keys()]).toEqual([2]);
   expect([...b.found.keys()]).toEqual([1]);
@@ -48,7 +51,15 @@ test("nodes of one cluster find each other; another cluster and a node without t
 test("a replayed beacon is dropped; a tampered one is counted as forged", async () => {
   const port = await freePort("udp");
   const a = await node(1, port, []);
-  const other = new Discovery({ id: 2, clusterName: "disc", secret: SECRET, port: 1, advertiseAddr: "127.0.0.1:7002", broadcast: false, onPeer: () => {} });
+  const other = new Discovery({
+    id: 2,
+    clusterName: "disc",
+    secret: SECRET,
+    port: 1,
+    advertiseAddr: "127.0.0.1:7002",
+    broadcast: false,
+    onPeer: () => {},
+  });
   const first = other.beacon();
   a.d.onPacket(first);
   expect(a.found.get(2)).toBe("127.0.0.1:7002");

@@ -170,7 +170,12 @@ group("election", () => {
   });
 
   test("message loss and reordering: safe throughout, converges after healing", () => {
-    const sim = new SimCluster({ ids: [1, 2, 3, 4, 5], seed: 7, heartbeatMs: H, net: { minDelayMs: 1, maxDelayMs: 300, lossRate: 0.25 } });
+    const sim = new SimCluster({
+      ids: [1, 2, 3, 4, 5],
+      seed: 7,
+      heartbeatMs: H,
+      net: { minDelayMs: 1, maxDelayMs: 300, lossRate: 0.25 },
+    });
     for (let i = 0; i < 200; i++) {
       sim.propose();
       sim.run(H / 4);
@@ -315,16 +320,30 @@ group("membership and catch-up", () => {
     const views = () =>
       sim.ids.map((id) => {
         const s = sim.node(id).status();
-        return JSON.stringify([{ id: s.id, state: s.state }, ...s.peers.map((p) => ({ id: p.id, state: p.state }))].sort((a, b) => a.id - b.id));
+        return JSON.stringify(
+          [{ id: s.id, state: s.state }, ...s.peers.map((p) => ({ id: p.id, state: p.state }))].sort(
+            (a, b) => a.id - b.id,
+          ),
+        );
       });
     sim.run(3 * H, () => new Set(views()).size === 1);
     for (const v of views()) expect(v).toEqual(views()[0]!);
 
     sim.crash(3);
     sim.run(5 * H);
-    expect(sim.node(1).status().peers.find((p) => p.id === 3)?.state).toBe("Dropped");
+    expect(
+      sim
+        .node(1)
+        .status()
+        .peers.find((p) => p.id === 3)?.state,
+    ).toBe("Dropped");
     sim.run(10 * H);
-    expect(sim.node(1).status().peers.find((p) => p.id === 3)?.state).toBe("Offline");
+    expect(
+      sim
+        .node(1)
+        .status()
+        .peers.find((p) => p.id === 3)?.state,
+    ).toBe("Offline");
     sim.run(20_000, () => !sim.node(1).voters().includes(3));
     expect(sim.node(1).voters()).toEqual([1, 2, 4]);
     expectNoViolations(sim);
@@ -333,7 +352,13 @@ group("membership and catch-up", () => {
   test("a new leader changes the voter set only after an entry of its own term committed", () => {
     // Voters 1-3; node 4 is a learner that comes up while node 2 has just won leadership but its
     // no-op is not committed yet (node 1 is down, node 2 cannot reach node 3).
-    const sim = new SimCluster({ ids: [1, 2, 3, 4], seed: 5, heartbeatMs: H, bootstrap: false, net: { minDelayMs: 1, maxDelayMs: 5 } });
+    const sim = new SimCluster({
+      ids: [1, 2, 3, 4],
+      seed: 5,
+      heartbeatMs: H,
+      bootstrap: false,
+      net: { minDelayMs: 1, maxDelayMs: 5 },
+    });
     sim.crash(4);
     for (const id of [1, 2, 3]) sim.node(id).bootstrap([1, 2, 3].map((v) => ({ id: v, addr: `sim:${v}` })));
     expect(sim.stableLeader(10 * H)).toBe(1);
@@ -359,7 +384,10 @@ group("membership and catch-up", () => {
     sim.net.heal();
     sim.run(10 * H, () => sim.node(2).voters().length === 4);
     expect(sim.node(2).voters()).toEqual([1, 2, 3, 4]);
-    const config = sim.store(2).range(noop + 1, sim.store(2).lastLsn()).find((e) => e.kind === "config");
+    const config = sim
+      .store(2)
+      .range(noop + 1, sim.store(2).lastLsn())
+      .find((e) => e.kind === "config");
     expect(config?.term).toBe(term);
     expect(sim.violations).toEqual([]);
   });
@@ -378,7 +406,12 @@ group("membership and catch-up", () => {
     sim.restart(3);
     sim.run(10 * H);
     expect(sim.node(3).status().state).toBe("NeedsMigration");
-    expect(sim.node(1).status().peers.find((p) => p.id === 3)?.state).toBe("NeedsMigration");
+    expect(
+      sim
+        .node(1)
+        .status()
+        .peers.find((p) => p.id === 3)?.state,
+    ).toBe("NeedsMigration");
     expect(sim.node(3).getRole()).toBe("follower");
 
     // Restore node 3 "from a dump" of node 2 at its applied LSN, then resume.

@@ -95,7 +95,10 @@ async function figure8UpToC(seed: number) {
 }
 
 function matchOf(sim: SimCluster, leader: number, peer: number): number {
-  return sim.node(leader).status().peers.find((p) => p.id === peer)!.lsn;
+  return sim
+    .node(leader)
+    .status()
+    .peers.find((p) => p.id === peer)!.lsn;
 }
 
 group("Raft Figure 8: commit only by counting entries of the current term", () => {

@@ -16,7 +16,12 @@ const tmp = () => {
   dirs.push(d);
   return d;
 };
-const entry = (lsn: number, term = 1, text = `e${lsn}`): LogEntry => ({ lsn, term, kind: "data", data: new TextEncoder().encode(text) });
+const entry = (lsn: number, term = 1, text = `e${lsn}`): LogEntry => ({
+  lsn,
+  term,
+  kind: "data",
+  data: new TextEncoder().encode(text),
+});
 const text = (e: LogEntry | undefined) => (e ? new TextDecoder().decode(e.data) : undefined);
 
 function contract(name: string, make: () => LogStore) {
@@ -53,7 +58,11 @@ describe("FileLogStore recovery", () => {
   test("reopens with the same entries, base and kinds", () => {
     const dir = tmp();
     const a = new FileLogStore(dir);
-    a.append([entry(1), { lsn: 2, term: 1, kind: "config", data: new TextEncoder().encode('{"voters":[]}') }, entry(3, 2)]);
+    a.append([
+      entry(1),
+      { lsn: 2, term: 1, kind: "config", data: new TextEncoder().encode('{"voters":[]}') },
+      entry(3, 2),
+    ]);
     a.truncateAfter(2);
     a.append([entry(3, 4, "x"), entry(4, 4)]);
     a.pruneBefore(2);

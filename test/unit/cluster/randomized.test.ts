@@ -48,8 +48,15 @@ async function runSchedule(seed: number): Promise<Outcome> {
   const pick = <T>(xs: T[]): T => xs[Math.floor(rng() * xs.length)]!;
   const n = rng() < 0.7 ? 5 : 3;
   const ids = Array.from({ length: n }, (_, i) => i + 1);
-  const limits = rng() < 0.5 ? { maxBatchEntries: 1 + Math.floor(rng() * 3), maxInflight: 1 + Math.floor(rng() * 4) } : undefined;
-  const sim = new SimCluster({ ids, seed, heartbeatMs: H, net: { minDelayMs: 0.5, maxDelayMs: 5 + rng() * 40, lossRate: 0 }, node: { limits } });
+  const limits =
+    rng() < 0.5 ? { maxBatchEntries: 1 + Math.floor(rng() * 3), maxInflight: 1 + Math.floor(rng() * 4) } : undefined;
+  const sim = new SimCluster({
+    ids,
+    seed,
+    heartbeatMs: H,
+    net: { minDelayMs: 0.5, maxDelayMs: 5 + rng() * 40, lossRate: 0 },
+    node: { limits },
+  });
   const log: string[] = [];
   const note = (s: string) => log.push(`${sim.clock.now().toFixed(0)} ${s}`);
   const ack = (): AckLevel | undefined => pick<AckLevel | undefined>([undefined, "one", "majority", "all"]);
@@ -80,7 +87,12 @@ async function runSchedule(seed: number): Promise<Outcome> {
         sim.crash(l, powerLoss);
       }
       const down = ids.filter((id) => !sim.isUp(id) && id !== l);
-      const back = previous !== undefined && !sim.isUp(previous) && rng() < 0.8 ? previous : down.length > 0 && rng() < 0.5 ? pick(down) : undefined;
+      const back =
+        previous !== undefined && !sim.isUp(previous) && rng() < 0.8
+          ? previous
+          : down.length > 0 && rng() < 0.5
+            ? pick(down)
+            : undefined;
       if (back !== undefined) {
         note(`churn: restart ${back}`);
         sim.restart(back);
@@ -207,7 +219,12 @@ test(`randomized fault schedules (${ONLY_SEED === undefined ? SCHEDULES : 1} see
       failed++;
       if (failures.length < 5) {
         failures.push(
-          `seed ${seed} (${o.ids.length} nodes): ${[...o.violations.slice(0, 3), !o.converged ? "did not converge" : "", !o.logsEqual ? "logs differ" : "", o.missingAcked ? `${o.missingAcked} acknowledged entries missing` : ""]
+          `seed ${seed} (${o.ids.length} nodes): ${[
+            ...o.violations.slice(0, 3),
+            !o.converged ? "did not converge" : "",
+            !o.logsEqual ? "logs differ" : "",
+            o.missingAcked ? `${o.missingAcked} acknowledged entries missing` : "",
+          ]
             .filter(Boolean)
             .join("; ")}\n    schedule: ${o.log[0]} ... ${o.log.slice(-12).join(", ")}`,
         );

@@ -134,13 +134,20 @@ export class SimCluster {
     this.rng = seededRng(opts.seed);
     this.net = new SimNetwork(this.clock, seededRng(opts.seed ^ 0x5eed), opts.net);
     for (const id of opts.ids) {
-      const m: SimMember = { id, node: null, store: new SimLogStore(() => this.logChanges++), stable: new MemoryStableStore(), fsm: null as unknown as RecordingFSM };
+      const m: SimMember = {
+        id,
+        node: null,
+        store: new SimLogStore(() => this.logChanges++),
+        stable: new MemoryStableStore(),
+        fsm: null as unknown as RecordingFSM,
+      };
       m.fsm = new RecordingFSM(id, this);
       this.members.set(id, m);
     }
     for (const id of opts.ids) {
       this.startNode(id);
-      if (opts.bootstrap !== false) this.members.get(id)!.node!.bootstrap(opts.ids.map((v) => ({ id: v, addr: `sim:${v}` })));
+      if (opts.bootstrap !== false)
+        this.members.get(id)!.node!.bootstrap(opts.ids.map((v) => ({ id: v, addr: `sim:${v}` })));
     }
   }
 
@@ -209,7 +216,12 @@ export class SimCluster {
     this.leaderOfTerm.set(term, id);
     // Leader completeness: every entry acknowledged in an earlier term must be in the new leader's log.
     const store = this.store(id);
-    const log: LeaderLog = { id, term, base: store.base().lsn, entries: store.range(store.base().lsn + 1, store.lastLsn()) };
+    const log: LeaderLog = {
+      id,
+      term,
+      base: store.base().lsn,
+      entries: store.range(store.base().lsn + 1, store.lastLsn()),
+    };
     this.leaderLogs.push(log);
     for (const a of this.acked.values()) if (a.ackTerm < term) this.checkHolds(log, a);
   }
@@ -228,20 +240,23 @@ export class SimCluster {
   acknowledge(lsn: Lsn, entry: { term: Term; payload: string }, ackTerm: Term, how: string): void {
     const prev = this.acked.get(lsn);
     if (prev && (prev.term !== entry.term || prev.payload !== entry.payload)) {
-      this.violation(`${how} in term ${ackTerm} acknowledged ${entry.payload} at lsn ${lsn}, where ${prev.payload} was acknowledged (${prev.how}) in term ${prev.ackTerm}`);
+      this.violation(
+        `${how} in term ${ackTerm} acknowledged ${entry.payload} at lsn ${lsn}, where ${prev.payload} was acknowledged (${prev.how}) in term ${prev.ackTerm}`,
+      );
       return;
     }
     if (prev && prev.ackTerm <= ackTerm) return;
     const a: Ack = { lsn, term: entry.term, payload: entry.payload, ackTerm, how };
     this.acked.set(lsn, a);
-    for (const log of this.leaderLogs) if (log.term > ackTerm && (!prev || log.term <= prev.ackTerm)) this.checkHolds(log, a);
+    for (const log of this.leaderLogs)
+      if (log.term > ackTerm && (!prev || log.term <= prev.ackTerm)) this.checkHolds(log, a);
   }
 
   /** Records what leaders report acknowledged (commit LSN, ackedBy); runs after every event. */
   private recordCommits(): void {
     for (const m of this.members.values()) {
       const n = m.node;
-      if (!n || n.getRole() !== "leader") continue;
+      if (n?.getRole() !== "leader") continue;
       const term = n.currentTerm();
       let r = this.recorded.get(n);
       if (!r || r.term !== term) {
@@ -308,7 +323,9 @@ export class SimCluster {
         }
       }
       if (!lacks) continue;
-      const granting = logs.filter((v) => n.lastTerm > v.lastTerm || (n.lastTerm === v.lastTerm && n.lastLsn >= v.lastLsn));
+      const granting = logs.filter(
+        (v) => n.lastTerm > v.lastTerm || (n.lastTerm === v.lastTerm && n.lastLsn >= v.lastLsn),
+      );
       const key = `${n.id}@${lacks.lsn}/${lacks.term}`;
       if (granting.length >= need && !this.electableReported.has(key)) {
         this.electableReported.add(key);

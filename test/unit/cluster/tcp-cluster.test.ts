@@ -34,7 +34,11 @@ class ListFSM implements FSM {
   }
 }
 
-async function start(id: number, ports: Map<number, number>, state: Map<number, { log: MemoryLogStore; stable: MemoryStableStore; fsm: ListFSM }>) {
+async function start(
+  id: number,
+  ports: Map<number, number>,
+  state: Map<number, { log: MemoryLogStore; stable: MemoryStableStore; fsm: ListFSM }>,
+) {
   const s = state.get(id) ?? { log: new MemoryLogStore(), stable: new MemoryStableStore(), fsm: new ListFSM() };
   state.set(id, s);
   let node: ClusterNode | null = null;
@@ -50,7 +54,10 @@ async function start(id: number, ports: Map<number, number>, state: Map<number, 
     onPeer: (pid, addr) => node?.addPeer(pid, addr),
   });
   ports.set(id, await transport.listen());
-  node = new ClusterNode({ id, addr: transport.address(), heartbeatMs: H }, { transport, logStore: s.log, stableStore: s.stable, fsm: s.fsm });
+  node = new ClusterNode(
+    { id, addr: transport.address(), heartbeatMs: H },
+    { transport, logStore: s.log, stableStore: s.stable, fsm: s.fsm },
+  );
   running.push({ node, transport });
   return node;
 }
@@ -66,7 +73,10 @@ test("3 nodes over TCP: elect, replicate with acks, fail over, rejoin and hand b
     n.bootstrap(voters);
     n.start();
   }
-  await waitUntil(() => nodes.get(1)!.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), { timeoutMs: 5000, what: "node 1 leading" });
+  await waitUntil(() => nodes.get(1)!.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), {
+    timeoutMs: 5000,
+    what: "node 1 leading",
+  });
   const enc = new TextEncoder();
   const lsns: EntryRef[] = [];
   for (let i = 0; i < 50; i++) lsns.push(nodes.get(1)!.append(enc.encode(`w${i}`)));
@@ -89,11 +99,18 @@ test("3 nodes over TCP: elect, replicate with acks, fail over, rejoin and hand b
   for (const v of voters) again.addPeer(v.id, v.addr);
   again.start();
   nodes.set(1, again);
-  await waitUntil(() => again.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), { timeoutMs: 10_000, what: "handover back to node 1" });
+  await waitUntil(() => again.isLeader() && [2, 3].every((id) => nodes.get(id)!.leader() === 1), {
+    timeoutMs: 10_000,
+    what: "handover back to node 1",
+  });
   const last = again.append(enc.encode("back"));
   await again.waitFor(last, "all", 5000);
-  await waitUntil(() => [1, 2, 3].every((id) => nodes.get(id)!.applied() === last.lsn), { timeoutMs: 5000, what: "all applied" });
-  const texts = (id: number) => state.get(id).fsm.entries.map((e: LogEntry) => `${e.term}/${e.kind}/${new TextDecoder().decode(e.data)}`);
+  await waitUntil(() => [1, 2, 3].every((id) => nodes.get(id)!.applied() === last.lsn), {
+    timeoutMs: 5000,
+    what: "all applied",
+  });
+  const texts = (id: number) =>
+    state.get(id).fsm.entries.map((e: LogEntry) => `${e.term}/${e.kind}/${new TextDecoder().decode(e.data)}`);
   expect(texts(2)).toEqual(texts(1));
   expect(texts(3)).toEqual(texts(1));
   expect(texts(1).filter((t: string) => t.includes("/data/"))).toHaveLength(52);

@@ -32,7 +32,19 @@ function ping(id: number, lastLsn = 0): Ping {
   return {
     type: "ping",
     term: 1,
-    info: { id, addr: "", state: "Active", role: "follower", leader: null, lastLsn, lastTerm: 0, commitLsn: 0, appliedLsn: 0, neverLeader: false, voter: true },
+    info: {
+      id,
+      addr: "",
+      state: "Active",
+      role: "follower",
+      leader: null,
+      lastLsn,
+      lastTerm: 0,
+      commitLsn: 0,
+      appliedLsn: 0,
+      neverLeader: false,
+      voter: true,
+    },
   };
 }
 
@@ -49,7 +61,9 @@ async function rawClient(port: number, opts: { secret?: string; cluster?: string
   socket.on("close", () => (closed = true));
   await new Promise<void>((r) => socket.once("connect", () => r()));
   const my = nonce();
-  const hello = Buffer.from(JSON.stringify({ v: 1, cluster: opts.cluster ?? "test", id: opts.id ?? 9, addr: "", nonce: my.toString("hex") }));
+  const hello = Buffer.from(
+    JSON.stringify({ v: 1, cluster: opts.cluster ?? "test", id: opts.id ?? 9, addr: "", nonce: my.toString("hex") }),
+  );
   socket.write(encodeFrame(seal(key, hello, HELLO_CONTEXT)));
   const client = {
     socket,
@@ -137,7 +151,7 @@ describe("TCP transport", () => {
   test("200 concurrent requests, answered out of order, each get their own reply", async () => {
     const a = await transport(1);
     const b = await transport(2);
-    b.setHandler((from, msg, reply) => {
+    b.setHandler((_from, msg, reply) => {
       if (msg.type !== "ping" || !reply) return;
       // Answer in random order: correlation must not depend on ordering.
       setTimeout(() => reply(ping(2, msg.info.lastLsn * 10)), Math.random() * 30);
@@ -149,7 +163,9 @@ describe("TCP transport", () => {
         { length: 200 },
         (_, i) =>
           new Promise<number>((resolve, reject) =>
-            a.request(2, ping(1, i + 1), 5000, (r) => (r && r.type === "ping" ? resolve(r.info.lastLsn) : reject(new Error("no reply")))),
+            a.request(2, ping(1, i + 1), 5000, (r) =>
+              r && r.type === "ping" ? resolve(r.info.lastLsn) : reject(new Error("no reply")),
+            ),
           ),
       ),
     );
@@ -163,12 +179,18 @@ describe("TCP transport", () => {
     const b = await transport(2);
     a.setPeerAddress(2, b.address());
     b.setPeerAddress(1, a.address());
-    await waitUntil(() => a.connectedPeers().includes(2) && b.connectedPeers().includes(1), { timeoutMs: 5000, what: "connected" });
+    await waitUntil(() => a.connectedPeers().includes(2) && b.connectedPeers().includes(1), {
+      timeoutMs: 5000,
+      what: "connected",
+    });
     expect(a.counters().connects).toBe(1);
     // Kill the connection from the outside: it must come back by itself.
     const before = a.counters().connects!;
     (a as unknown as { conns: Map<number, { socket: Socket }> }).conns.get(2)!.socket.destroy();
-    await waitUntil(() => a.counters().connects! > before && a.connectedPeers().includes(2), { timeoutMs: 5000, what: "reconnect" });
+    await waitUntil(() => a.counters().connects! > before && a.connectedPeers().includes(2), {
+      timeoutMs: 5000,
+      what: "reconnect",
+    });
     const got: Message[] = [];
     b.setHandler((_from, msg) => got.push(msg));
     a.send(2, ping(1, 42));

@@ -37,7 +37,11 @@ test("a vote is durable before it is sent: after a restart the voter refuses a s
   const sim = lonelyNode3();
   const log = { lsn: sim.store(3).lastLsn(), term: sim.store(3).get(sim.store(3).lastLsn())!.term };
   const term = sim.node(3).currentTerm() + 1;
-  expect(ask(sim, 1, 3, vote(term, log.lsn, log.term))).toMatchObject({ type: "vote_reply", term, granted: true } satisfies VoteReply);
+  expect(ask(sim, 1, 3, vote(term, log.lsn, log.term))).toMatchObject({
+    type: "vote_reply",
+    term,
+    granted: true,
+  } satisfies VoteReply);
 
   sim.restart(3);
   expect(sim.node(3).currentTerm()).toBe(term);
@@ -81,7 +85,11 @@ test("term fencing: an append or vote from a lower term is refused with the curr
   expect(ask(sim, 2, 3, vote(term - 1, last + 10, term - 1))).toMatchObject({ term, granted: false });
 
   // The same append in the current term from the node it voted for is accepted.
-  expect(ask(sim, 1, 3, { ...stale, term, entries: [{ ...stale.entries[0]!, term }] })).toMatchObject({ term, ok: true, matchLsn: last + 1 });
+  expect(ask(sim, 1, 3, { ...stale, term, entries: [{ ...stale.entries[0]!, term }] })).toMatchObject({
+    term,
+    ok: true,
+    matchLsn: last + 1,
+  });
   expect(sim.store(3).get(last + 1)?.term).toBe(term);
   expect(sim.node(3).leader()).toBe(1);
 });

@@ -35,7 +35,11 @@ const schema = defineSchema("demo", "A demo config.", {
     hosts: strList("Hosts.", []),
     token: str("Token.", "", { secret: true, generate: () => "generated-token-value", pattern: /^[a-z-]*$/ }),
   }),
-  peers: tables("Peers.", { name: str("Name.", "", { required: true, pattern: /^[a-z]+$/ }), weight: int("Weight.", 1) }, { name: "alpha" }),
+  peers: tables(
+    "Peers.",
+    { name: str("Name.", "", { required: true, pattern: /^[a-z]+$/ }), weight: int("Weight.", 1) },
+    { name: "alpha" },
+  ),
 });
 
 function errorOf(fn: () => unknown): ConfigError {
@@ -50,7 +54,7 @@ function errorOf(fn: () => unknown): ConfigError {
 
 describe("config schema", () => {
   test("missing keys take their defaults; types are inferred", () => {
-    const config = parseConfig(schema, "[server]\nmode = \"fast\"\n", "a.toml");
+    const config = parseConfig(schema, '[server]\nmode = "fast"\n', "a.toml");
     expect(config.top).toBe(3);
     expect(config.server.mode).toBe("fast");
     expect(config.server.listen_port).toBe(9600);
@@ -74,10 +78,18 @@ describe("config schema", () => {
   });
 
   test("bad values are rejected with file, key and reason", () => {
-    expect(errorOf(() => parseConfig(schema, "top = 11\n", "a.toml")).message).toBe("a.toml: top: must be at most 10, got 11");
-    expect(errorOf(() => parseConfig(schema, "top = \"3\"\n", "a.toml")).message).toContain('expected an integer, got string "3"');
-    expect(errorOf(() => parseConfig(schema, "[server]\nmode = \"slow\"\n", "a.toml")).message).toContain("expected one of fast | safe");
-    expect(errorOf(() => parseConfig(schema, "[server]\nhosts = [1]\n", "a.toml")).message).toContain("item 0: expected a string");
+    expect(errorOf(() => parseConfig(schema, "top = 11\n", "a.toml")).message).toBe(
+      "a.toml: top: must be at most 10, got 11",
+    );
+    expect(errorOf(() => parseConfig(schema, 'top = "3"\n', "a.toml")).message).toContain(
+      'expected an integer, got string "3"',
+    );
+    expect(errorOf(() => parseConfig(schema, '[server]\nmode = "slow"\n', "a.toml")).message).toContain(
+      "expected one of fast | safe",
+    );
+    expect(errorOf(() => parseConfig(schema, "[server]\nhosts = [1]\n", "a.toml")).message).toContain(
+      "item 0: expected a string",
+    );
     expect(errorOf(() => parseConfig(schema, "server = 1\n", "a.toml")).message).toContain("expected a [server] table");
   });
 
@@ -92,8 +104,12 @@ describe("config schema", () => {
       { name: "a", weight: 1 },
       { name: "b", weight: 2 },
     ]);
-    expect(errorOf(() => parseConfig(schema, "[[peers]]\nweight = 2\n", "a.toml")).message).toContain('peers[0].name: missing required key "name"');
-    expect(errorOf(() => parseConfig(schema, '[[peers]]\nname = "a"\nwieght = 2\n', "a.toml")).message).toContain('did you mean "peers[0].weight"');
+    expect(errorOf(() => parseConfig(schema, "[[peers]]\nweight = 2\n", "a.toml")).message).toContain(
+      'peers[0].name: missing required key "name"',
+    );
+    expect(errorOf(() => parseConfig(schema, '[[peers]]\nname = "a"\nwieght = 2\n', "a.toml")).message).toContain(
+      'did you mean "peers[0].weight"',
+    );
   });
 
   test("TOML syntax errors name the file and line", () => {
@@ -107,7 +123,8 @@ describe("config schema", () => {
     const config = parseConfig(schema, text, "a.toml");
     expect(config.server.token).toBe("generated-token-value");
     expect(config.top).toBe(3);
-    for (const key of ["top", "listen_port", "mode", "verbose", "hosts", "token"]) expect(text).toMatch(new RegExp(`^${key} = `, "m"));
+    for (const key of ["top", "listen_port", "mode", "verbose", "hosts", "token"])
+      expect(text).toMatch(new RegExp(`^${key} = `, "m"));
     expect(text).toContain("# [[peers]]");
     expect(text).toContain("# Port.");
   });

@@ -35,12 +35,21 @@ describe("system errors", () => {
   });
 
   test("network errors: exit 6 with a hint", () => {
-    const inUse = Object.assign(new Error("bind EADDRINUSE 0.0.0.0"), { code: "EADDRINUSE", syscall: "bind", address: "0.0.0.0", port: 9600 });
+    const inUse = Object.assign(new Error("bind EADDRINUSE 0.0.0.0"), {
+      code: "EADDRINUSE",
+      syscall: "bind",
+      address: "0.0.0.0",
+      port: 9600,
+    });
     const info = describeSystemError(inUse)!;
     expect(info.message).toBe("0.0.0.0:9600 is already in use");
     expect(info.hint).toContain("change the port");
     expect(asWolfError(inUse).exitCode).toBe(6);
-    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED", address: "127.0.0.1", port: 1 });
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), {
+      code: "ECONNREFUSED",
+      address: "127.0.0.1",
+      port: 1,
+    });
     expect(asWolfError(refused).message).toBe("connection refused by 127.0.0.1:1");
   });
 

@@ -12,7 +12,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function runWrapper(name: string, body: string): { lastLine: string; code: number | null } {
   const file = join(dir, `${name}.test.ts`);
   writeFileSync(file, `import { test, expect } from "bun:test";\n${body}\n`);
-  const r = spawnSync(process.execPath, [join(root, "test", "run.ts"), "--no-build", file], { cwd: root, encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(process.execPath, [join(root, "test", "run.ts"), "--no-build", file], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
   const lines = r.stdout.trim().split("\n");
   return { lastLine: lines[lines.length - 1] ?? "", code: r.status };
 }

@@ -87,8 +87,12 @@ describe("AttrCache kept by DiskFs.onAttrChange", () => {
       const handles: { fh: number; ino: number }[] = [];
       const check = (what: string) => {
         // FLUSH answered by the reader: only when flush() would have nothing to do.
-        for (const ino of inos) if (yes(cleanInodes, ino) && !fs.isClean(ino)) throw new Error(`after ${what}: inode ${ino} called clean but has data to write back`);
-        for (const { fh } of handles) if (yes(cleanHandles, fh) && !fs.handleClean(fh)) throw new Error(`after ${what}: handle ${fh} called clean but it wrote`);
+        for (const ino of inos)
+          if (yes(cleanInodes, ino) && !fs.isClean(ino))
+            throw new Error(`after ${what}: inode ${ino} called clean but has data to write back`);
+        for (const { fh } of handles)
+          if (yes(cleanHandles, fh) && !fs.handleClean(fh))
+            throw new Error(`after ${what}: handle ${fh} called clean but it wrote`);
         for (const ino of inos) {
           const c = cached(cache, ino);
           if (!c) continue;

@@ -2,7 +2,14 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FsError } from "../../../lib/disk/errors.ts";
-import { type DiskFs, RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE, XATTR_CREATE } from "../../../lib/disk/fs.ts";
+import {
+  type DiskFs,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  SEEK_DATA,
+  SEEK_HOLE,
+  XATTR_CREATE,
+} from "../../../lib/disk/fs.ts";
 import { S_IFLNK, S_IFMT, S_IFREG } from "../../../lib/disk/meta-state.ts";
 import { profile } from "../../../lib/disk/profile.ts";
 import { CTX, openFs, prng, ROOT, tempDir } from "./helpers.ts";
@@ -35,7 +42,8 @@ async function readAll(fs: DiskFs, ino: number): Promise<Buffer> {
 function chunkFiles(dir: string): string[] {
   const out: string[] = [];
   const root = join(dir, "chunks");
-  for (const sub of readdirSync(root)) if (/^[0-9a-f]{2}$/.test(sub)) for (const f of readdirSync(join(root, sub))) out.push(join(root, sub, f));
+  for (const sub of readdirSync(root))
+    if (/^[0-9a-f]{2}$/.test(sub)) for (const f of readdirSync(join(root, sub))) out.push(join(root, sub, f));
   return out;
 }
 
@@ -103,7 +111,8 @@ describe("lib/disk/fs", () => {
     const loads = profile.chunkLoads.count;
     let fh = fs.open(ino);
     const fresh = prng(12).bytes(200 * KiB);
-    for (let off = 0; off < fresh.length; off += 16 * KiB) await fs.write(ino, off, fresh.subarray(off, off + 16 * KiB), fh);
+    for (let off = 0; off < fresh.length; off += 16 * KiB)
+      await fs.write(ino, off, fresh.subarray(off, off + 16 * KiB), fh);
     fresh.copy(model);
     await fs.release(fh);
     expect(profile.chunkLoads.count).toBe(loads);

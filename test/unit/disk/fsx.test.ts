@@ -88,7 +88,9 @@ test("fsx against lib/disk/fs: small chunks, tiny write-back buffer (flushes und
 
 // WOLF_FSX_SEEDS=10-200 runs more seeds (soak); the default run keeps three.
 const range = /^(\d+)-(\d+)$/.exec(process.env.WOLF_FSX_SEEDS ?? "");
-const seeds = range ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i) : [2, 3, 4];
+const seeds = range
+  ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
+  : [2, 3, 4];
 for (const seed of seeds) {
   test(`fsx against lib/disk/fs, seed ${seed}`, async () => {
     const target = await fsTarget(16 * 1024, 64 * 1024 * 1024);

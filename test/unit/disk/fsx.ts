@@ -101,7 +101,9 @@ export async function runFsx(target: FsxTarget, opts: FsxOptions): Promise<{ ops
         if (!got.equals(want)) {
           let at = 0;
           while (at < Math.min(got.length, want.length) && got[at] === want[at]) at++;
-          fail(`read ${name} off=${off} len=${len}: got ${got.length} bytes, want ${want.length}; first difference at +${at} (file offset ${off + at})`);
+          fail(
+            `read ${name} off=${off} len=${len}: got ${got.length} bytes, want ${want.length}; first difference at +${at} (file offset ${off + at})`,
+          );
         }
         break;
       }

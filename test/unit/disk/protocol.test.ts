@@ -75,7 +75,14 @@ describe("FUSE requests", () => {
   test("LOOKUP: header fields and a NUL-terminated name (bytes kept as latin1)", () => {
     const name = Buffer.concat([Buffer.from("caf\xe9 \xff", "latin1"), Buffer.from([0])]);
     const req = new Request(request(Op.LOOKUP, name, { unique: 2n ** 63n + 5n, nodeid: 9 }));
-    expect([req.opcode, req.unique, req.nodeid, req.uid, req.gid, req.pid]).toEqual([Op.LOOKUP, 2n ** 63n + 5n, 9, 1000, 100, 4242]);
+    expect([req.opcode, req.unique, req.nodeid, req.uid, req.gid, req.pid]).toEqual([
+      Op.LOOKUP,
+      2n ** 63n + 5n,
+      9,
+      1000,
+      100,
+      4242,
+    ]);
     expect(req.opName).toBe("LOOKUP");
     expect(Buffer.from(req.name(), "latin1")).toEqual(name.subarray(0, -1));
   });
@@ -124,20 +131,28 @@ describe("FUSE requests", () => {
     expect(req.u32()).toBe(0);
     const err = thrown(() => req.u64());
     expect(err).toBeInstanceOf(ProtocolError);
-    expect((err as Error).message).toBe("FUSE SETATTR request too short: a 64-bit field needs 8 bytes at offset 44, the request has 46");
-    expect((thrown(() => new Request(request(Op.FORGET, Buffer.alloc(2))).skip(8)) as Error).message).toMatch(/FORGET request too short: padding needs 8 bytes/);
+    expect((err as Error).message).toBe(
+      "FUSE SETATTR request too short: a 64-bit field needs 8 bytes at offset 44, the request has 46",
+    );
+    expect((thrown(() => new Request(request(Op.FORGET, Buffer.alloc(2))).skip(8)) as Error).message).toMatch(
+      /FORGET request too short: padding needs 8 bytes/,
+    );
   });
 
   test("a WRITE whose data is shorter than its size field is refused", () => {
     const req = new Request(request(Op.WRITE, writeBody(1, 0, Buffer.from("abc"), 4096)));
     req.skip(40);
-    expect((thrown(() => req.rest(4096)) as Error).message).toBe("FUSE WRITE request too short: its data needs 4096 bytes at offset 80, the request has 83");
+    expect((thrown(() => req.rest(4096)) as Error).message).toBe(
+      "FUSE WRITE request too short: its data needs 4096 bytes at offset 80, the request has 83",
+    );
   });
 
   test("a name without its NUL is refused", () => {
     const req = new Request(request(Op.MKDIR, Buffer.concat([Buffer.alloc(8), Buffer.from("unterminated")])));
     req.skip(8);
-    expect((thrown(() => req.name()) as Error).message).toBe("FUSE MKDIR request: name at offset 48 has no terminating NUL");
+    expect((thrown(() => req.name()) as Error).message).toBe(
+      "FUSE MKDIR request: name at offset 48 has no terminating NUL",
+    );
   });
 
   test("an unknown opcode still decodes its header (the session answers ENOSYS)", () => {
@@ -160,27 +175,72 @@ describe("FUSE replies", () => {
     expect(b.readBigUInt64LE(a)).toBe(BigInt(attr.ino));
     expect(b.readBigUInt64LE(a + 8)).toBe(BigInt(attr.size));
     expect(b.readBigUInt64LE(a + 16)).toBe(16n);
-    expect([b.readBigUInt64LE(a + 24), b.readBigUInt64LE(a + 32), b.readBigUInt64LE(a + 40)]).toEqual([1_700_000_000n, 1_700_000_001n, 1_700_000_002n]);
+    expect([b.readBigUInt64LE(a + 24), b.readBigUInt64LE(a + 32), b.readBigUInt64LE(a + 40)]).toEqual([
+      1_700_000_000n,
+      1_700_000_001n,
+      1_700_000_002n,
+    ]);
     expect([b.readUInt32LE(a + 48), b.readUInt32LE(a + 52), b.readUInt32LE(a + 56)]).toEqual([1, 999_999_999, 5]);
-    expect([b.readUInt32LE(a + 60), b.readUInt32LE(a + 64), b.readUInt32LE(a + 68), b.readUInt32LE(a + 72)]).toEqual([0o100644, 2, 1000, 100]);
+    expect([b.readUInt32LE(a + 60), b.readUInt32LE(a + 64), b.readUInt32LE(a + 68), b.readUInt32LE(a + 72)]).toEqual([
+      0o100644, 2, 1000, 100,
+    ]);
     expect(b.readUInt32LE(a + 80)).toBe(4096); // blksize
   });
 
   test("fuse_entry_out: nodeid, generation 0, entry and attr validity, then the attributes", () => {
     const b = entryOut(attr, 10_000);
     expect(b.length).toBe(ENTRY_OUT_SIZE);
-    expect([b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readBigUInt64LE(16), b.readBigUInt64LE(24)]).toEqual([BigInt(attr.ino), 0n, 10n, 10n]);
+    expect([b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readBigUInt64LE(16), b.readBigUInt64LE(24)]).toEqual([
+      BigInt(attr.ino),
+      0n,
+      10n,
+      10n,
+    ]);
     expect(b.readBigUInt64LE(40)).toBe(BigInt(attr.ino));
   });
 
   test("fuse_open_out, fuse_init_out and fuse_kstatfs", () => {
     const o = openOut(99, 2);
     expect([o.length, o.readBigUInt64LE(0), o.readUInt32LE(8)]).toEqual([16, 99n, 2]);
-    const init = initOut({ minor: 38, maxReadahead: 131072, flags: 0x10001, maxWrite: 1 << 20, maxPages: 256, maxBackground: 64 });
-    expect([init.length, init.readUInt32LE(0), init.readUInt32LE(4), init.readUInt32LE(8), init.readUInt32LE(12)]).toEqual([64, 7, 38, 131072, 0x10001]);
-    expect([init.readUInt16LE(16), init.readUInt16LE(18), init.readUInt32LE(20), init.readUInt32LE(24), init.readUInt16LE(28)]).toEqual([64, 48, 1 << 20, 1, 256]);
-    const st = statfsOut({ blocks: 10, bfree: 4, bavail: 3, files: 100, ffree: 90, bsize: 4096, frsize: 4096, namelen: 255 });
-    expect([st.length, st.readBigUInt64LE(0), st.readBigUInt64LE(32), st.readUInt32LE(40), st.readUInt32LE(44)]).toEqual([80, 10n, 90n, 4096, 255]);
+    const init = initOut({
+      minor: 38,
+      maxReadahead: 131072,
+      flags: 0x10001,
+      maxWrite: 1 << 20,
+      maxPages: 256,
+      maxBackground: 64,
+    });
+    expect([
+      init.length,
+      init.readUInt32LE(0),
+      init.readUInt32LE(4),
+      init.readUInt32LE(8),
+      init.readUInt32LE(12),
+    ]).toEqual([64, 7, 38, 131072, 0x10001]);
+    expect([
+      init.readUInt16LE(16),
+      init.readUInt16LE(18),
+      init.readUInt32LE(20),
+      init.readUInt32LE(24),
+      init.readUInt16LE(28),
+    ]).toEqual([64, 48, 1 << 20, 1, 256]);
+    const st = statfsOut({
+      blocks: 10,
+      bfree: 4,
+      bavail: 3,
+      files: 100,
+      ffree: 90,
+      bsize: 4096,
+      frsize: 4096,
+      namelen: 255,
+    });
+    expect([
+      st.length,
+      st.readBigUInt64LE(0),
+      st.readBigUInt64LE(32),
+      st.readUInt32LE(40),
+      st.readUInt32LE(44),
+    ]).toEqual([80, 10n, 90n, 4096, 255]);
   });
 
   test("fuse_dirent records are 8-byte aligned, zero-padded, with the type from the mode", () => {
@@ -188,7 +248,12 @@ describe("FUSE replies", () => {
     expect(direntSize(name.length)).toBe(32);
     const b = Buffer.alloc(40, 0xee);
     expect(writeDirent(b, 0, 5, 3, 0o040000, name)).toBe(32);
-    expect([b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16), b.readUInt32LE(20)]).toEqual([5n, 3n, 5, 4]); // DT_DIR
+    expect([b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16), b.readUInt32LE(20)]).toEqual([
+      5n,
+      3n,
+      5,
+      4,
+    ]); // DT_DIR
     expect(b.toString("latin1", 24, 29)).toBe("abcde");
     expect([...b.subarray(29, 32)]).toEqual([0, 0, 0]);
     expect(b[32]).toBe(0xee); // nothing written past the record

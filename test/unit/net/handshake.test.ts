@@ -22,7 +22,8 @@ function pair() {
   return { alice, bob, aliceSeesBob, bobSeesAlice };
 }
 
-const lookupFor = (hs: HandshakeState) => (key: Uint8Array) => (Buffer.from(key).equals(Buffer.from(hs.remoteStatic)) ? hs : undefined);
+const lookupFor = (hs: HandshakeState) => (key: Uint8Array) =>
+  Buffer.from(key).equals(Buffer.from(hs.remoteStatic)) ? hs : undefined;
 
 describe("Noise IK handshake", () => {
   test("both sides derive mirrored transport keys and indices", () => {
@@ -42,7 +43,9 @@ describe("Noise IK handshake", () => {
     expect(Buffer.from(aliceKeys.sendKey).equals(Buffer.from(bobKeys.receiveKey))).toBe(true);
     expect(Buffer.from(aliceKeys.receiveKey).equals(Buffer.from(bobKeys.sendKey))).toBe(true);
     expect(Buffer.from(aliceKeys.sendKey).equals(Buffer.from(aliceKeys.receiveKey))).toBe(false);
-    expect([aliceKeys.localIndex, aliceKeys.remoteIndex, bobKeys.localIndex, bobKeys.remoteIndex]).toEqual([111, 222, 222, 111]);
+    expect([aliceKeys.localIndex, aliceKeys.remoteIndex, bobKeys.localIndex, bobKeys.remoteIndex]).toEqual([
+      111, 222, 222, 111,
+    ]);
     const sealed = aeadSeal(aliceKeys.sendKey, 0n, Uint8Array.of(1, 2, 3), new Uint8Array(0));
     expect(aeadOpen(bobKeys.receiveKey, 0n, sealed, new Uint8Array(0))).toEqual(Uint8Array.of(1, 2, 3));
   });
@@ -74,7 +77,10 @@ describe("Noise IK handshake", () => {
     const { alice, bob, aliceSeesBob, bobSeesAlice } = pair();
     const first = createInitiation(aliceSeesBob, 1, 10_000);
     expect(consumeInitiation(bob, first, lookupFor(bobSeesAlice), 10_000).ok).toBe(true);
-    expect(consumeInitiation(bob, first, lookupFor(bobSeesAlice), 20_000)).toEqual({ ok: false, reason: "replayed-initiation" });
+    expect(consumeInitiation(bob, first, lookupFor(bobSeesAlice), 20_000)).toEqual({
+      ok: false,
+      reason: "replayed-initiation",
+    });
     const second = createInitiation(aliceSeesBob, 2, 20_000);
     expect(consumeInitiation(bob, second, lookupFor(bobSeesAlice), 20_000).ok).toBe(true);
     void alice;
@@ -82,9 +88,14 @@ describe("Noise IK handshake", () => {
 
   test("initiations faster than 50/s from one peer are refused", () => {
     const { bob, aliceSeesBob, bobSeesAlice } = pair();
-    expect(consumeInitiation(bob, createInitiation(aliceSeesBob, 1, 10_000), lookupFor(bobSeesAlice), 10_000).ok).toBe(true);
+    expect(consumeInitiation(bob, createInitiation(aliceSeesBob, 1, 10_000), lookupFor(bobSeesAlice), 10_000).ok).toBe(
+      true,
+    );
     const quick = createInitiation(aliceSeesBob, 2, 10_005);
-    expect(consumeInitiation(bob, quick, lookupFor(bobSeesAlice), 10_005)).toEqual({ ok: false, reason: "initiation-flood" });
+    expect(consumeInitiation(bob, quick, lookupFor(bobSeesAlice), 10_005)).toEqual({
+      ok: false,
+      reason: "initiation-flood",
+    });
   });
 
   test("a tampered initiation or response fails to decrypt", () => {

@@ -4,7 +4,14 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCidr, parseIPv4 } from "../../../lib/net/allowedips.ts";
-import { decodeToken, encodeToken, InviteBook, type JoinPeer, makeJoinRequest, readJoinResponse } from "../../../lib/net/invite.ts";
+import {
+  decodeToken,
+  encodeToken,
+  InviteBook,
+  type JoinPeer,
+  makeJoinRequest,
+  readJoinResponse,
+} from "../../../lib/net/invite.ts";
 import { encodeKey, newKeyPair } from "../../../lib/net/keys.ts";
 
 const dirs: string[] = [];
@@ -23,7 +30,14 @@ const admitAll = () => ({ subnet: "10.0.10.0/24", peers: [] as JoinPeer[] });
 describe("invite tokens", () => {
   test("round-trip, and damaged lines give a clear error", () => {
     const secret = crypto.getRandomValues(new Uint8Array(32));
-    const t = { endpoint: "192.168.1.5:9600", address: "10.0.10.7", subnet: "10.0.10.0/24", inviterAddress: "10.0.10.1", inviterKey: encodeKey(newKeyPair().publicKey), secret };
+    const t = {
+      endpoint: "192.168.1.5:9600",
+      address: "10.0.10.7",
+      subnet: "10.0.10.0/24",
+      inviterAddress: "10.0.10.1",
+      inviterKey: encodeKey(newKeyPair().publicKey),
+      secret,
+    };
     const line = encodeToken(t);
     expect(line).toMatch(/^wolfnet1:[A-Za-z0-9_-]+$/);
     expect(decodeToken(line)).toEqual(t);
@@ -32,8 +46,16 @@ describe("invite tokens", () => {
   });
 
   test("every kind of junk is a usage error, never a TypeError", () => {
-    const body = { e: "192.168.1.5:9600", a: "10.0.10.7", s: "10.0.10.0/24", i: "10.0.10.1", k: encodeKey(newKeyPair().publicKey), x: Buffer.alloc(32, 1).toString("base64url") };
-    const line = (v: unknown) => `wolfnet1:${Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url")}`;
+    const body = {
+      e: "192.168.1.5:9600",
+      a: "10.0.10.7",
+      s: "10.0.10.0/24",
+      i: "10.0.10.1",
+      k: encodeKey(newKeyPair().publicKey),
+      x: Buffer.alloc(32, 1).toString("base64url"),
+    };
+    const line = (v: unknown) =>
+      `wolfnet1:${Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url")}`;
     const junk: [string, RegExp][] = [
       [line("null"), /truncated or damaged/],
       [line("[1,2]"), /truncated or damaged/],
@@ -75,7 +97,10 @@ describe("InviteBook", () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const again = new InviteBook(file);
     const joiner = newKeyPair();
-    const r = again.handleRequest(makeJoinRequest(inv.secret, { public_key: encodeKey(joiner.publicKey), name: "x", listen_port: 9600 }), admitAll);
+    const r = again.handleRequest(
+      makeJoinRequest(inv.secret, { public_key: encodeKey(joiner.publicKey), name: "x", listen_port: 9600 }),
+      admitAll,
+    );
     expect(r?.accepted?.address).toBe(inv.address);
   });
 
@@ -94,16 +119,26 @@ describe("InviteBook", () => {
     const { book: b } = book();
     const inv = b.create({ subnet, taken: new Set(), ttlMs: 60_000 });
     const first = newKeyPair();
-    const req = makeJoinRequest(inv.secret, { public_key: encodeKey(first.publicKey), name: "first", listen_port: 9600 });
+    const req = makeJoinRequest(inv.secret, {
+      public_key: encodeKey(first.publicKey),
+      name: "first",
+      listen_port: 9600,
+    });
     const ok = b.handleRequest(req, admitAll)!;
     expect(ok.accepted?.name).toBe("first");
     expect(readJoinResponse(inv.secret, ok.reply)).toMatchObject({ ok: true, address: inv.address });
     const retry = b.handleRequest(req, admitAll)!;
     expect(retry.accepted).toBeUndefined();
     expect(readJoinResponse(inv.secret, retry.reply)).toMatchObject({ ok: true });
-    const other = b.handleRequest(makeJoinRequest(inv.secret, { public_key: encodeKey(newKeyPair().publicKey), name: "second", listen_port: 9600 }), admitAll)!;
+    const other = b.handleRequest(
+      makeJoinRequest(inv.secret, { public_key: encodeKey(newKeyPair().publicKey), name: "second", listen_port: 9600 }),
+      admitAll,
+    )!;
     expect(other.accepted).toBeUndefined();
-    expect(readJoinResponse(inv.secret, other.reply)).toMatchObject({ ok: false, error: expect.stringContaining("already used") });
+    expect(readJoinResponse(inv.secret, other.reply)).toMatchObject({
+      ok: false,
+      error: expect.stringContaining("already used"),
+    });
   });
 
   test("an expired invite is refused", () => {
@@ -111,9 +146,15 @@ describe("InviteBook", () => {
     const { book: b } = book(() => now);
     const inv = b.create({ subnet, taken: new Set(), ttlMs: 1000 });
     now += 1001;
-    const r = b.handleRequest(makeJoinRequest(inv.secret, { public_key: encodeKey(newKeyPair().publicKey), name: "", listen_port: 9600 }), admitAll)!;
+    const r = b.handleRequest(
+      makeJoinRequest(inv.secret, { public_key: encodeKey(newKeyPair().publicKey), name: "", listen_port: 9600 }),
+      admitAll,
+    )!;
     expect(r.accepted).toBeUndefined();
-    expect(readJoinResponse(inv.secret, r.reply)).toMatchObject({ ok: false, error: expect.stringContaining("expired") });
+    expect(readJoinResponse(inv.secret, r.reply)).toMatchObject({
+      ok: false,
+      error: expect.stringContaining("expired"),
+    });
   });
 
   test("a request under a wrong secret, or tampered, gets no reply at all", () => {
@@ -121,12 +162,17 @@ describe("InviteBook", () => {
     const inv = b.create({ subnet, taken: new Set(), ttlMs: 60_000 });
     const key = encodeKey(newKeyPair().publicKey);
     const wrong = crypto.getRandomValues(new Uint8Array(32));
-    expect(b.handleRequest(makeJoinRequest(wrong, { public_key: key, name: "", listen_port: 9600 }), admitAll)).toBeUndefined();
+    expect(
+      b.handleRequest(makeJoinRequest(wrong, { public_key: key, name: "", listen_port: 9600 }), admitAll),
+    ).toBeUndefined();
     const req = makeJoinRequest(inv.secret, { public_key: key, name: "", listen_port: 9600 });
     req[req.length - 1]! ^= 1;
     expect(b.handleRequest(req, admitAll)).toBeUndefined();
     // The reply is readable only with the secret.
-    const good = b.handleRequest(makeJoinRequest(inv.secret, { public_key: key, name: "", listen_port: 9600 }), admitAll)!;
+    const good = b.handleRequest(
+      makeJoinRequest(inv.secret, { public_key: key, name: "", listen_port: 9600 }),
+      admitAll,
+    )!;
     expect(readJoinResponse(wrong, good.reply)).toBeUndefined();
   });
 });

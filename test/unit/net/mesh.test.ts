@@ -10,8 +10,24 @@ import { createInitiation, HandshakeState, INITIATION_MAC1_OFFSET } from "../../
 import { CookieGenerator } from "../../../lib/net/cookie.ts";
 import { type KeyPair, newKeyPair } from "../../../lib/net/keys.ts";
 import { PeerSet } from "../../../lib/net/peers.ts";
-import { IN_DELIVER, IN_DROP, IN_KEEPALIVE, OUT_SEND, OUT_STAGE, PAYLOAD_OFFSET, Router } from "../../../lib/net/router.ts";
-import { G_DROP_AUTH, G_DROP_EXPIRED_KEY, G_DROP_REPLAY, G_DROP_SPOOFED_SOURCE, G_DROP_UNKNOWN_INDEX, packEndpoint, SessionTable } from "../../../lib/net/session.ts";
+import {
+  IN_DELIVER,
+  IN_DROP,
+  IN_KEEPALIVE,
+  OUT_SEND,
+  OUT_STAGE,
+  PAYLOAD_OFFSET,
+  Router,
+} from "../../../lib/net/router.ts";
+import {
+  G_DROP_AUTH,
+  G_DROP_EXPIRED_KEY,
+  G_DROP_REPLAY,
+  G_DROP_SPOOFED_SOURCE,
+  G_DROP_UNKNOWN_INDEX,
+  packEndpoint,
+  SessionTable,
+} from "../../../lib/net/session.ts";
 
 const ip = (s: string) => parseIPv4(s)!;
 
@@ -61,14 +77,32 @@ class Wire {
       router: new Router(table, nobleAead, 1420),
       delivered: [],
     };
-    node.set = new PeerSet(keys, table, nobleAead, (data, to) => this.deliver(node.endpoint, to, data), () => this.clock);
+    node.set = new PeerSet(
+      keys,
+      table,
+      nobleAead,
+      (data, to) => this.deliver(node.endpoint, to, data),
+      () => this.clock,
+    );
     this.nodes.set(endpoint, node);
     return node;
   }
 
   link(a: Node, b: Node): void {
-    a.set.addPeer({ publicKey: b.keys.publicKey, name: b.name, allowedIp: ip(b.address), allowedPrefix: 32, endpoint: b.endpoint });
-    b.set.addPeer({ publicKey: a.keys.publicKey, name: a.name, allowedIp: ip(a.address), allowedPrefix: 32, endpoint: a.endpoint });
+    a.set.addPeer({
+      publicKey: b.keys.publicKey,
+      name: b.name,
+      allowedIp: ip(b.address),
+      allowedPrefix: 32,
+      endpoint: b.endpoint,
+    });
+    b.set.addPeer({
+      publicKey: a.keys.publicKey,
+      name: a.name,
+      allowedIp: ip(a.address),
+      allowedPrefix: 32,
+      endpoint: a.endpoint,
+    });
   }
 
   deliver(from: bigint, to: bigint, data: Uint8Array): void {
@@ -102,7 +136,8 @@ class Wire {
       node.set.tick();
       result = node.router.encrypt(packet, payloadLength, this.clock);
     }
-    if (result === OUT_SEND) this.deliver(node.endpoint, node.router.outEndpoint, packet.slice(0, node.router.outLength));
+    if (result === OUT_SEND)
+      this.deliver(node.endpoint, node.router.outEndpoint, packet.slice(0, node.router.outLength));
     return result;
   }
 }
@@ -232,7 +267,13 @@ describe("mesh in memory", () => {
     // "Restart" a: same static key, all session state lost.
     wire.nodes.delete(a.endpoint);
     const a2 = wire.node("a", "10.0.10.1", 1, a.keys);
-    a2.set.addPeer({ publicKey: b.keys.publicKey, name: "b", allowedIp: ip("10.0.10.2"), allowedPrefix: 32, endpoint: b.endpoint });
+    a2.set.addPeer({
+      publicKey: b.keys.publicKey,
+      name: "b",
+      allowedIp: ip("10.0.10.2"),
+      allowedPrefix: 32,
+      endpoint: b.endpoint,
+    });
     wire.clock += 1000;
     a2.set.initiateAll();
     expect(b.set.peers[0]!.handshakes).toBe(2);
@@ -240,7 +281,9 @@ describe("mesh in memory", () => {
     for (const d of oldData) expect(wire.receive(a.endpoint, b.endpoint, d.slice())).toBe(IN_DROP);
     // New session works, and (key, counter) pairs are all distinct across both sessions.
     for (let i = 0; i < 5; i++) expect(wire.send(a2, ipPacket("10.0.10.1", "10.0.10.2"), 60)).toBe(OUT_SEND);
-    const pairs = wire.log.filter((e) => e.data[0] === 4 && e.from === a.endpoint).map((e) => Buffer.from(e.data.subarray(4, 16)).toString("hex"));
+    const pairs = wire.log
+      .filter((e) => e.data[0] === 4 && e.from === a.endpoint)
+      .map((e) => Buffer.from(e.data.subarray(4, 16)).toString("hex"));
     expect(new Set(pairs).size).toBe(pairs.length);
     expect(b.delivered.length).toBe(10);
     // b's old key slot for a was retired.

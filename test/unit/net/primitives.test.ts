@@ -61,18 +61,26 @@ describe("X25519 (RFC 7748)", () => {
     expect(toHex(dh(bob, publicKeyOf(alice)))).toBe(shared);
   });
   test("a low-order point (all-zero result) is refused", () => {
-    expect(() => dh(hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"), new Uint8Array(32))).toThrow();
+    expect(() =>
+      dh(hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"), new Uint8Array(32)),
+    ).toThrow();
   });
 });
 
 describe("BLAKE2s (RFC 7693)", () => {
   test("Appendix B: BLAKE2s-256('abc')", () => {
-    expect(toHex(hash(new TextEncoder().encode("abc")))).toBe("508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
+    expect(toHex(hash(new TextEncoder().encode("abc")))).toBe(
+      "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982",
+    );
   });
   test("keyed BLAKE2s (reference blake2s-kat: key 00..1f, empty and one-byte input)", () => {
     const key = new Uint8Array(32).map((_, i) => i);
-    expect(toHex(blake2s(new Uint8Array(0), { key }))).toBe("48a8997da407876b3d79c0d92325ad3b89cbb754d86ab71aee047ad345fd2c49");
-    expect(toHex(blake2s(Uint8Array.of(0), { key }))).toBe("40d15fee7c328830166ac3f918650f807e7e01e177258cdc0a39b11f598066f1");
+    expect(toHex(blake2s(new Uint8Array(0), { key }))).toBe(
+      "48a8997da407876b3d79c0d92325ad3b89cbb754d86ab71aee047ad345fd2c49",
+    );
+    expect(toHex(blake2s(Uint8Array.of(0), { key }))).toBe(
+      "40d15fee7c328830166ac3f918650f807e7e01e177258cdc0a39b11f598066f1",
+    );
     // WireGuard's MAC is the 128-bit-output variant (a different parameter block, not a truncation).
     expect(toHex(mac(key, new Uint8Array(0)))).toBe("9536f9b267655743dee97b8a670f9f53");
   });
@@ -85,7 +93,9 @@ describe("HKDF (RFC 5869)", () => {
     const info = hex("f0f1f2f3f4f5f6f7f8f9");
     const okm = hkdf(sha256, salt, ikm, 2, info);
     const joined = Buffer.concat([okm[0]!, okm[1]!]).subarray(0, 42);
-    expect(joined.toString("hex")).toBe("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+    expect(joined.toString("hex")).toBe(
+      "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+    );
   });
 });
 

@@ -30,10 +30,19 @@ describe("timers", () => {
     expect(decideTimers({ ...inFlight, attemptsStartedMs: 10_000 }).giveUp).toBe(true);
   });
   test("keepalive 10 s after receiving data with nothing sent since", () => {
-    expect(decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 80_000 }).sendKeepalive).toBe(true);
-    expect(decideTimers({ ...base, lastRxDataMs: 95_000, lastRxMs: 95_000, lastTxMs: 80_000 }).sendKeepalive).toBe(false);
-    expect(decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 90_000 }).sendKeepalive).toBe(false);
-    expect(decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 80_000, hasSession: false }).sendKeepalive).toBe(false);
+    expect(decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 80_000 }).sendKeepalive).toBe(
+      true,
+    );
+    expect(decideTimers({ ...base, lastRxDataMs: 95_000, lastRxMs: 95_000, lastTxMs: 80_000 }).sendKeepalive).toBe(
+      false,
+    );
+    expect(decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 90_000 }).sendKeepalive).toBe(
+      false,
+    );
+    expect(
+      decideTimers({ ...base, lastRxDataMs: 89_000, lastRxMs: 89_000, lastTxMs: 80_000, hasSession: false })
+        .sendKeepalive,
+    ).toBe(false);
   });
   test("data sent but nothing heard for 15 s: new handshake (the peer may have restarted)", () => {
     expect(decideTimers({ ...base, lastTxDataMs: 84_000, lastTxMs: 84_000, lastRxMs: 80_000 }).initiate).toBe(true);

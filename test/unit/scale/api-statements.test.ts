@@ -5,11 +5,22 @@ import { Snowflake, parseSnowflake } from "../../../lib/scale/api/snowflake.ts";
 
 describe("structured writes", () => {
   test("insert: several rows, values as parameters", () => {
-    expect(buildInsert({ table: "app.t", rows: [{ a: 1, b: "x" }, { b: "y", a: 2 }] })).toEqual({
+    expect(
+      buildInsert({
+        table: "app.t",
+        rows: [
+          { a: 1, b: "x" },
+          { b: "y", a: 2 },
+        ],
+      }),
+    ).toEqual({
       sql: "INSERT INTO `app`.`t` (`a`, `b`) VALUES (?, ?), (?, ?)",
       params: [1, "x", 2, "y"],
     });
-    expect(buildInsert({ database: "app", table: "t", values: { a: null } })).toEqual({ sql: "INSERT INTO `app`.`t` (`a`) VALUES (?)", params: [null] });
+    expect(buildInsert({ database: "app", table: "t", values: { a: null } })).toEqual({
+      sql: "INSERT INTO `app`.`t` (`a`) VALUES (?)",
+      params: [null],
+    });
   });
 
   test("update/delete need a where (or all: true); null matches IS NULL", () => {
@@ -30,11 +41,15 @@ describe("structured writes", () => {
   });
 
   test("injection attempts in identifiers are refused; in values they are just data", () => {
-    for (const table of ["t; DROP TABLE x", "t`", "a.b.c", "1t", "t--", ""]) expect(() => buildInsert({ table, values: { a: 1 } })).toThrow(/identifier|table/);
+    for (const table of ["t; DROP TABLE x", "t`", "a.b.c", "1t", "t--", ""])
+      expect(() => buildInsert({ table, values: { a: 1 } })).toThrow(/identifier|table/);
     expect(() => buildInsert({ table: "t", values: { "a`) VALUES (1); DROP TABLE t; --": 1 } })).toThrow(/identifier/);
     expect(() => buildUpdate({ table: "t", set: { a: 1 }, where: { "1=1 OR id": 1 } })).toThrow(/identifier/);
     const evil = "x'); DROP TABLE t; --";
-    expect(buildInsert({ table: "t", values: { a: evil } })).toEqual({ sql: "INSERT INTO `t` (`a`) VALUES (?)", params: [evil] });
+    expect(buildInsert({ table: "t", values: { a: evil } })).toEqual({
+      sql: "INSERT INTO `t` (`a`) VALUES (?)",
+      params: [evil],
+    });
     expect(() => buildInsert({ table: "t", values: { a: { nested: 1 } } })).toThrow(/string, number, boolean or null/);
     expect(() => buildInsert({ table: "t", rows: [{ a: 1 }, { b: 2 }] })).toThrow(/same columns/);
   });

@@ -9,7 +9,10 @@ function event(type: number, body: Uint8Array, logPos = 100): Uint8Array {
   const size = 19 + body.length + 4;
   const w = new Writer().u32(1_700_000_000).u8(type).u32(1).u32(size).u32(logPos).u16(0).bytes(body);
   const noCrc = w.finish();
-  return new Writer().bytes(noCrc).u32(Bun.hash.crc32(noCrc) >>> 0).finish();
+  return new Writer()
+    .bytes(noCrc)
+    .u32(Bun.hash.crc32(noCrc) >>> 0)
+    .finish();
 }
 
 describe("scale mysql codec", () => {
@@ -31,8 +34,28 @@ describe("scale binlog codec", () => {
     expect(checksumOk(ev)).toBe(true);
     ev[20]! ^= 1;
     expect(checksumOk(ev)).toBe(false);
-    const status = new Writer().u8(0).u32(0).u8(1).u64(0x40000000).u8(4).u16(45).u16(45).u16(8).u8(5).u8(6).string("SYSTEM").u8(128).u24(123456).finish();
-    expect(parseQueryStatus(status)).toMatchObject({ flags2: 0, charsetClient: 45, collationServer: 8, timeZone: "SYSTEM", microseconds: 123456 });
+    const status = new Writer()
+      .u8(0)
+      .u32(0)
+      .u8(1)
+      .u64(0x40000000)
+      .u8(4)
+      .u16(45)
+      .u16(45)
+      .u16(8)
+      .u8(5)
+      .u8(6)
+      .string("SYSTEM")
+      .u8(128)
+      .u24(123456)
+      .finish();
+    expect(parseQueryStatus(status)).toMatchObject({
+      flags2: 0,
+      charsetClient: 45,
+      collationServer: 8,
+      timeZone: "SYSTEM",
+      microseconds: 123456,
+    });
     expect(() => parseQueryStatus(new Uint8Array([99, 0]))).toThrow(/unknown QUERY event status variable 99/);
   });
 
@@ -63,6 +86,8 @@ describe("scale binlog codec", () => {
     const rot = event(EventType.Rotate, new Writer().u64(4).string("mysql-bin.000001").finish());
     expect(g.push(rot)).toBeUndefined();
     expect(g.binlogFile).toBe("mysql-bin.000001");
-    expect(() => g.push(event(EventType.Gtid, new Writer().u64(1).u32(0).u8(0).finish()))).toThrow(/before any format description/);
+    expect(() => g.push(event(EventType.Gtid, new Writer().u64(1).u32(0).u8(0).finish()))).toThrow(
+      /before any format description/,
+    );
   });
 });

@@ -24,7 +24,12 @@ function txn(lsn: number, serverId: number, seq: number, state = `0-${serverId}-
 }
 
 function marker(lsn: number, node: number, own: string, pos: string): LogEntry {
-  return { lsn, term: 1, kind: "data", data: encodeMarker({ v: 1, node, term: 1, serverId: node, api: "http://x:1", pos, own, at: 0 }) };
+  return {
+    lsn,
+    term: 1,
+    kind: "data",
+    data: encodeMarker({ v: 1, node, term: 1, serverId: node, api: "http://x:1", pos, own, at: 0 }),
+  };
 }
 
 function store(entries: LogEntry[]): MemoryLogStore {

@@ -1,6 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import type { SettingCheck } from "../../../lib/scale/db.ts";
-import { bufferPoolTarget, cnfSnippet, connectionsTarget, parseSize, type Suggestion, suggestTuning, type TuneInput } from "../../../lib/scale/tune.ts";
+import {
+  bufferPoolTarget,
+  cnfSnippet,
+  connectionsTarget,
+  parseSize,
+  type Suggestion,
+  suggestTuning,
+  type TuneInput,
+} from "../../../lib/scale/tune.ts";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -9,12 +17,52 @@ const GiB = 1024 * MiB;
 function checks(over: Record<string, Partial<SettingCheck>> = {}): SettingCheck[] {
   const base: SettingCheck[] = [
     { name: "log_bin", value: "1", want: "1", ok: true, required: true, note: "start mariadbd with --log-bin" },
-    { name: "binlog_format", value: "ROW", want: "ROW", ok: true, required: true, fix: "SET GLOBAL binlog_format = 'ROW'", note: "row events" },
+    {
+      name: "binlog_format",
+      value: "ROW",
+      want: "ROW",
+      ok: true,
+      required: true,
+      fix: "SET GLOBAL binlog_format = 'ROW'",
+      note: "row events",
+    },
     { name: "server_id", value: "2", want: "unique", ok: true, required: true, note: "own server_id" },
-    { name: "binlog_row_image", value: "FULL", want: "FULL", ok: true, required: true, fix: "SET GLOBAL binlog_row_image = 'FULL'", note: "before-image" },
-    { name: "log_bin_compress", value: "0", want: "0", ok: true, required: true, fix: "SET GLOBAL log_bin_compress = OFF", note: "compressed" },
-    { name: "sync_binlog", value: "1", want: "1", ok: true, required: false, fix: "SET GLOBAL sync_binlog = 1", note: "power loss" },
-    { name: "innodb_flush_log_at_trx_commit", value: "1", want: "1", ok: true, required: false, fix: "SET GLOBAL innodb_flush_log_at_trx_commit = 1", note: "durable" },
+    {
+      name: "binlog_row_image",
+      value: "FULL",
+      want: "FULL",
+      ok: true,
+      required: true,
+      fix: "SET GLOBAL binlog_row_image = 'FULL'",
+      note: "before-image",
+    },
+    {
+      name: "log_bin_compress",
+      value: "0",
+      want: "0",
+      ok: true,
+      required: true,
+      fix: "SET GLOBAL log_bin_compress = OFF",
+      note: "compressed",
+    },
+    {
+      name: "sync_binlog",
+      value: "1",
+      want: "1",
+      ok: true,
+      required: false,
+      fix: "SET GLOBAL sync_binlog = 1",
+      note: "power loss",
+    },
+    {
+      name: "innodb_flush_log_at_trx_commit",
+      value: "1",
+      want: "1",
+      ok: true,
+      required: false,
+      fix: "SET GLOBAL innodb_flush_log_at_trx_commit = 1",
+      note: "durable",
+    },
   ];
   return base.map((c) => ({ ...c, ...over[c.name] }));
 }
@@ -57,7 +105,13 @@ describe("tune-mariadb suggestions", () => {
 
   test("buffer pool below target: raised, applied with SET GLOBAL in bytes, persisted in G; the assumption is stated", () => {
     const s = by(suggestTuning(input()), "innodb_buffer_pool_size");
-    expect(s).toMatchObject({ ok: false, dynamic: true, current: String(128 * MiB), suggested: String(7 * GiB), bytes: true });
+    expect(s).toMatchObject({
+      ok: false,
+      dynamic: true,
+      current: String(128 * MiB),
+      suggested: String(7 * GiB),
+      bytes: true,
+    });
     expect(s.set).toBe(`SET GLOBAL innodb_buffer_pool_size = ${7 * GiB}`);
     expect(s.cnf).toBe("innodb_buffer_pool_size = 7G");
     expect(s.why).toMatch(/one MariaDB per machine/);
@@ -76,7 +130,9 @@ describe("tune-mariadb suggestions", () => {
     const big = by(suggestTuning(input({ poolSize: 200 })), "max_connections");
     expect(big).toMatchObject({ ok: false, suggested: "408", set: "SET GLOBAL max_connections = 408" });
     expect(big.why).toContain("pool_size = 200");
-    expect(by(suggestTuning(input({}, { max_connections: "20" })), "max_connections").set).toBe("SET GLOBAL max_connections = 44");
+    expect(by(suggestTuning(input({}, { max_connections: "20" })), "max_connections").set).toBe(
+      "SET GLOBAL max_connections = 44",
+    );
   });
 
   test("durability: sync_binlog and innodb_flush_log_at_trx_commit come from check-config, explained for binlog capture", () => {
@@ -89,7 +145,14 @@ describe("tune-mariadb suggestions", () => {
       }),
     );
     const sync = by(list, "sync_binlog");
-    expect(sync).toMatchObject({ current: "0", suggested: "1", ok: false, dynamic: true, set: "SET GLOBAL sync_binlog = 1", cnf: "sync_binlog = 1" });
+    expect(sync).toMatchObject({
+      current: "0",
+      suggested: "1",
+      ok: false,
+      dynamic: true,
+      set: "SET GLOBAL sync_binlog = 1",
+      cnf: "sync_binlog = 1",
+    });
     expect(sync.why).toMatch(/crash must not lose a commit the binlog already showed/);
     const flush = by(list, "innodb_flush_log_at_trx_commit");
     expect(flush).toMatchObject({ current: "2", set: "SET GLOBAL innodb_flush_log_at_trx_commit = 1" });
@@ -97,10 +160,20 @@ describe("tune-mariadb suggestions", () => {
   });
 
   test("replication's required settings are all there; static ones are restart-only", () => {
-    const list = suggestTuning(input({ checks: checks({ log_bin: { value: "0", ok: false }, binlog_row_image: { value: "MINIMAL", ok: false } }) }));
-    for (const name of ["log_bin", "binlog_format", "server_id", "binlog_row_image", "log_bin_compress"]) by(list, name);
+    const list = suggestTuning(
+      input({
+        checks: checks({ log_bin: { value: "0", ok: false }, binlog_row_image: { value: "MINIMAL", ok: false } }),
+      }),
+    );
+    for (const name of ["log_bin", "binlog_format", "server_id", "binlog_row_image", "log_bin_compress"])
+      by(list, name);
     expect(by(list, "log_bin")).toMatchObject({ ok: false, dynamic: false, set: undefined });
-    expect(by(list, "binlog_row_image")).toMatchObject({ ok: false, dynamic: true, set: "SET GLOBAL binlog_row_image = 'FULL'", cnf: "binlog_row_image = FULL" });
+    expect(by(list, "binlog_row_image")).toMatchObject({
+      ok: false,
+      dynamic: true,
+      set: "SET GLOBAL binlog_row_image = 'FULL'",
+      cnf: "binlog_row_image = FULL",
+    });
     // The current binlog base name is persisted (changing it would move capture's binlog files).
     expect(by(list, "log_bin").cnf).toBe("log_bin = /var/lib/mysql/mysql-bin");
     expect(by(list, "server_id").cnf).toBe("server_id = 2");
@@ -116,7 +189,11 @@ describe("tune-mariadb suggestions", () => {
 
   test("max_allowed_packet and wait_timeout are raised when low, left alone when higher", () => {
     const low = suggestTuning(input({}, { max_allowed_packet: String(4 * MiB), wait_timeout: "30" }));
-    expect(by(low, "max_allowed_packet")).toMatchObject({ ok: false, suggested: String(64 * MiB), cnf: "max_allowed_packet = 64M" });
+    expect(by(low, "max_allowed_packet")).toMatchObject({
+      ok: false,
+      suggested: String(64 * MiB),
+      cnf: "max_allowed_packet = 64M",
+    });
     expect(by(low, "wait_timeout")).toMatchObject({ ok: false, suggested: "600" });
     const high = suggestTuning(input({}, { max_allowed_packet: String(1 * GiB) }));
     expect(by(high, "max_allowed_packet")).toMatchObject({ ok: true, suggested: String(GiB) });
@@ -124,7 +201,9 @@ describe("tune-mariadb suggestions", () => {
   });
 
   test("a well-tuned server gets no changes; a variable the server lacks is skipped", () => {
-    const tuned = suggestTuning(input({}, { innodb_buffer_pool_size: String(8 * GiB), max_allowed_packet: String(64 * MiB) }));
+    const tuned = suggestTuning(
+      input({}, { innodb_buffer_pool_size: String(8 * GiB), max_allowed_packet: String(64 * MiB) }),
+    );
     expect(tuned.filter((s) => !s.ok).map((s) => s.name)).toEqual([]);
     const vars = input().variables;
     delete vars.binlog_checksum;

@@ -57,7 +57,12 @@ test("scale WalLogStore behaves like the cluster's MemoryLogStore under random o
       const entries: LogEntry[] = [];
       for (let i = 0; i < n; i++) {
         const lsn = ref.lastLsn() + 1 + i;
-        entries.push({ lsn, term, kind: kinds[Math.floor(rand() * 3)]!, data: new TextEncoder().encode(`entry ${lsn} `.repeat(1 + (lsn % 9))) });
+        entries.push({
+          lsn,
+          term,
+          kind: kinds[Math.floor(rand() * 3)]!,
+          data: new TextEncoder().encode(`entry ${lsn} `.repeat(1 + (lsn % 9))),
+        });
       }
       store.append(entries);
       ref.append(entries);

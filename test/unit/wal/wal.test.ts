@@ -41,7 +41,10 @@ function payload(i: number, size = 300): Uint8Array {
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 function segmentFiles(dir: string): string[] {
-  return fs.readdirSync(dir).filter((n) => n.endsWith(".wal")).sort();
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(".wal"))
+    .sort();
 }
 
 describe("wal: append, read, reopen", () => {
@@ -94,7 +97,9 @@ describe("wal: append, read, reopen", () => {
   test("appendEntries must continue the log exactly", async () => {
     const w = await openWal({ dir: tempDir(), initialLsn: 10 });
     expect(w.lastLsn).toBe(9);
-    await expect(w.appendEntries([{ lsn: 11, term: 1, timeMs: 0, data: payload(1) }])).rejects.toThrow(/does not continue/);
+    await expect(w.appendEntries([{ lsn: 11, term: 1, timeMs: 0, data: payload(1) }])).rejects.toThrow(
+      /does not continue/,
+    );
     await w.appendEntries([
       { lsn: 10, term: 1, timeMs: 0, data: payload(10) },
       { lsn: 11, term: 1, timeMs: 0, data: payload(11) },
@@ -106,7 +111,15 @@ describe("wal: append, read, reopen", () => {
   test("appendSync is durable on return and interoperates with reads", async () => {
     const dir = tempDir();
     let w = await openWal({ dir, segmentBytes: 4096 });
-    w.appendSync(Array.from({ length: 40 }, (_, i) => ({ lsn: i + 1, term: 4, kind: 1, timeMs: Date.now(), data: payload(i + 1) })));
+    w.appendSync(
+      Array.from({ length: 40 }, (_, i) => ({
+        lsn: i + 1,
+        term: 4,
+        kind: 1,
+        timeMs: Date.now(),
+        data: payload(i + 1),
+      })),
+    );
     expect(w.lastLsn).toBe(40);
     w = await reopen(w, { dir, segmentBytes: 4096 });
     expect(w.read(40)[0]!.kind).toBe(1);
@@ -224,7 +237,9 @@ describe("wal: recovery", () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(WalCorruptionError);
-    expect((err as Error).message).toMatch(/corrupt at byte \d+: record LSN 4: checksum mismatch, yet LSN 5 .* is intact/);
+    expect((err as Error).message).toMatch(
+      /corrupt at byte \d+: record LSN 4: checksum mismatch, yet LSN 5 .* is intact/,
+    );
     expect((err as WalCorruptionError).hint).toMatch(/migrate/);
     // Nothing was cut: the file is unchanged, so an operator can still inspect it.
     expect(fs.readFileSync(path).equals(buf)).toBe(true);
@@ -318,7 +333,12 @@ describe("wal: retention", () => {
 
   test("size retention is applied on rotation; pruned ranges are refused on read and stay pruned after reopen", async () => {
     const dir = tempDir();
-    const opts = { dir, segmentBytes: 8192, retention: { maxBytes: 20_000, checkIntervalMs: 0 }, compression: "none" as const };
+    const opts = {
+      dir,
+      segmentBytes: 8192,
+      retention: { maxBytes: 20_000, checkIntervalMs: 0 },
+      compression: "none" as const,
+    };
     let w = await openWal(opts);
     for (let i = 1; i <= 400; i++) await w.append(payload(i), 1);
     const s = w.stats();
