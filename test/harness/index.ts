@@ -11,7 +11,7 @@ export {
 } from "./netns.ts";
 export { NodeProc, clusterNodeArgv, type AppendResult, type Entry } from "./cluster-node.ts";
 export { mariadbTemplate, startMariaDB, type MariaDBInstance, type MariaDBOptions, type Row } from "./mariadb.ts";
-export { freePort, freePorts } from "./ports.ts";
+export { freePort, freePorts, freeUdpPort } from "./ports.ts";
 export {
   REPO_ROOT,
   WOLF_BIN,

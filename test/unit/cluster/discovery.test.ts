@@ -2,7 +2,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { Discovery } from "../../../lib/cluster/discovery.ts";
 import { waitUntil } from "../../../lib/common/wait.ts";
-import { freePort } from "./ports.ts";
+import { freeUdpPort } from "../../harness/ports.ts";
 
 const SECRET = "c".repeat(64);
 const started: Discovery[] = [];
@@ -30,7 +30,7 @@ async function node(id: number, port: number, targets: number[], opts: { secret?
 }
 
 test("nodes of one cluster find each other; another cluster and a node without the secret are ignored and counted", async () => {
-  const [p1, p2, p3, p4] = [await freePort("udp"), await freePort("udp"), await freePort("udp"), await freePort("udp")];
+  const [p1, p2, p3, p4] = [await freeUdpPort(), await freeUdpPort(), await freeUdpPort(), await freeUdpPort()];
   const everyone = [p1, p2, p3, p4];
   const a = await node(1, p1, everyone);
   const b = await node(2, p2, everyone);
@@ -49,7 +49,7 @@ test("nodes of one cluster find each other; another cluster and a node without t
 });
 
 test("a replayed beacon is dropped; a tampered one is counted as forged", async () => {
-  const port = await freePort("udp");
+  const port = await freeUdpPort();
   const a = await node(1, port, []);
   const other = new Discovery({
     id: 2,
