@@ -7,7 +7,8 @@ import { describeSystemError, errnoReason, WolfError } from "./errors.ts";
  * Writes `data` to `path` through a temp file in the same directory, fsync and a rename (then an
  * fsync of the directory), mode 0600: a crash leaves the old file or the new one, never half of
  * one, and a returned call is durable. Failures name `path` (never the temp file) and leave no
- * temp file. Used for configs, keys, invites and the cluster's term/vote and log metadata.
+ * temp file. Used for configs, keys, invites, the cluster's term/vote and log metadata, and scale's
+ * origin baseline and node directory.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number } = {}): void {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -35,8 +36,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: {
   }
 }
 
-/** Makes a rename or create in `dir` durable. */
-function fsyncDir(dir: string): void {
+/** Makes a rename or create in `dir` durable (fsync of the directory itself). */
+export function fsyncDir(dir: string): void {
   const fd = openSync(dir, "r");
   try {
     fsyncSync(fd);

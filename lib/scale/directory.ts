@@ -4,7 +4,8 @@
  * seconds and get the whole list back (so `migrate --from <node>` can find any node). Kept in a
  * small file so a node that restarts (or is NeedsMigration and cannot read the log) still knows.
  */
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { writeFileAtomic } from "../common/files.ts";
 import { logger } from "../common/log.ts";
 
 export interface DirectoryEntry {
@@ -61,10 +62,9 @@ export class Directory {
     if (!this.dirty) return;
     this.dirty = false;
     try {
-      writeFileSync(`${this.file}.tmp`, JSON.stringify(this.all()));
-      renameSync(`${this.file}.tmp`, this.file);
+      writeFileAtomic(this.file, JSON.stringify(this.all()), { mode: 0o666 }); // 0666 less the umask, as always
     } catch (err) {
-      log.warn(`could not save the node directory ${this.file}: ${(err as Error).message}`);
+      log.warn(`could not save the node directory: ${(err as Error).message}`); // names the file
     }
   }
 }

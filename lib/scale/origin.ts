@@ -12,9 +12,10 @@
  * them); once a foreign transaction must be applied on top of them, the node is diverged and
  * needs a migration.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { LogStore, Lsn } from "../cluster/types.ts";
 import { WolfError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/files.ts";
 import { decodeTxn } from "./binlog/txn.ts";
 import { parseGtidState } from "./binlog/grouper.ts";
 import { decodeMarker, isMarker } from "./marker.ts";
@@ -101,13 +102,9 @@ export function readBaseline(file: string): Baseline | undefined {
   }
 }
 
+/** Durable before it returns (mode 0666 less the umask, as the file always had). */
 export function writeBaseline(file: string, b: Baseline): void {
-  const tmp = `${file}.tmp`;
-  writeFileSync(tmp, JSON.stringify(b));
-  const fd = openSync(tmp, "r+");
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, file);
+  writeFileAtomic(file, JSON.stringify(b), { mode: 0o666 });
 }
 
 export interface OwnRef {
