@@ -13,13 +13,20 @@ import {
   validateCommand,
 } from "../lib/common/config-commands.ts";
 import { UsageError, WolfError } from "../lib/common/errors.ts";
-import { parseIPv4 } from "../lib/net/allowedips.ts";
+import { parseIPv4 } from "../lib/net/device/allowedips.ts";
 import { isEndpoint, type NetConfig, netSchema, writeNetConfig } from "../lib/net/config.ts";
 import { controlRequest } from "../lib/net/control.ts";
 import { runNetDaemon } from "../lib/net/daemon.ts";
 import { decodeToken } from "../lib/net/invite.ts";
 import { joinMesh } from "../lib/net/join.ts";
-import { decodeKey, encodeKey, keyPairFromPrivate, loadKeyFile, newKeyPair, writeKeyFile } from "../lib/net/keys.ts";
+import {
+  decodeKey,
+  encodeKey,
+  keyPairFromPrivate,
+  loadKeyFile,
+  newKeyPair,
+  writeKeyFile,
+} from "../lib/net/device/keys.ts";
 
 const common = { ...configArgs("net"), ...dataDirArg };
 

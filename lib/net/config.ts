@@ -2,8 +2,8 @@
 import { renderConfig } from "../common/config/index.ts";
 import { ConfigError } from "../common/errors.ts";
 import { writeFileAtomic } from "../common/files.ts";
-import { maskOf, parseCidr, parseIPv4 } from "./allowedips.ts";
-import { decodeKey } from "./keys.ts";
+import { maskOf, parseCidr, parseIPv4 } from "./device/allowedips.ts";
+import { decodeKey } from "./device/keys.ts";
 import {
   bool,
   checkAbsolutePath,

@@ -13,16 +13,16 @@ import { errnoReason, WolfError } from "../common/errors.ts";
 import { ensureDir } from "../common/files.ts";
 import { logger } from "../common/log.ts";
 import { startWorker } from "../common/workers.ts";
-import { formatIPv4, parseIPv4 } from "./allowedips.ts";
+import { formatIPv4, parseIPv4 } from "./device/allowedips.ts";
 import { type NetConfig, netSettings, savePeers } from "./config.ts";
 import { claimControlSocket, type ControlHandlers, type NodeStatus, type PeerStatus, serveControl } from "./control.ts";
-import type { DataplaneEvent, DataplaneStart } from "./dataplane.worker.ts";
-import { messageType, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE } from "./handshake.ts";
+import type { DataplaneEvent, DataplaneStart } from "./device/dataplane.worker.ts";
+import { messageType, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE } from "./device/handshake.ts";
 import { DEFAULT_INVITE_TTL_MS, encodeToken, InviteBook, type JoinPeer, MSG_JOIN_REQUEST } from "./invite.ts";
-import { encodeKey, type KeyPair, loadKeyFile } from "./keys.ts";
-import { type Peer, PeerSet } from "./peers.ts";
+import { encodeKey, type KeyPair, loadKeyFile } from "./device/keys.ts";
+import { type Peer, PeerSet } from "./device/peers.ts";
 import { decodeAnnouncement, encodeAnnouncement, PEX_PORT } from "./pex.ts";
-import { G_STAGED, G_WORKERS_READY, KP_VALID, packEndpoint, SessionTable, unpackEndpoint } from "./session.ts";
+import { G_STAGED, G_WORKERS_READY, KP_VALID, packEndpoint, SessionTable, unpackEndpoint } from "./device/session.ts";
 
 const log = logger("net");
 
@@ -275,7 +275,7 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   };
   const workers: Worker[] = [];
   for (const role of ["rx", "tx"] as const) {
-    const worker = await startWorker("lib/net/dataplane.worker.ts");
+    const worker = await startWorker("lib/net/device/dataplane.worker.ts");
     worker.onmessage = onWorkerEvent;
     worker.onerror = (ev) => {
       log.error(`data plane (${role}) crashed: ${ev.message}`);

@@ -18,10 +18,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { WolfError } from "../common/errors.ts";
 import { writeFileAtomic } from "../common/files.ts";
-import { formatIPv4, maskOf, parseCidr, parseIPv4, type Prefix } from "./allowedips.ts";
+import { formatIPv4, maskOf, parseCidr, parseIPv4, type Prefix } from "./device/allowedips.ts";
 import { isEndpoint } from "./config.ts";
-import { decodeKey } from "./keys.ts";
-import { aeadOpen, aeadSeal, concat, hash, kdf2, randomBytes } from "./noise.ts";
+import { decodeKey } from "./device/keys.ts";
+import { aeadOpen, aeadSeal, concat, hash, kdf2, randomBytes } from "./device/noise.ts";
 
 export const MSG_JOIN_REQUEST = 16;
 export const MSG_JOIN_RESPONSE = 17;

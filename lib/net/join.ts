@@ -5,13 +5,13 @@
  */
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
-import { formatIPv4 } from "./allowedips.ts";
+import { formatIPv4 } from "./device/allowedips.ts";
 import { type NetConfig, writeNetConfig } from "./config.ts";
 import { controlRequest } from "./control.ts";
 import { resolveEndpoint } from "./daemon.ts";
 import { type InviteToken, type JoinResponse, makeJoinRequest, readJoinResponse } from "./invite.ts";
-import { encodeKey, type KeyPair } from "./keys.ts";
-import { unpackEndpoint } from "./session.ts";
+import { encodeKey, type KeyPair } from "./device/keys.ts";
+import { unpackEndpoint } from "./device/session.ts";
 
 const log = logger("net");
 

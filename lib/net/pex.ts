@@ -8,8 +8,8 @@
  * must be PEX_PORT, which is privileged, so only the wolf daemon (root) on that peer can send one,
  * not any user process there. Trust model: a mesh member may introduce new members (like PEX).
  */
-import { parseIPv4 } from "./allowedips.ts";
-import { decodeKey } from "./keys.ts";
+import { parseIPv4 } from "./device/allowedips.ts";
+import { decodeKey } from "./device/keys.ts";
 
 export const PEX_PORT = 960;
 

@@ -8,8 +8,8 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFil
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
-import { decodeKey, encodeKey, newKeyPair } from "../../lib/net/keys.ts";
-import { publicKeyOf } from "../../lib/net/noise.ts";
+import { decodeKey, encodeKey, newKeyPair } from "../../lib/net/device/keys.ts";
+import { publicKeyOf } from "../../lib/net/device/noise.ts";
 import {
   type Host,
   TestNet,

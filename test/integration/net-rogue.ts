@@ -9,9 +9,9 @@
  */
 import { ptr } from "bun:ffi";
 import { check, closeFd, EAGAIN, errno, libc, MSG_DONTWAIT, POLLIN } from "../../native/libc.ts";
-import { CookieGenerator } from "../../lib/net/cookie.ts";
-import { createInitiation, HandshakeState, INITIATION_MAC1_OFFSET } from "../../lib/net/handshake.ts";
-import { decodeKey, newKeyPair } from "../../lib/net/keys.ts";
+import { CookieGenerator } from "../../lib/net/device/cookie.ts";
+import { createInitiation, HandshakeState, INITIATION_MAC1_OFFSET } from "../../lib/net/device/handshake.ts";
+import { decodeKey, newKeyPair } from "../../lib/net/device/keys.ts";
 
 const [mode, ...rest] = process.argv.slice(2);
 const out = (obj: unknown) => process.stdout.write(`${JSON.stringify(obj)}\n`);

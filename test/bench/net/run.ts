@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { encodeKey, newKeyPair } from "../../../lib/net/keys.ts";
+import { encodeKey, newKeyPair } from "../../../lib/net/device/keys.ts";
 
 const root = join(import.meta.dir, "..", "..", "..");
 const args = process.argv.slice(2);

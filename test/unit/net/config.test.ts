@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfig, renderConfig } from "../../../lib/common/config/index.ts";
 import { netSchema, netSettings } from "../../../lib/net/config.ts";
-import { encodeKey, newKeyPair } from "../../../lib/net/keys.ts";
+import { encodeKey, newKeyPair } from "../../../lib/net/device/keys.ts";
 
 const key = () => encodeKey(newKeyPair().publicKey);
 const load = (extra: string, iface = "") =>

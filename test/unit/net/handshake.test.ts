@@ -1,6 +1,6 @@
 /** The Noise IK handshake and mac1/cookies, including the refusals the attack tests rely on. */
 import { describe, expect, test } from "bun:test";
-import { CookieChecker, CookieGenerator } from "../../../lib/net/cookie.ts";
+import { CookieChecker, CookieGenerator } from "../../../lib/net/device/cookie.ts";
 import {
   consumeInitiation,
   consumeResponse,
@@ -10,9 +10,9 @@ import {
   HandshakeState,
   INITIATION_MAC1_OFFSET,
   RESPONSE_MAC1_OFFSET,
-} from "../../../lib/net/handshake.ts";
-import { newKeyPair } from "../../../lib/net/keys.ts";
-import { aeadOpen, aeadSeal } from "../../../lib/net/noise.ts";
+} from "../../../lib/net/device/handshake.ts";
+import { newKeyPair } from "../../../lib/net/device/keys.ts";
+import { aeadOpen, aeadSeal } from "../../../lib/net/device/noise.ts";
 
 function pair() {
   const alice = newKeyPair();

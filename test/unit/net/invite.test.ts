@@ -3,7 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseCidr, parseIPv4 } from "../../../lib/net/allowedips.ts";
+import { parseCidr, parseIPv4 } from "../../../lib/net/device/allowedips.ts";
 import {
   decodeToken,
   encodeToken,
@@ -12,7 +12,7 @@ import {
   makeJoinRequest,
   readJoinResponse,
 } from "../../../lib/net/invite.ts";
-import { encodeKey, newKeyPair } from "../../../lib/net/keys.ts";
+import { encodeKey, newKeyPair } from "../../../lib/net/device/keys.ts";
 
 const dirs: string[] = [];
 afterEach(() => {

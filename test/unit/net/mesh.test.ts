@@ -5,11 +5,11 @@
  */
 import { describe, expect, test } from "bun:test";
 import { nobleAead } from "../../../native/sodium.ts";
-import { parseIPv4 } from "../../../lib/net/allowedips.ts";
-import { createInitiation, HandshakeState, INITIATION_MAC1_OFFSET } from "../../../lib/net/handshake.ts";
-import { CookieGenerator } from "../../../lib/net/cookie.ts";
-import { type KeyPair, newKeyPair } from "../../../lib/net/keys.ts";
-import { PeerSet } from "../../../lib/net/peers.ts";
+import { parseIPv4 } from "../../../lib/net/device/allowedips.ts";
+import { createInitiation, HandshakeState, INITIATION_MAC1_OFFSET } from "../../../lib/net/device/handshake.ts";
+import { CookieGenerator } from "../../../lib/net/device/cookie.ts";
+import { type KeyPair, newKeyPair } from "../../../lib/net/device/keys.ts";
+import { PeerSet } from "../../../lib/net/device/peers.ts";
 import {
   IN_DELIVER,
   IN_DROP,
@@ -18,7 +18,7 @@ import {
   OUT_STAGE,
   PAYLOAD_OFFSET,
   Router,
-} from "../../../lib/net/router.ts";
+} from "../../../lib/net/device/router.ts";
 import {
   G_DROP_AUTH,
   G_DROP_EXPIRED_KEY,
@@ -27,7 +27,7 @@ import {
   G_DROP_UNKNOWN_INDEX,
   packEndpoint,
   SessionTable,
-} from "../../../lib/net/session.ts";
+} from "../../../lib/net/device/session.ts";
 
 const ip = (s: string) => parseIPv4(s)!;
 

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { nobleAead, sodiumAead, sodiumUnavailableReason } from "../../../native/sodium.ts";
-import { compareTai64n, dh, hash, hkdf, mac, publicKeyOf, tai64n } from "../../../lib/net/noise.ts";
+import { compareTai64n, dh, hash, hkdf, mac, publicKeyOf, tai64n } from "../../../lib/net/device/noise.ts";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "hex"));
 const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { REPLAY_WINDOW, ReplayWindow } from "../../../lib/net/replay.ts";
+import { REPLAY_WINDOW, ReplayWindow } from "../../../lib/net/device/replay.ts";
 
 describe("ReplayWindow", () => {
   test("accepts each counter once, in any order within the window", () => {

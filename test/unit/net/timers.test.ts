@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decideTimers, type PeerTimerState } from "../../../lib/net/timers.ts";
+import { decideTimers, type PeerTimerState } from "../../../lib/net/device/timers.ts";
 
 const base: PeerTimerState = {
   nowMs: 100_000,

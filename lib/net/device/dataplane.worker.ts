@@ -9,8 +9,8 @@
  * the shared SessionTable and postMessage (which works without returning to the event loop).
  */
 import { ptr, read as readPtr } from "bun:ffi";
-import { EAGAIN, EINTR, errno, libc, MSG_WAITFORONE, POLLIN, SyscallError } from "../../native/libc.ts";
-import { aead } from "../../native/sodium.ts";
+import { EAGAIN, EINTR, errno, libc, MSG_WAITFORONE, POLLIN, SyscallError } from "../../../native/libc.ts";
+import { aead } from "../../../native/sodium.ts";
 import { IN_DELIVER, IN_NOT_DATA, OUT_SEND, OUT_STAGE, PAYLOAD_OFFSET, Router } from "./router.ts";
 import { G_DROP_NO_KEY, G_STAGED, G_WORKERS_READY, packEndpoint, type SharedBuffers, SessionTable } from "./session.ts";
 

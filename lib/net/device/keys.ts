@@ -1,7 +1,7 @@
 /** X25519 key pairs in WireGuard's text form (standard base64 of 32 bytes) and the 0600 key file. */
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { ConfigError, WolfError } from "../common/errors.ts";
-import { writeFileAtomic } from "../common/files.ts";
+import { ConfigError, WolfError } from "../../common/errors.ts";
+import { writeFileAtomic } from "../../common/files.ts";
 import { generatePrivateKey, publicKeyOf } from "./noise.ts";
 
 export interface KeyPair {

@@ -4,7 +4,7 @@
  * reads what it installs in the shared SessionTable. No sockets here: packets go out through the
  * `send` callback, time comes from `now`, so two PeerSets can be wired together in a unit test.
  */
-import type { Aead } from "../../native/sodium.ts";
+import type { Aead } from "../../../native/sodium.ts";
 import { formatIPv4 } from "./allowedips.ts";
 import { CookieChecker, CookieGenerator } from "./cookie.ts";
 import {

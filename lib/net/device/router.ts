@@ -9,7 +9,7 @@
  * Buffers are laid out so nothing is copied: the IP packet sits at offset 16, right after the
  * space for the transport header, and the tag goes right after the (padded) packet.
  */
-import type { Aead } from "../../native/sodium.ts";
+import type { Aead } from "../../../native/sodium.ts";
 import { AllowedIps, maskOf } from "./allowedips.ts";
 import { DATA_HEADER_BYTES, MSG_DATA } from "./handshake.ts";
 import {

@@ -9,7 +9,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import type { CHash } from "@noble/hashes/utils.js";
-import { concatBytes } from "../common/bytes.ts";
+import { concatBytes } from "../../common/bytes.ts";
 
 export const KEY_BYTES = 32;
 export const MAC_BYTES = 16;
