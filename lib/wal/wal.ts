@@ -15,9 +15,8 @@ import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { encodeRecord, FLAG_BATCH_END, FLAG_BATCH_START, markBatch, type WalEntry } from "./record.ts";
 import { segmentsToRemove, type RetentionPolicy } from "./retention.ts";
-import { fsyncDir, parseSegmentName, Segment, segmentName, type RecoveryNote } from "./segment.ts";
-
-const RESET_NAME = "reset.wal.tmp";
+import { recoverSegments, RESET_NAME } from "./recovery.ts";
+import { fsyncDir, Segment, segmentName, type RecoveryNote } from "./segment.ts";
 
 export type { WalEntry } from "./record.ts";
 export type { RetentionPolicy } from "./retention.ts";
@@ -143,64 +142,8 @@ export class Wal {
 
   /** Opens (creating if needed) the WAL in `opts.dir`, verifying every segment. */
   static async open(opts: WalOptions): Promise<Wal> {
-    fs.mkdirSync(opts.dir, { recursive: true, mode: 0o750 });
-    const names = fs
-      .readdirSync(opts.dir)
-      .map((name) => ({ name, lsn: parseSegmentName(name) }))
-      .filter((s): s is { name: string; lsn: number } => s.lsn !== undefined)
-      .sort((a, b) => a.lsn - b.lsn);
-    const notes: RecoveryNote[] = [];
-    const segments: Segment[] = [];
-    if (fs.existsSync(join(opts.dir, RESET_NAME))) {
-      Wal.finishReset(opts.dir, names);
-      names.splice(0);
-      for (const name of fs.readdirSync(opts.dir)) {
-        const lsn = parseSegmentName(name);
-        if (lsn !== undefined) names.push({ name, lsn });
-      }
-    }
-    const trustOrder = opts.fsync ?? true;
-    try {
-      for (let i = 0; i < names.length; i++) {
-        const { name, lsn } = names[i]!;
-        const prev = segments[segments.length - 1];
-        if (prev && lsn !== prev.lastLsn + 1) {
-          throw new WolfError(
-            "io",
-            `WAL ${opts.dir}: segment ${name} starts at LSN ${lsn} but the previous one ends at ${prev.lastLsn}`,
-            { hint: "a segment is missing or damaged; rebuild this node from a peer (wolf ctl scale migrate)" },
-          );
-        }
-        const seg = Segment.open(join(opts.dir, name), lsn, i === names.length - 1, trustOrder, notes);
-        if (seg) segments.push(seg);
-      }
-      if (segments.length === 0) {
-        const first = opts.initialLsn ?? 1;
-        segments.push(Segment.create(opts.dir, first, 0));
-      } else if (segments.length < names.length) {
-        // The last file was a torn, header-only segment: its predecessor is active again.
-        segments[segments.length - 1]!.makeWritable();
-      }
-    } catch (err) {
-      for (const s of segments) s.close();
-      throw err;
-    }
-    for (const n of notes) {
-      if (n.removed) log.warn(`WAL recovery: removed ${n.file}, a segment whose header was never completely written`);
-      else
-        log.warn(`WAL recovery: cut a torn tail of ${n.truncatedBytes} bytes from ${n.file} (from LSN ${n.fromLsn})`);
-    }
+    const { segments, notes } = recoverSegments(opts.dir, opts.fsync ?? true, opts.initialLsn ?? 1);
     return new Wal(opts, segments, notes);
-  }
-
-  /** A reset() that crashed after staging its new segment: drop the old ones, install the new. */
-  private static finishReset(dir: string, names: Array<{ name: string; lsn: number }>): void {
-    const staged = Segment.open(join(dir, RESET_NAME), undefined, true, true, []);
-    if (!staged) return; // the staged header never made it: the old log is still whole
-    for (const { name } of names) fs.unlinkSync(join(dir, name));
-    staged.renameTo(segmentName(staged.firstLsn)).close();
-    fsyncDir(dir);
-    log.warn(`WAL: finished an interrupted reset; log continues at LSN ${staged.firstLsn}`);
   }
 
   /** First LSN still stored; lastLsn + 1 when the WAL holds nothing. */
