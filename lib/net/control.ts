@@ -9,7 +9,8 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { defaultConfigPath } from "../common/config/index.ts";
-import { type ErrorCode, errnoName, errnoReason, EXIT_CODES, WolfError } from "../common/errors.ts";
+import { DaemonClient } from "../common/daemon-client.ts";
+import { WolfError } from "../common/errors.ts";
 import { ensureDir } from "../common/files.ts";
 
 export interface PeerStatus {
@@ -113,68 +114,25 @@ export async function serveControl(socketPath: string, handlers: ControlHandlers
   };
 }
 
+const CONTROL_TIMEOUT_MS = 5000;
+
 /** Calls the daemon; throws a WolfError a user can act on when it is not running. */
-export async function controlRequest<T = unknown>(
+export function controlRequest<T = unknown>(
   socketPath: string,
   method: "GET" | "POST",
   path: string,
   body?: unknown,
   opts: { configFile?: string } = {},
 ): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(`http://wolf-net${path}`, {
-      unix: socketPath,
-      method,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      headers: body === undefined ? undefined : { "content-type": "application/json" },
-      signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS),
-    } as RequestInit);
-  } catch (err) {
-    throw notReachable(socketPath, err, opts.configFile);
-  }
-  const data = (await res.json().catch(() => ({}))) as { error?: unknown; code?: unknown };
-  if (!res.ok) {
-    const code = typeof data.code === "string" && data.code in EXIT_CODES ? (data.code as ErrorCode) : "internal";
-    throw new WolfError(
-      code,
-      typeof data.error === "string"
-        ? data.error
-        : `the wolf net daemon answered HTTP ${res.status} to ${method} ${path}`,
-    );
-  }
-  return data as T;
-}
-
-const CONTROL_TIMEOUT_MS = 5000;
-
-function notReachable(socketPath: string, err: unknown, configFile?: string): WolfError {
+  const configFile = opts.configFile;
   const config = configFile && configFile !== defaultConfigPath("net") ? ` --config ${configFile}` : "";
-  const start = {
-    hint: `start it with \`wolf net up${config}\` (or check interface.control_socket in ${configFile ?? "net.toml"})`,
-    cause: err,
-  };
-  const name = errnoName(err) ?? (err as Error).name;
-  if (name === "ENOENT")
-    return new WolfError("state", `the wolf net daemon is not running (no control socket at ${socketPath})`, start);
-  if (name === "ECONNREFUSED")
-    return new WolfError(
-      "state",
-      `the wolf net daemon is not running (nothing listens on ${socketPath}; the daemon that made it is gone)`,
-      start,
-    );
-  if (name === "EACCES" || name === "EPERM") {
-    return new WolfError("io", `permission denied on the wolf net control socket ${socketPath}`, {
-      hint: "it is mode 0600 (the daemon runs as root): run this as root",
-      cause: err,
-    });
-  }
-  if (name === "TimeoutError" || name === "AbortError") {
-    return new WolfError(
-      "network",
-      `the wolf net daemon did not answer on ${socketPath} within ${CONTROL_TIMEOUT_MS / 1000} s`,
-      { hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-net)", cause: err },
-    );
-  }
-  return new WolfError("state", `the wolf net daemon is not reachable at ${socketPath}: ${errnoReason(err)}`, start);
+  const client = new DaemonClient(
+    { base: "http://wolf-net", socketPath },
+    {
+      service: "wolf net",
+      startHint: `start it with \`wolf net up${config}\` (or check interface.control_socket in ${configFile ?? "net.toml"})`,
+      timeoutMs: CONTROL_TIMEOUT_MS,
+    },
+  );
+  return client.request<T>(method, path, body);
 }

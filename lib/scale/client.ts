@@ -1,76 +1,30 @@
 /** `wolf ctl scale` and `wolf scale status`: talking to the local daemon's API and printing. */
-import { describeSystemError, errnoName, errnoReason, WolfError } from "../common/errors.ts";
+import { DaemonClient } from "../common/daemon-client.ts";
 import { formatTable } from "../common/format.ts";
 import { localApiUrl } from "./addresses.ts";
 import type { NodeView } from "./api/views.ts";
 import type { ScaleConfig } from "./config.ts";
 
+/** The local daemon's API, with the admin token; errors say how to start the daemon. */
 export class ScaleClient {
   readonly base: string;
+  private readonly client: DaemonClient;
 
-  constructor(
-    private readonly cfg: ScaleConfig,
-    private readonly file: string,
-  ) {
+  constructor(cfg: ScaleConfig, file: string) {
     this.base = localApiUrl(cfg);
+    this.client = new DaemonClient(
+      { base: this.base, token: cfg.api.admin_token },
+      {
+        service: "wolf scale",
+        startHint: `start it with: wolf scale start --config ${file} (or check [api] listen in ${file})`,
+        namesRequest: true,
+        timeoutMs: 30_000,
+      },
+    );
   }
 
-  async request<T>(method: "GET" | "POST", path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
-    let res: Response;
-    try {
-      res = await fetch(`${this.base}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${this.cfg.api.admin_token}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      throw this.notReachable(err, timeoutMs);
-    }
-    const text = await res.text();
-    let data: unknown;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = text;
-    }
-    if (!res.ok) {
-      const e = data as { error?: string; hint?: string };
-      const code = res.status === 401 ? "auth" : res.status === 400 ? "usage" : "state";
-      throw new WolfError(code, `${method} ${path}: ${e?.error ?? text.slice(0, 300)}`, { hint: e?.hint });
-    }
-    return data as T;
-  }
-
-  /** Why the daemon did not answer, as net's control client says it (lib/net/control.ts). */
-  private notReachable(err: unknown, timeoutMs: number): WolfError {
-    const start = {
-      hint: `start it with: wolf scale start --config ${this.file} (or check [api] listen in ${this.file})`,
-      cause: err,
-    };
-    const name = errnoName(err) ?? (err as Error).name;
-    if (name === "ECONNREFUSED")
-      return new WolfError("state", `the wolf scale daemon is not running (nothing answers at ${this.base})`, start);
-    if (name === "TimeoutError" || name === "AbortError") {
-      return new WolfError(
-        "network",
-        `the wolf scale daemon did not answer at ${this.base} within ${timeoutMs / 1000} s`,
-        {
-          hint: "it may be overloaded or stuck; see its log (journalctl -u wolf-scale)",
-          cause: err,
-        },
-      );
-    }
-    const known = describeSystemError(err, this.base);
-    if (known)
-      return new WolfError(known.code, `the wolf scale daemon is not reachable: ${known.message}`, {
-        hint: known.hint ?? start.hint,
-        cause: err,
-      });
-    return new WolfError("state", `the wolf scale daemon is not reachable at ${this.base}: ${errnoReason(err)}`, start);
+  request<T>(method: "GET" | "POST", path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    return this.client.request<T>(method, path, body, timeoutMs);
   }
 
   get<T>(path: string): Promise<T> {
