@@ -3,12 +3,12 @@
  * handshakes and timers), the control socket, invites, peer announcements and DNS re-resolution;
  * two Workers run the data plane (TUN → encrypt → UDP, UDP → decrypt → TUN).
  */
-import { ptr } from "bun:ffi";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { boundPort, closeFd, libc, MSG_DONTWAIT, setNonBlocking, sockaddrIn, udpSocket } from "../../native/libc.ts";
+import { closeFd, setNonBlocking } from "../../native/libc.ts";
 import { aead } from "../../native/sodium.ts";
 import { configureInterface, openTun } from "../../native/tun.ts";
+import { boundPort, udpSender, udpSocket } from "../../native/udp.ts";
 import { errnoReason, WolfError } from "../common/errors.ts";
 import { ensureDir } from "../common/files.ts";
 import { logger } from "../common/log.ts";
@@ -106,13 +106,11 @@ export async function runNetDaemon(opts: DaemonOptions): Promise<number> {
   const listenPort = boundPort(udpFd);
   const table = new SessionTable();
 
-  const c = libc();
-  const sendAddr = new Uint8Array(16);
+  const sendTo = udpSender(udpFd);
   const send = (packet: Uint8Array, endpoint: bigint) => {
     const ep = unpackEndpoint(endpoint);
     if (!ep) return;
-    sockaddrIn(ep.ip, ep.port, sendAddr);
-    c.sendto(udpFd, ptr(packet), packet.length, MSG_DONTWAIT, ptr(sendAddr), 16);
+    sendTo(packet, ep.ip, ep.port);
   };
 
   const peerSet = new PeerSet(keys, table, cipher, send, Date.now, {

@@ -8,9 +8,10 @@
  * The loops block in system calls (never in JS), so they talk to the control thread only through
  * the shared SessionTable and postMessage (which works without returning to the event loop).
  */
-import { ptr, read as readPtr } from "bun:ffi";
-import { EAGAIN, EINTR, errno, libc, MSG_WAITFORONE, POLLIN, SyscallError } from "../../../native/libc.ts";
+import { ptr } from "bun:ffi";
+import { EAGAIN, EINTR, errno, libc, POLLIN, SyscallError } from "../../../native/libc.ts";
 import { aead } from "../../../native/sodium.ts";
+import { UdpBatch } from "../../../native/udp.ts";
 import { IN_DELIVER, IN_NOT_DATA, OUT_SEND, OUT_STAGE, PAYLOAD_OFFSET, Router } from "./router.ts";
 import { G_DROP_NO_KEY, G_STAGED, G_WORKERS_READY, packEndpoint, type SharedBuffers, SessionTable } from "./session.ts";
 
@@ -32,38 +33,14 @@ export type DataplaneEvent =
   | { type: "error"; role: "tx" | "rx"; message: string };
 
 const BATCH = 64;
-const MSGHDR = 64; // struct mmsghdr on x86-64/arm64 (56-byte msghdr + msg_len + padding)
 const MAX_STAGED_PER_PEER = 32;
 const STAGED_TTL_MS = 10_000;
 
-/** Buffers whose addresses were handed to the kernel (sendmmsg/recvmmsg/poll): never collected. */
+/** Buffers whose addresses were handed to the kernel (the UDP batch, poll): never collected. */
 const keepAlive: unknown[] = [];
 
 function post(event: DataplaneEvent): void {
   self.postMessage(event);
-}
-
-/** struct mmsghdr[BATCH] with one iovec and one sockaddr_in per message, pointing into `bufs`. */
-function buildHeaders(bufs: Uint8Array[]) {
-  const hdrs = new Uint8Array(MSGHDR * BATCH);
-  const iovs = new Uint8Array(16 * BATCH);
-  const addrs = new Uint8Array(16 * BATCH);
-  const hv = new DataView(hdrs.buffer);
-  const iv = new DataView(iovs.buffer);
-  const av = new DataView(addrs.buffer);
-  const iovBase = ptr(iovs);
-  const addrBase = ptr(addrs);
-  for (let i = 0; i < BATCH; i++) {
-    iv.setBigUint64(i * 16, BigInt(ptr(bufs[i]!)), true);
-    iv.setBigUint64(i * 16 + 8, BigInt(bufs[i]!.length), true);
-    hv.setBigUint64(i * MSGHDR, BigInt(addrBase + i * 16), true); // msg_name
-    hv.setUint32(i * MSGHDR + 8, 16, true); // msg_namelen
-    hv.setBigUint64(i * MSGHDR + 16, BigInt(iovBase + i * 16), true); // msg_iov
-    hv.setBigUint64(i * MSGHDR + 24, 1n, true); // msg_iovlen
-  }
-  // Native code holds pointers into these: keep every one of them reachable for the thread's life.
-  keepAlive.push(hdrs, iovs, addrs, ...bufs);
-  return { hdrs, hdrPtr: ptr(hdrs), hv, iv, av };
 }
 
 function runTx(msg: DataplaneStart): void {
@@ -73,7 +50,8 @@ function runTx(msg: DataplaneStart): void {
   const size = PAYLOAD_OFFSET + msg.mtu + 64;
   const bufs = Array.from({ length: BATCH }, () => new Uint8Array(size));
   const bufPtrs = bufs.map((b) => ptr(b));
-  const { hdrPtr, iv, av } = buildHeaders(bufs);
+  const udp = new UdpBatch(msg.udpFd, bufs);
+  keepAlive.push(udp);
   const pfd = new Uint8Array(8);
   const pv = new DataView(pfd.buffer);
   pv.setInt32(0, msg.tunFd, true);
@@ -94,11 +72,8 @@ function runTx(msg: DataplaneStart): void {
     const result = router.encrypt(buf, length, now);
     if (router.wantHandshake && router.outPeer >= 0) ask(router.outPeer);
     if (result === OUT_SEND) {
-      iv.setBigUint64(i * 16 + 8, BigInt(router.outLength), true);
       const ep = router.outEndpoint;
-      av.setUint16(i * 16, 2, true);
-      av.setUint16(i * 16 + 2, Number(ep & 0xffffn), false);
-      av.setUint32(i * 16 + 4, Number(ep >> 16n), false);
+      udp.setMessage(i, router.outLength, Number(ep >> 16n), Number(ep & 0xffffn));
       return true;
     }
     if (result === OUT_STAGE) {
@@ -113,21 +88,6 @@ function runTx(msg: DataplaneStart): void {
       table.count(G_STAGED);
     }
     return false;
-  };
-
-  const sendBatch = (n: number) => {
-    let sent = 0;
-    while (sent < n) {
-      const r = c.sendmmsg(msg.udpFd, hdrPtr + sent * MSGHDR, n - sent, 0);
-      if (r < 0) {
-        const e = errno();
-        if (e === EINTR) continue;
-        // ENETUNREACH, EPERM (firewall)...: drop the rest of this batch, keep running.
-        sent++;
-        continue;
-      }
-      sent += r;
-    }
   };
 
   const flushStaged = (now: number) => {
@@ -146,13 +106,13 @@ function runTx(msg: DataplaneStart): void {
         bufs[n]!.set(item.data);
         if (prepare(n, item.length, now)) n++;
         if (n === BATCH) {
-          sendBatch(n);
+          udp.send(n);
           n = 0;
         }
       }
       staged.delete(peer);
     }
-    if (n > 0) sendBatch(n);
+    if (n > 0) udp.send(n);
   };
 
   for (;;) {
@@ -172,7 +132,7 @@ function runTx(msg: DataplaneStart): void {
       }
       if (prepare(n, r, now)) n++;
     }
-    if (n > 0) sendBatch(n);
+    if (n > 0) udp.send(n);
     if (stagedCount > 0) flushStaged(Date.now());
     if (idle) c.poll(pfdPtr, 1, stagedCount > 0 ? 20 : 1000);
   }
@@ -185,24 +145,20 @@ function runRx(msg: DataplaneStart): void {
   const size = PAYLOAD_OFFSET + 65536;
   const bufs = Array.from({ length: BATCH }, () => new Uint8Array(size));
   const bufPtrs = bufs.map((b) => ptr(b));
-  const { hdrPtr, hv, av } = buildHeaders(bufs);
+  const udp = new UdpBatch(msg.udpFd, bufs);
+  keepAlive.push(udp);
   let lastIp = -1;
   let lastPort = -1;
   let lastSource = 0n;
 
   for (;;) {
-    for (let i = 0; i < BATCH; i++) hv.setUint32(i * MSGHDR + 8, 16, true);
-    const n = c.recvmmsg(msg.udpFd, hdrPtr, BATCH, MSG_WAITFORONE, null);
-    if (n < 0) {
-      const e = errno();
-      if (e === EINTR || e === EAGAIN) continue;
-      throw new SyscallError("recvmmsg", e);
-    }
+    const n = udp.receive();
+    if (n === 0) continue;
     const now = Date.now();
     for (let i = 0; i < n; i++) {
-      const length = readPtr.u32(hdrPtr, i * MSGHDR + 56);
-      const ip = av.getUint32(i * 16 + 4, false);
-      const port = av.getUint16(i * 16 + 2, false);
+      const length = udp.length(i);
+      const ip = udp.sourceIp(i);
+      const port = udp.sourcePort(i);
       if (ip !== lastIp || port !== lastPort) {
         lastIp = ip;
         lastPort = port;
