@@ -28,12 +28,6 @@ export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
 export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EAGAIN = 11;
-export const EBUSY = 16;
-export const ENODEV = 19;
-export const EINVAL = 22;
 
 export interface MountOptions {
   /** Shown as the source in /proc/mounts, e.g. "wolf:default". */

@@ -6,6 +6,7 @@
  * Other subsystems may add functions here; keep it a flat list of thin bindings.
  */
 import { dlopen, FFIType, read } from "bun:ffi";
+import { ERRNO, errnoName } from "./errno.ts";
 
 const { i32, u32, u64, ptr: P } = FFIType;
 
@@ -45,8 +46,7 @@ export function errno(): number {
   return where === null ? 0 : read.i32(where, 0);
 }
 
-export const EAGAIN = 11;
-export const EINTR = 4;
+export const { EAGAIN, EINTR } = ERRNO;
 
 export const O_RDWR = 2;
 export const O_NONBLOCK = 0o4000;
@@ -73,30 +73,10 @@ export class SyscallError extends Error {
     readonly call: string,
     readonly errno: number,
   ) {
-    super(`${call}: ${ERRNO_NAMES[errno] ?? `errno ${errno}`} ${String(libc().strerror(errno))}`);
+    super(`${call}: ${errnoName(errno) ?? `errno ${errno}`} ${String(libc().strerror(errno))}`);
     this.name = "SyscallError";
   }
 }
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  4: "EINTR",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  16: "EBUSY",
-  17: "EEXIST",
-  19: "ENODEV",
-  22: "EINVAL",
-  24: "EMFILE",
-  98: "EADDRINUSE",
-  99: "EADDRNOTAVAIL",
-  101: "ENETUNREACH",
-  111: "ECONNREFUSED",
-  113: "EHOSTUNREACH",
-};
 
 /** Throws a SyscallError if `result` is negative. */
 export function check(call: string, result: number | bigint): number {

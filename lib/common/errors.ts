@@ -2,7 +2,7 @@
  * Typed errors with a message a user can act on. Every error that reaches the CLI is a WolfError
  * (or is wrapped into one), so the top level prints one clear line and picks the exit code.
  */
-import { constants as osConstants } from "node:os";
+import { errnoName as nameOfErrno } from "../../native/errno.ts";
 
 export type ErrorCode =
   | "config" // a config file or value is wrong
@@ -82,11 +82,9 @@ export function errnoName(err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException).code;
   if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) return code;
   const errno = (err as { errno?: unknown }).errno;
-  if (err.name === "SyscallError" && typeof errno === "number") return ERRNO_BY_NUMBER.get(errno);
+  if (err.name === "SyscallError" && typeof errno === "number") return nameOfErrno(errno);
   return undefined;
 }
-
-const ERRNO_BY_NUMBER = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 
 const REASONS: Record<string, string> = {
   ENOENT: "no such file or directory",

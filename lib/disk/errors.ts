@@ -2,46 +2,50 @@
  * Filesystem errors carry a Linux errno: the FUSE adapter replies with it, the S3/WebDAV views map
  * it. Thrown by lib/disk/fs for every refusal (ENOENT, EEXIST, ENOTEMPTY, EIO, ...).
  */
+import { ERRNO } from "../../native/errno.ts";
 
-export const ERRNO = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  ENXIO: 6,
-  E2BIG: 7,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EACCES: 13,
-  EBUSY: 16,
-  EEXIST: 17,
-  EXDEV: 18,
-  ENODEV: 19,
-  ENOTDIR: 20,
-  EISDIR: 21,
-  EINVAL: 22,
-  EFBIG: 27,
-  ENOSPC: 28,
-  ESPIPE: 29,
-  EROFS: 30,
-  EMLINK: 31,
-  ERANGE: 34,
-  ENAMETOOLONG: 36,
-  ENOSYS: 38,
-  ENOTEMPTY: 39,
-  ELOOP: 40,
-  ENODATA: 61,
-  EOVERFLOW: 75,
-  EOPNOTSUPP: 95,
-  ENOTCONN: 107,
-} as const;
+/** The errnos a filesystem operation reports; any other failure is EIO (see errnoOf). */
+const FS_ERRNOS = [
+  "EPERM",
+  "ENOENT",
+  "EIO",
+  "ENXIO",
+  "E2BIG",
+  "EBADF",
+  "EAGAIN",
+  "ENOMEM",
+  "EACCES",
+  "EBUSY",
+  "EEXIST",
+  "EXDEV",
+  "ENODEV",
+  "ENOTDIR",
+  "EISDIR",
+  "EINVAL",
+  "EFBIG",
+  "ENOSPC",
+  "ESPIPE",
+  "EROFS",
+  "EMLINK",
+  "ERANGE",
+  "ENAMETOOLONG",
+  "ENOSYS",
+  "ENOTEMPTY",
+  "ELOOP",
+  "ENODATA",
+  "EOVERFLOW",
+  "EOPNOTSUPP",
+  "ENOTCONN",
+] as const;
 
-export type ErrnoName = keyof typeof ERRNO;
+export type FsErrnoName = (typeof FS_ERRNOS)[number];
+
+const FS_ERRNO_SET = new Set<string>(FS_ERRNOS);
 
 export class FsError extends Error {
   readonly errno: number;
   constructor(
-    readonly code: ErrnoName,
+    readonly code: FsErrnoName,
     message?: string,
   ) {
     super(message ? `${code}: ${message}` : code);
@@ -54,6 +58,6 @@ export class FsError extends Error {
 export function errnoOf(err: unknown): number {
   if (err instanceof FsError) return err.errno;
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === "string" && code in ERRNO) return ERRNO[code as ErrnoName];
+  if (typeof code === "string" && FS_ERRNO_SET.has(code)) return ERRNO[code as FsErrnoName];
   return ERRNO.EIO;
 }

@@ -9,11 +9,14 @@
  * a close, every directory change) then costs a third of a round trip through the main thread.
  * So is FLUSH (close) of a handle that did not write, on an inode with nothing to write back.
  */
-import { EAGAIN, EINTR, ENODEV, ENOENT, readFuse, writeFuse } from "../../native/fuse.ts";
+import { ERRNO } from "../../native/errno.ts";
+import { readFuse, writeFuse } from "../../native/fuse.ts";
 import { AttrCache, type AttrCacheBuffers, FlagTable, type FlushBuffers } from "./fuse/attr-cache.ts";
 import { ATTR_OUT_SIZE, Op, OUT_HEADER_SIZE } from "./fuse/protocol.ts";
 
 declare const self: Worker;
+
+const { EAGAIN, EINTR, ENODEV, ENOENT } = ERRNO;
 
 self.onmessage = (
   event: MessageEvent<{ fd: number; bufferSize: number; attrs?: AttrCacheBuffers; flush?: FlushBuffers }>,

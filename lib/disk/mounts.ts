@@ -5,7 +5,8 @@
  */
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { EBUSY, EINVAL, MNT_DETACH, unmount } from "../../native/fuse.ts";
+import { ERRNO } from "../../native/errno.ts";
+import { MNT_DETACH, unmount } from "../../native/fuse.ts";
 import { WolfError } from "../common/errors.ts";
 import { waitUntil } from "../common/wait.ts";
 
@@ -100,11 +101,11 @@ export async function unmountDrive(
     });
   if (isDeadMount(target)) {
     const rc = unmount(target, MNT_DETACH);
-    if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `detaching ${target} failed (errno ${rc})`);
+    if (rc !== 0 && rc !== ERRNO.EINVAL) throw new WolfError("io", `detaching ${target} failed (errno ${rc})`);
     return "detached-dead";
   }
   const rc = unmount(target, 0);
-  if (rc === EBUSY) {
+  if (rc === ERRNO.EBUSY) {
     if (!opts.lazy)
       throw new WolfError("state", `${target} is busy (open files or a process inside it)`, {
         hint: "close them, or use --lazy to detach it now",
@@ -113,7 +114,7 @@ export async function unmountDrive(
     if (rc2 !== 0) throw new WolfError("io", `detaching ${target} failed (errno ${rc2})`);
     return "detached-busy";
   }
-  if (rc !== 0 && rc !== EINVAL) throw new WolfError("io", `umount ${target} failed (errno ${rc})`);
+  if (rc !== 0 && rc !== ERRNO.EINVAL) throw new WolfError("io", `umount ${target} failed (errno ${rc})`);
   await waitUntil(() => findMount(target)?.dev !== m.dev, {
     timeoutMs: opts.timeoutMs ?? 10_000,
     what: `${target} to disappear from the mount table`,

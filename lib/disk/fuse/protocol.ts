@@ -334,8 +334,13 @@ export function writeDirent(b: Buffer, at: number, ino: number, next: number, ty
 
 export function outHeader(len: number, error: number, unique: bigint): Buffer {
   const b = Buffer.allocUnsafe(OUT_HEADER_SIZE);
-  b.writeUInt32LE(len, 0);
-  b.writeInt32LE(error, 4);
-  b.writeBigUInt64LE(unique, 8);
+  writeOutHeader(b, len, error, unique);
   return b;
+}
+
+/** fuse_out_header at the start of `out`: reply length (header included), -errno or 0, request id. */
+export function writeOutHeader(out: Buffer, len: number, error: number, unique: bigint): void {
+  out.writeUInt32LE(len, 0);
+  out.writeInt32LE(error, 4);
+  out.writeBigUInt64LE(unique, 8);
 }
