@@ -29,7 +29,7 @@ const MMSGHDR_BYTES = 64; // struct mmsghdr on x86-64/arm64 (56-byte msghdr + ms
 const MSG_LEN_OFFSET = 56;
 
 /** struct sockaddr_in (16 bytes) for an IPv4 address given as a host-order u32 and a port. */
-export function sockaddrIn(ip: number, port: number, into = new Uint8Array(SOCKADDR_IN_BYTES)): Uint8Array {
+function sockaddrIn(ip: number, port: number, into = new Uint8Array(SOCKADDR_IN_BYTES)): Uint8Array {
   writeSockaddrIn(new DataView(into.buffer, into.byteOffset, SOCKADDR_IN_BYTES), 0, ip, port);
   return into;
 }

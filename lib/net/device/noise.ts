@@ -34,10 +34,6 @@ export function mac(key: Uint8Array, data: Uint8Array): Uint8Array {
   return blake2s(data, { key, dkLen: MAC_BYTES });
 }
 
-export function hmacBlake2s(key: Uint8Array, data: Uint8Array): Uint8Array {
-  return hmac(blake2s, key, data);
-}
-
 /**
  * HKDF (RFC 5869) with `n` 32-byte outputs and empty info, generic over the hash so the RFC's
  * SHA-256 vectors test the same code WireGuard's KDF1/2/3 use with BLAKE2s.

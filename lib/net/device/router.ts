@@ -121,7 +121,7 @@ export class Router {
     let peer = forcePeer;
     if (peer < 0) {
       if (length < 20 || buf[PAYLOAD_OFFSET]! >> 4 !== 4) {
-        // IPv6 (e.g. the kernel's router solicitations) has no route yet: the overlay is IPv4.
+        // IPv6 (e.g. the kernel's router solicitations) has no route: the overlay is IPv4 only.
         t.count(length >= 40 && buf[PAYLOAD_OFFSET]! >> 4 === 6 ? G_DROP_NO_ROUTE : G_DROP_MALFORMED);
         return OUT_DROP;
       }
