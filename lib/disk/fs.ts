@@ -2,11 +2,8 @@
  * The filesystem of one drive as plain async functions over chunks + metadata: what the FUSE
  * adapter (lib/disk/fuse) calls, and what tests call without a mount.
  *
- * Data path: a file is a list of fixed-size content-addressed chunks (absent = hole = zeros).
- * Writes go into a per-inode write-back buffer of dirty chunks; a chunk is hashed and stored only
- * when it is flushed (chunk completed by a sequential writer, flush/close, fsync, memory pressure,
- * age). A 4 KiB write into a 1 GiB file therefore rewrites one chunk, once, not the file, and not
- * one chunk per write. Reads merge dirty, flushing and committed chunks.
+ * Data path: a file is a list of fixed-size content-addressed chunks (absent = hole = zeros),
+ * buffered and flushed by write-back.ts. This file is the namespace, handles and lifecycle.
  *
  * Durability: metadata changes are journal records; fsync (and close of a handle that wrote,
  * with sync_on_close) waits for them — and the chunks they name — to be on stable storage.
@@ -15,8 +12,28 @@
 import { statfsSync } from "node:fs";
 import { join } from "node:path";
 import { logger } from "../common/log.ts";
-import { ChunkStore, sha256Hex } from "./chunk-store.ts";
+import { ChunkStore } from "./chunk-store.ts";
 import { FsError } from "./errors.ts";
+import {
+  type Attr,
+  type Ctx,
+  type DirEntry,
+  type DiskFsOptions,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  MAX_FILE_SIZE,
+  NAME_MAX,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  type SetAttr,
+  type StatFs,
+  SYMLINK_MAX,
+  XATTR_CREATE,
+  XATTR_NAME_MAX,
+  XATTR_REPLACE,
+  XATTR_SIZE_MAX,
+} from "./fs-types.ts";
 import {
   type Inode,
   isDir,
@@ -31,126 +48,12 @@ import {
   type Time,
 } from "./meta-state.ts";
 import { Metadata, nowTime } from "./metadata.ts";
-import { profile, record } from "./profile.ts";
+import { WriteBack, type WriteBackHost } from "./write-back.ts";
 
 const log = logger("disk:fs");
 
-export const MAX_FILE_SIZE = 2 ** 52;
-export const NAME_MAX = 255;
-export const SYMLINK_MAX = 4095;
-export const XATTR_NAME_MAX = 255;
-export const XATTR_SIZE_MAX = 65536;
 const S_ISGID = 0o2000;
 const S_ISUID = 0o4000;
-
-export const RENAME_NOREPLACE = 1;
-export const RENAME_EXCHANGE = 2;
-export const RENAME_WHITEOUT = 4;
-export const XATTR_CREATE = 1;
-export const XATTR_REPLACE = 2;
-export const FALLOC_FL_KEEP_SIZE = 1;
-export const FALLOC_FL_PUNCH_HOLE = 2;
-export const FALLOC_FL_ZERO_RANGE = 0x10;
-export const SEEK_SET = 0;
-export const SEEK_CUR = 1;
-export const SEEK_END = 2;
-export const SEEK_DATA = 3;
-export const SEEK_HOLE = 4;
-
-export interface Ctx {
-  uid: number;
-  gid: number;
-}
-
-export interface Attr {
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  size: number;
-  blocks: number;
-  atime: Time;
-  mtime: Time;
-  ctime: Time;
-}
-
-export interface SetAttr {
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  size?: number;
-  atime?: Time | "now";
-  mtime?: Time | "now";
-  ctime?: Time;
-}
-
-export interface DirEntry {
-  name: string;
-  ino: number;
-  /** Type bits (S_IFMT part of the mode). */
-  type: number;
-  /** Offset to pass to readdir to continue after this entry. */
-  next: number;
-}
-
-export interface StatFs {
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  bsize: number;
-  frsize: number;
-  namelen: number;
-}
-
-export interface DiskFsOptions {
-  /** The drive's directory: chunks/ and meta/ live under it. */
-  dir: string;
-  /** Chunk size for a new drive (an existing drive keeps its own). Default 4 MiB. */
-  chunkSize?: number;
-  /** Dirty write-back data above which writers wait for flushes. Default 256 MiB. */
-  writeBufferBytes?: number;
-  /** Make data and metadata durable when a handle that wrote is flushed (close). Default true. */
-  syncOnClose?: boolean;
-  /** Journal bytes between checkpoints. */
-  checkpointBytes?: number;
-  /** Background tick: syncs the journal, collects garbage, flushes old dirty data. 0 = no timer. */
-  tickMs?: number;
-  /** Dirty data older than this is flushed by the tick. */
-  dirtyExpireMs?: number;
-  /** Memory for whole chunks read by sequential readers. Default 64 MiB. */
-  cacheBytes?: number;
-  /** Owner of the root directory of a new drive. */
-  root?: { mode?: number; uid?: number; gid?: number };
-}
-
-/** Write-back state of one regular file. */
-interface FileData {
-  ino: number;
-  dirty: Map<number, Buffer>;
-  flushing: Map<number, Buffer>;
-  loads: Map<number, Promise<void>>;
-  /**
-   * Dirty chunks written from offset 0 on without reading their old bytes first (a sequential
-   * overwrite): only [0, fill) is valid; the old bytes past it are merged in when something needs
-   * them (a read past fill, a write past fill, a flush) — or never, once fill reaches `need`
-   * (the chunk's length when the overwrite began).
-   */
-  partial: Map<number, { fill: number; need: number }>;
-  completing: Map<number, Promise<void>>;
-  /** Bumped when a truncate or hole punch changes committed chunks under partial buffers. */
-  epoch: number;
-  /** Size including writes not yet committed. */
-  size?: number;
-  mtime?: Time;
-  dirtyBytes: number;
-  dirtySince: number;
-  chain: Promise<void>;
-  error?: unknown;
-}
 
 interface Handle {
   ino: number;
@@ -170,37 +73,19 @@ function validName(name: string): void {
   if (name.length > NAME_MAX) throw new FsError("ENAMETOOLONG");
 }
 
-/**
- * A zeroed buffer over a SharedArrayBuffer: write-back buffers are hashed by a worker
- * (ChunkStore.hashChunk) straight from memory this thread keeps using for reads.
- */
-function sharedBuffer(size: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(size));
-}
-
-/**
- * Size of a write-back buffer that must hold `need` bytes: small files stay small, a buffer
- * past a quarter of the chunk goes straight to the whole chunk (a sequential writer fills it).
- */
-function bufferSize(chunkSize: number, need: number, current: number): number {
-  if (need > chunkSize / 4) return chunkSize;
-  return Math.min(chunkSize, Math.max(need, current * 2, 64 * 1024));
-}
-
 function cmpTime(a: Time, b: Time): number {
   return a[0] - b[0] || a[1] - b[1];
 }
 
-export class DiskFs {
+export class DiskFs implements WriteBackHost {
   readonly chunkSize: number;
-  private readonly files = new Map<number, FileData>();
+  /** Write-back buffers and the data path (read, write, flush, truncate). */
+  readonly data: WriteBack;
   private readonly handles = new Map<number, Handle>();
   private readonly dirHandles = new Map<number, DirHandle>();
   private readonly openCount = new Map<number, number>();
   private readonly lookups = new Map<number, number>();
   private readonly gcCandidates = new Set<string>();
-  private readonly inflight = new Set<Promise<void>>();
-  private readonly lastReadEnd = new Map<number, number>();
   /**
    * Inodes written since their last sync. With the kernel's writeback cache, the WRITE that
    * carries a file's data names whichever handle the kernel picked, not necessarily the one
@@ -208,12 +93,9 @@ export class DiskFs {
    */
   private readonly unsynced = new Set<number>();
   private nextFh = 1;
-  private dirtyTotal = 0;
   private timer?: Timer;
   private ticking = false;
   private closed = false;
-  private readonly zero: Buffer;
-  private readonly writeBufferBytes: number;
   private readonly syncOnClose: boolean;
   private readonly dirtyExpireMs: number;
 
@@ -224,8 +106,7 @@ export class DiskFs {
     opts: DiskFsOptions,
   ) {
     this.chunkSize = meta.state.chunkSize;
-    this.zero = Buffer.alloc(this.chunkSize);
-    this.writeBufferBytes = opts.writeBufferBytes ?? 256 * 1024 * 1024;
+    this.data = new WriteBack(this.chunkSize, meta.state, store, this, opts.writeBufferBytes ?? 256 * 1024 * 1024);
     this.syncOnClose = opts.syncOnClose ?? true;
     this.dirtyExpireMs = opts.dirtyExpireMs ?? 5000;
     meta.state.onUnreferenced = (hash) => this.gcCandidates.add(hash);
@@ -302,7 +183,7 @@ export class DiskFs {
     return inode;
   }
 
-  private regInode(ino: number): Inode {
+  regInode(ino: number): Inode {
     const inode = this.inode(ino);
     if (isDir(inode.mode)) throw new FsError("EISDIR");
     if (!isReg(inode.mode)) throw new FsError("EINVAL", "not a regular file");
@@ -323,7 +204,7 @@ export class DiskFs {
 
   /** Nothing buffered or unsynced for `ino`: flush() of a handle that did not write has nothing to do. */
   isClean(ino: number): boolean {
-    return !this.unsynced.has(ino) && !this.files.has(ino);
+    return !this.unsynced.has(ino) && !this.data.files.has(ino);
   }
 
   /** Handle `fh` is open and has not written since its last sync. */
@@ -332,11 +213,12 @@ export class DiskFs {
     return h !== undefined && !h.wrote;
   }
 
-  private changed(ino: number): void {
+  changed(ino: number): void {
     this.onAttrChange?.(ino);
   }
 
-  private commit(op: MetaOp): void {
+  /** Commits `op` and hands the FUSE layer the new attributes of every inode it touched. */
+  commit(op: MetaOp): void {
     const notify = this.onAttrChange;
     if (!notify) {
       this.meta.commit(op);
@@ -373,40 +255,14 @@ export class DiskFs {
     }
   }
 
-  private fileData(ino: number): FileData {
-    let fd = this.files.get(ino);
-    if (!fd) {
-      fd = {
-        ino,
-        dirty: new Map(),
-        flushing: new Map(),
-        loads: new Map(),
-        partial: new Map(),
-        completing: new Map(),
-        epoch: 0,
-        dirtyBytes: 0,
-        dirtySince: 0,
-        chain: Promise.resolve(),
-      };
-      this.files.set(ino, fd);
-      this.onDirty?.(ino);
-    }
-    return fd;
-  }
-
-  private sizeOf(inode: Inode): number {
-    const fd = this.files.get(inode.ino);
-    return fd?.size !== undefined ? Math.max(fd.size, inode.size) : inode.size;
-  }
-
   attr(inode: Inode): Attr {
-    const fd = this.files.get(inode.ino);
-    const size = isDir(inode.mode) ? 4096 : this.sizeOf(inode);
+    const file = this.data.files.get(inode.ino);
+    const size = isDir(inode.mode) ? 4096 : this.data.sizeOf(inode);
     let stored = 0;
     if (inode.chunks) stored = inode.chunks.size * this.chunkSize;
-    if (fd) stored += fd.dirtyBytes;
-    const mtime = fd?.mtime && cmpTime(fd.mtime, inode.mtime) > 0 ? fd.mtime : inode.mtime;
-    const ctime = fd?.mtime && cmpTime(fd.mtime, inode.ctime) > 0 ? fd.mtime : inode.ctime;
+    if (file) stored += file.dirtyBytes;
+    const mtime = file?.mtime && cmpTime(file.mtime, inode.mtime) > 0 ? file.mtime : inode.mtime;
+    const ctime = file?.mtime && cmpTime(file.mtime, inode.ctime) > 0 ? file.mtime : inode.ctime;
     return {
       ino: inode.ino,
       mode: inode.mode,
@@ -426,14 +282,13 @@ export class DiskFs {
     const inode = this.meta.state.get(ino);
     if (!inode || inode.nlink > 0) return;
     if ((this.openCount.get(ino) ?? 0) > 0 || (this.lookups.get(ino) ?? 0) > 0) return;
-    const fd = this.files.get(ino);
-    if (fd && (fd.flushing.size > 0 || fd.loads.size > 0 || fd.completing.size > 0)) {
-      void fd.chain.then(() => this.maybePurge(ino));
+    const file = this.data.files.get(ino);
+    if (file && (file.flushing.size > 0 || file.loads.size > 0 || file.completing.size > 0)) {
+      void file.chain.then(() => this.maybePurge(ino));
       return;
     }
-    if (fd) {
-      this.dirtyTotal -= fd.dirtyBytes;
-      this.files.delete(ino);
+    if (file) {
+      this.data.drop(ino);
       this.changed(ino);
     }
     this.commit({ op: "purge", ino });
@@ -607,7 +462,7 @@ export class DiskFs {
     const inode = this.inode(ino);
     if (changes.size !== undefined) {
       this.regInode(ino);
-      await this.truncate(ino, changes.size);
+      await this.data.truncate(ino, changes.size);
     }
     const now = this.now();
     if (
@@ -634,9 +489,9 @@ export class DiskFs {
     if (changes.atime !== undefined) meta.atime = changes.atime === "now" ? now : changes.atime;
     if (changes.mtime !== undefined) {
       // An explicit mtime wins over the write time of buffered data: commit that data first.
-      if (this.files.has(ino)) await this.flushFile(ino);
-      const fd = this.files.get(ino);
-      if (fd) fd.mtime = undefined;
+      if (this.data.files.has(ino)) await this.data.flushFile(ino);
+      const file = this.data.files.get(ino);
+      if (file) file.mtime = undefined;
       this.changed(ino);
       meta.mtime = changes.mtime === "now" ? now : changes.mtime;
     }
@@ -702,23 +557,23 @@ export class DiskFs {
     this.handles.delete(fh);
     try {
       if (this.syncOnClose) await this.persist(h.ino, h.wrote);
-      else await this.flushFile(h.ino);
+      else await this.data.flushFile(h.ino);
     } finally {
       const n = (this.openCount.get(h.ino) ?? 1) - 1;
       if (n > 0) this.openCount.set(h.ino, n);
       else {
         this.openCount.delete(h.ino);
         this.maybePurge(h.ino);
-        const fd = this.files.get(h.ino);
+        const file = this.data.files.get(h.ino);
         if (
-          fd &&
-          fd.dirty.size === 0 &&
-          fd.flushing.size === 0 &&
-          fd.loads.size === 0 &&
-          fd.size === undefined &&
-          !fd.mtime
+          file &&
+          file.dirty.size === 0 &&
+          file.flushing.size === 0 &&
+          file.loads.size === 0 &&
+          file.size === undefined &&
+          !file.mtime
         )
-          this.files.delete(h.ino);
+          this.data.files.delete(h.ino);
       }
     }
   }
@@ -727,7 +582,7 @@ export class DiskFs {
   async flush(fh: number): Promise<void> {
     const h = this.handle(fh);
     if (this.syncOnClose) await this.persist(h.ino, h.wrote);
-    else await this.flushFile(h.ino);
+    else await this.data.flushFile(h.ino);
   }
 
   async fsync(ino: number, _datasync = false): Promise<void> {
@@ -743,7 +598,7 @@ export class DiskFs {
     const needed = force || this.unsynced.has(ino);
     this.unsynced.delete(ino);
     try {
-      if (this.files.has(ino)) await this.flushFile(ino);
+      if (this.data.files.has(ino)) await this.data.flushFile(ino);
       if (needed) await this.meta.sync();
     } catch (err) {
       if (needed) {
@@ -761,426 +616,28 @@ export class DiskFs {
   }
 
   // -------------------------------------------------------------------------------------------
-  // data
+  // data (write-back.ts)
 
-  async read(ino: number, offset: number, length: number): Promise<Buffer> {
-    const pending = this.files.get(ino);
-    if (pending && pending.partial.size > 0) {
-      // A read past the written prefix of a partial chunk needs its old bytes merged first.
-      const cs = this.chunkSize;
-      const waits: Promise<void>[] = [];
-      for (const [idx, p] of pending.partial)
-        if (idx * cs + p.fill < offset + length && (idx + 1) * cs > offset)
-          waits.push(this.completeChunk(ino, pending, idx));
-      if (waits.length) await Promise.all(waits);
-    }
-    const inode = this.regInode(ino);
-    const size = this.sizeOf(inode);
-    if (offset >= size || length <= 0) return Buffer.alloc(0);
-    const end = Math.min(offset + length, size);
-    const fd = this.files.get(ino);
-    const cs = this.chunkSize;
-    const first = Math.floor(offset / cs);
-    if (Math.floor((end - 1) / cs) === first && !fd?.dirty.has(first) && !fd?.flushing.has(first)) {
-      // Within one cached chunk (the usual sequential read): the reply is a view of the cached
-      // chunk, no copy (cached chunks are never modified; eviction only drops them).
-      const hash = inode.chunks!.get(first);
-      const whole = hash === undefined ? undefined : this.store.cached(hash);
-      if (whole && end - first * cs <= whole.length) {
-        const sequential = this.lastReadEnd.get(ino) === offset || offset % cs === 0;
-        this.lastReadEnd.set(ino, end);
-        if (this.lastReadEnd.size > 4096) this.lastReadEnd.delete(this.lastReadEnd.keys().next().value as number);
-        const next = sequential ? inode.chunks!.get(first + 1) : undefined;
-        if (next && !fd?.dirty.has(first + 1)) {
-          this.store.pin(next);
-          void this.store
-            .loadWhole(next)
-            .catch(() => {})
-            .finally(() => this.store.unpin(next));
-        }
-        return whole.subarray(offset - first * cs, end - first * cs);
-      }
-    }
-    const out = Buffer.alloc(end - offset);
-    const jobs: Promise<unknown>[] = [];
-    // Sequential readers get whole chunks through the cache, and the next chunk fetched ahead.
-    const sequential = this.lastReadEnd.get(ino) === offset || offset % cs === 0;
-    this.lastReadEnd.set(ino, end);
-    if (this.lastReadEnd.size > 4096) this.lastReadEnd.delete(this.lastReadEnd.keys().next().value as number);
-    for (let pos = offset; pos < end; ) {
-      const idx = Math.floor(pos / cs);
-      const cOff = pos - idx * cs;
-      const n = Math.min(cs - cOff, end - pos);
-      const at = pos - offset;
-      const buffered = fd?.dirty.get(idx) ?? fd?.flushing.get(idx);
-      if (buffered) {
-        if (cOff < buffered.length) buffered.copy(out, at, cOff, Math.min(cOff + n, buffered.length));
-      } else {
-        const hash = inode.chunks!.get(idx);
-        if (hash) {
-          const whole = this.store.cached(hash);
-          if (whole) {
-            if (cOff < whole.length) whole.copy(out, at, cOff, Math.min(cOff + n, whole.length));
-          } else {
-            this.store.pin(hash);
-            const job = sequential
-              ? this.store.loadWhole(hash).then((buf) => {
-                  if (cOff < buf.length) buf.copy(out, at, cOff, Math.min(cOff + n, buf.length));
-                })
-              : this.store.readInto(hash, cOff, n, out, at);
-            jobs.push(job.finally(() => this.store.unpin(hash)));
-          }
-          if (sequential) {
-            const next = inode.chunks!.get(idx + 1);
-            if (next && !fd?.dirty.has(idx + 1)) {
-              this.store.pin(next);
-              void this.store
-                .loadWhole(next)
-                .catch(() => {})
-                .finally(() => this.store.unpin(next));
-            }
-          }
-        }
-      }
-      pos += n;
-    }
-    if (jobs.length) await Promise.all(jobs);
-    return out;
+  read(ino: number, offset: number, length: number): Promise<Buffer> {
+    return this.data.read(ino, offset, length);
   }
 
-  /** Makes chunk `idx` of `ino` a dirty buffer holding its current contents. */
-  private loadChunk(ino: number, fd: FileData, idx: number): Promise<void> {
-    let job = fd.loads.get(idx);
-    if (job) return job;
-    job = (async () => {
-      const base = await this.readBase(ino, fd, idx);
-      if (!fd.dirty.has(idx)) this.installDirty(fd, idx, base);
-    })().finally(() => fd.loads.delete(idx));
-    fd.loads.set(idx, job);
-    return job;
+  write(ino: number, offset: number, data: Uint8Array, fh?: number): Promise<number> {
+    return this.data.write(ino, offset, data, fh);
   }
 
-  /** The current bytes of chunk `idx` under its dirty buffer (a copy the caller may change). */
-  private async readBase(ino: number, fd: FileData, idx: number): Promise<Buffer> {
-    const flushing = fd.flushing.get(idx);
-    if (flushing) {
-      const base = sharedBuffer(flushing.length);
-      flushing.copy(base);
-      return base;
-    }
-    const hash = this.meta.state.get(ino)?.chunks?.get(idx);
-    if (!hash) return Buffer.alloc(0);
-    this.store.pin(hash);
-    const started = performance.now();
-    try {
-      // Block checksums verify it, as for any read; the SHA-256 is checked when it was written.
-      const len = await this.store.length(hash);
-      const base = sharedBuffer(len);
-      await this.store.readInto(hash, 0, len, base, 0);
-      record(profile.chunkLoads, performance.now() - started, len);
-      return base;
-    } finally {
-      this.store.unpin(hash);
-    }
+  lseek(ino: number, offset: number, whence: number): number {
+    return this.data.lseek(ino, offset, whence);
   }
 
-  /** Merges the old bytes past the written prefix of a partial chunk (see FileData.partial). */
-  private completeChunk(ino: number, fd: FileData, idx: number): Promise<void> {
-    let job = fd.completing.get(idx);
-    if (job) return job;
-    job = (async () => {
-      for (;;) {
-        if (!fd.partial.has(idx)) return;
-        const epoch = fd.epoch;
-        const base = await this.readBase(ino, fd, idx);
-        if (fd.epoch !== epoch) continue; // truncated meanwhile: read the new base
-        const p = fd.partial.get(idx);
-        let buf = fd.dirty.get(idx);
-        if (!p || !buf) return;
-        // Old bytes past `need` were past the end of the file (or cut by a truncate): zeros.
-        const end = Math.min(base.length, p.need);
-        if (end > p.fill) {
-          if (buf.length < end) {
-            const grown = sharedBuffer(bufferSize(this.chunkSize, end, buf.length));
-            buf.copy(grown);
-            this.installDirty(fd, idx, grown);
-            buf = grown;
-          }
-          base.copy(buf, p.fill, p.fill, end);
-        }
-        fd.partial.delete(idx);
-        return;
-      }
-    })().finally(() => fd.completing.delete(idx));
-    fd.completing.set(idx, job);
-    return job;
+  buffered(ino: number): void {
+    this.onDirty?.(ino);
   }
 
-  private installDirty(fd: FileData, idx: number, buf: Buffer): void {
-    this.changed(fd.ino);
-    const old = fd.dirty.get(idx);
-    if (old) fd.dirtyBytes -= old.length;
-    if (fd.dirty.size === 0 && fd.dirtyBytes === 0) fd.dirtySince = Date.now();
-    fd.dirty.set(idx, buf);
-    fd.dirtyBytes += buf.length;
-    this.dirtyTotal += buf.length - (old?.length ?? 0);
-  }
-
-  async write(ino: number, offset: number, data: Uint8Array, fh?: number): Promise<number> {
-    const inode = this.regInode(ino);
+  wrote(ino: number, fh?: number): void {
     if (fh !== undefined) this.handle(fh).wrote = true;
     this.unsynced.add(ino);
     this.onDirty?.(ino, fh);
-    const end = offset + data.length;
-    if (end > MAX_FILE_SIZE) throw new FsError("EFBIG");
-    if (data.length === 0) return 0;
-    const fd = this.fileData(ino);
-    if (fd.error) {
-      const err = fd.error;
-      fd.error = undefined;
-      throw err;
-    }
-    const cs = this.chunkSize;
-    const completed: number[] = [];
-    for (let pos = offset; pos < end; ) {
-      const idx = Math.floor(pos / cs);
-      const cOff = pos - idx * cs;
-      const n = Math.min(cs - cOff, end - pos);
-      let buf = fd.dirty.get(idx);
-      const partial = fd.partial.get(idx);
-      if (buf && partial && cOff > partial.fill) {
-        await this.completeChunk(ino, fd, idx); // a gap after the written prefix needs the old bytes
-        continue;
-      }
-      if (!buf) {
-        const existing = Math.min(Math.max(this.sizeOf(inode) - idx * cs, 0), cs);
-        const hasOld = fd.flushing.has(idx) || inode.chunks!.has(idx);
-        if (hasOld && !(cOff === 0 && n >= existing)) {
-          if (cOff !== 0 || fd.loads.has(idx) || fd.completing.has(idx)) {
-            await this.loadChunk(ino, fd, idx);
-            continue; // re-check: the buffer may have moved while we waited
-          }
-          // The start of a sequential overwrite: the old bytes are read only if they are needed.
-          fd.partial.set(idx, { fill: 0, need: existing });
-        }
-        this.installDirty(fd, idx, sharedBuffer(bufferSize(cs, cOff + n, 0)));
-        buf = fd.dirty.get(idx)!;
-      }
-      if (buf.length < cOff + n) {
-        const grown = sharedBuffer(bufferSize(cs, cOff + n, buf.length));
-        buf.copy(grown);
-        this.installDirty(fd, idx, grown);
-        buf = grown;
-      }
-      buf.set(data.subarray(pos - offset, pos - offset + n), cOff);
-      const p = fd.partial.get(idx);
-      if (p) {
-        p.fill = Math.max(p.fill, cOff + n);
-        if (p.fill >= p.need) fd.partial.delete(idx); // every old byte is overwritten
-      }
-      if (cOff + n === cs) completed.push(idx);
-      pos += n;
-    }
-    fd.size = Math.max(this.sizeOf(inode), end);
-    fd.mtime = this.now();
-    this.changed(ino);
-    if (completed.length) {
-      // A sequential writer finished these chunks: store them now, in the background.
-      this.flushFile(ino, completed).catch((err) => (fd.error ??= err));
-    }
-    if (this.dirtyTotal > this.writeBufferBytes) await this.relieve();
-    return data.length;
-  }
-
-  /** Flushes the files with the most dirty data until the write-back buffer is under its limit. */
-  private async relieve(): Promise<void> {
-    while (this.dirtyTotal > this.writeBufferBytes) {
-      // Chunks being stored still count: waiting for them beats flushing half-written chunks.
-      if (this.inflight.size > 0) {
-        await Promise.race(this.inflight);
-        continue;
-      }
-      let worst: number | undefined;
-      let most = 0;
-      for (const [ino, fd] of this.files) {
-        if (fd.dirtyBytes > most) {
-          most = fd.dirtyBytes;
-          worst = ino;
-        }
-      }
-      if (worst === undefined) return;
-      // Only the oldest of its chunks, down to 7/8 of the limit: flushing all of a file that is
-      // written at random would make every next write read its chunk back.
-      const excess = this.dirtyTotal - (this.writeBufferBytes * 7) / 8;
-      const oldest: number[] = [];
-      let bytes = 0;
-      for (const [idx, buf] of this.files.get(worst)!.dirty) {
-        if (bytes >= excess) break;
-        oldest.push(idx);
-        bytes += buf.length;
-      }
-      if (oldest.length === 0) return;
-      await this.flushFile(worst, oldest);
-    }
-  }
-
-  /**
-   * Commits dirty chunks of `ino` (all, or `only`) to the chunk store and the journal. The buffers
-   * are taken at once and stored concurrently with other flushes of the same file (the disk likes
-   * several writes in flight); the journal records are committed in the order the flushes began.
-   */
-  flushFile(ino: number, only?: number[]): Promise<void> {
-    const fd = this.files.get(ino);
-    if (!fd) return Promise.resolve();
-    const prev = fd.chain;
-    const job = this.flushNow(ino, fd, prev, only);
-    const settled = job.catch(() => {});
-    fd.chain = settled;
-    this.inflight.add(settled);
-    void settled.then(() => this.inflight.delete(settled));
-    return job;
-  }
-
-  private async flushNow(ino: number, fd: FileData, prev: Promise<void>, only?: number[]): Promise<void> {
-    if (fd.error && !only) {
-      const err = fd.error;
-      fd.error = undefined;
-      await prev;
-      throw err;
-    }
-    // Partial chunks get their old bytes first: a chunk is stored whole.
-    for (;;) {
-      const partial = (only ?? [...fd.dirty.keys()]).filter((i) => fd.partial.has(i));
-      if (partial.length === 0) break;
-      await Promise.all(partial.map((i) => this.completeChunk(ino, fd, i)));
-    }
-    const inode = this.meta.state.get(ino);
-    if (!inode) return prev;
-    const indices = (only ?? [...fd.dirty.keys()]).filter((i) => fd.dirty.has(i));
-    const size = this.sizeOf(inode);
-    const mtime = fd.mtime;
-    if (indices.length === 0 && size === inode.size && !mtime) return prev;
-    const cs = this.chunkSize;
-    const snapshot = new Map<number, Buffer>();
-    for (const idx of indices) {
-      const buf = fd.dirty.get(idx)!;
-      fd.dirty.delete(idx);
-      fd.flushing.set(idx, buf);
-      snapshot.set(idx, buf);
-    }
-    const updates: [number, string | null][] = [];
-    const pinned: string[] = [];
-    try {
-      const stored = Promise.all(
-        [...snapshot].map(async ([idx, buf]) => {
-          const len = Math.min(buf.length, Math.max(size - idx * cs, 0));
-          const data = buf.subarray(0, len);
-          if (len === 0 || data.equals(this.zero.subarray(0, len))) {
-            updates.push([idx, null]);
-            return;
-          }
-          const { hash, header } = await this.store.hashChunk(data);
-          this.store.pin(hash);
-          pinned.push(hash);
-          await this.store.put(hash, data, header);
-          updates.push([idx, hash]);
-        }),
-      );
-      // Wait for our own stores even if an earlier flush failed, then keep the journal order.
-      await Promise.allSettled([stored, prev]);
-      await stored;
-      if (this.meta.state.get(ino)) {
-        const op: Extract<MetaOp, { op: "setattr" }> = {
-          op: "setattr",
-          ino,
-          chunks: updates.sort((a, b) => a[0] - b[0]),
-        };
-        if (size > inode.size) op.size = size;
-        if (mtime) op.mtime = op.ctime = mtime;
-        this.commit(op);
-      }
-    } catch (err) {
-      // Keep the data: put it back unless newer writes (or a newer flush) replaced it.
-      for (const [idx, buf] of snapshot)
-        if (!fd.dirty.has(idx) && fd.flushing.get(idx) === buf) this.installDirty(fd, idx, buf);
-      log.error(`flush of inode ${ino} failed: ${(err as Error).message}`);
-      throw err instanceof FsError
-        ? err
-        : new FsError((err as NodeJS.ErrnoException).code === "ENOSPC" ? "ENOSPC" : "EIO", (err as Error).message);
-    } finally {
-      for (const hash of pinned) this.store.unpin(hash);
-      for (const [idx, buf] of snapshot) {
-        if (fd.flushing.get(idx) === buf) fd.flushing.delete(idx);
-        fd.dirtyBytes -= buf.length;
-        this.dirtyTotal -= buf.length;
-      }
-      this.changed(ino);
-    }
-    if (fd.size !== undefined && fd.size <= inode.size) fd.size = undefined;
-    if (fd.mtime === mtime) fd.mtime = undefined;
-    this.changed(ino);
-  }
-
-  private truncate(ino: number, size: number): Promise<void> {
-    if (size > MAX_FILE_SIZE || size < 0) return Promise.reject(new FsError(size < 0 ? "EINVAL" : "EFBIG"));
-    const fd = this.fileData(ino);
-    const flushed = this.flushFile(ino);
-    const job = flushed.then(async () => {
-      const inode = this.regInode(ino);
-      const cs = this.chunkSize;
-      const updates: [number, string | null][] = [];
-      let pinnedHash: string | undefined;
-      try {
-        if (size < inode.size && size % cs !== 0) {
-          const b = Math.floor(size / cs);
-          const hash = inode.chunks!.get(b);
-          if (hash) {
-            this.store.pin(hash);
-            let data: Buffer;
-            try {
-              data = await this.store.readAll(hash);
-            } finally {
-              this.store.unpin(hash);
-            }
-            const keep = size - b * cs;
-            if (data.length > keep) {
-              const cut = data.subarray(0, keep);
-              if (cut.equals(this.zero.subarray(0, keep))) updates.push([b, null]);
-              else {
-                pinnedHash = sha256Hex(cut);
-                this.store.pin(pinnedHash);
-                await this.store.put(pinnedHash, cut);
-                updates.push([b, pinnedHash]);
-              }
-            }
-          }
-        }
-        const now = this.now();
-        // Writes buffered past the new end are gone with it.
-        for (const idx of [...fd.dirty.keys()]) {
-          if (idx * cs >= size) {
-            const buf = fd.dirty.get(idx)!;
-            fd.dirty.delete(idx);
-            fd.partial.delete(idx);
-            fd.dirtyBytes -= buf.length;
-            this.dirtyTotal -= buf.length;
-            this.changed(ino);
-          } else if (idx === Math.floor(size / cs)) {
-            fd.dirty.get(idx)!.fill(0, size - idx * cs);
-            const p = fd.partial.get(idx);
-            if (p) p.need = Math.min(p.need, size - idx * cs);
-            if (p && p.fill >= p.need) fd.partial.delete(idx);
-          }
-        }
-        fd.size = undefined;
-        fd.epoch++;
-        this.commit({ op: "setattr", ino, size, chunks: updates, mtime: now, ctime: now });
-      } finally {
-        if (pinnedHash) this.store.unpin(pinnedHash);
-      }
-    });
-    fd.chain = job.catch(() => {});
-    return job;
   }
 
   async fallocate(ino: number, offset: number, length: number, mode: number): Promise<void> {
@@ -1192,15 +649,15 @@ export class DiskFs {
     const op = mode & ~FALLOC_FL_KEEP_SIZE;
     if (op === 0) {
       // Space is allocated on write (content-addressed chunks cannot be reserved); extend the size.
-      if (!keepSize && end > this.sizeOf(inode)) await this.setattr(ino, { size: end });
+      if (!keepSize && end > this.data.sizeOf(inode)) await this.setattr(ino, { size: end });
       return;
     }
     if (op === FALLOC_FL_PUNCH_HOLE || op === FALLOC_FL_ZERO_RANGE) {
       if (op === FALLOC_FL_PUNCH_HOLE && !keepSize) throw new FsError("EOPNOTSUPP");
-      const size = this.sizeOf(inode);
+      const size = this.data.sizeOf(inode);
       const zeroEnd = keepSize ? Math.min(end, size) : end;
       if (offset < zeroEnd) await this.zeroRange(ino, offset, zeroEnd);
-      if (!keepSize && end > this.sizeOf(inode)) await this.setattr(ino, { size: end });
+      if (!keepSize && end > this.data.sizeOf(inode)) await this.setattr(ino, { size: end });
       return;
     }
     throw new FsError("EOPNOTSUPP");
@@ -1208,44 +665,21 @@ export class DiskFs {
 
   private async zeroRange(ino: number, start: number, end: number): Promise<void> {
     const cs = this.chunkSize;
-    await this.flushFile(ino);
+    await this.data.flushFile(ino);
     const holes: [number, null][] = [];
     for (let pos = start; pos < end; ) {
       const idx = Math.floor(pos / cs);
       const cOff = pos - idx * cs;
       const n = Math.min(cs - cOff, end - pos);
       if (cOff === 0 && n === cs) holes.push([idx, null]);
-      else await this.write(ino, pos, this.zero.subarray(0, n));
+      else await this.data.write(ino, pos, this.data.zero.subarray(0, n));
       pos += n;
     }
-    await this.flushFile(ino);
+    await this.data.flushFile(ino);
     if (holes.length) {
-      this.fileData(ino).epoch++;
+      this.data.buffersOf(ino).epoch++;
       this.commit({ op: "setattr", ino, chunks: holes, ctime: this.now(), mtime: this.now() });
     }
-  }
-
-  lseek(ino: number, offset: number, whence: number): number {
-    const inode = this.regInode(ino);
-    const size = this.sizeOf(inode);
-    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError("EINVAL");
-    if (offset >= size) throw new FsError("ENXIO");
-    const cs = this.chunkSize;
-    const fd = this.files.get(ino);
-    const dataChunks = new Set<number>([
-      ...inode.chunks!.keys(),
-      ...(fd?.dirty.keys() ?? []),
-      ...(fd?.flushing.keys() ?? []),
-    ]);
-    const first = Math.floor(offset / cs);
-    if (whence === SEEK_DATA) {
-      const next = [...dataChunks].filter((i) => i >= first).sort((a, b) => a - b)[0];
-      if (next === undefined || next * cs >= size) throw new FsError("ENXIO");
-      return Math.max(offset, next * cs);
-    }
-    let idx = first;
-    while (dataChunks.has(idx)) idx++;
-    return Math.min(size, Math.max(offset, idx * cs));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1347,8 +781,8 @@ export class DiskFs {
     this.ticking = true;
     try {
       const expired = Date.now() - this.dirtyExpireMs;
-      for (const [ino, fd] of this.files)
-        if (fd.dirty.size > 0 && fd.dirtySince < expired) await this.flushFile(ino).catch(() => {});
+      for (const [ino, file] of this.data.files)
+        if (file.dirty.size > 0 && file.dirtySince < expired) await this.data.flushFile(ino).catch(() => {});
       if (this.meta.journal.durableSeq < this.meta.journal.lastSeq) await this.meta.sync();
       await this.collectGarbage();
     } catch (err) {
@@ -1377,7 +811,7 @@ export class DiskFs {
 
   /** Flushes everything and makes it durable (syncfs). */
   async syncAll(): Promise<void> {
-    for (const ino of [...this.files.keys()]) await this.flushFile(ino);
+    for (const ino of [...this.data.files.keys()]) await this.data.flushFile(ino);
     await this.meta.sync();
   }
 
@@ -1385,7 +819,7 @@ export class DiskFs {
     return {
       inodes: this.meta.state.inodes.size,
       chunks: this.store.stats().chunks,
-      dirtyBytes: this.dirtyTotal,
+      dirtyBytes: this.data.dirtyTotal,
       journalSeq: this.meta.seq,
       openFiles: this.handles.size,
     };
@@ -1396,7 +830,7 @@ export class DiskFs {
     if (this.closed) return;
     if (this.timer) clearInterval(this.timer);
     let flushError: unknown;
-    for (const ino of [...this.files.keys()]) await this.flushFile(ino).catch((err) => (flushError ??= err));
+    for (const ino of [...this.data.files.keys()]) await this.data.flushFile(ino).catch((err) => (flushError ??= err));
     this.closed = true;
     // Files still open are closed now; inodes unlinked while open go away.
     this.handles.clear();

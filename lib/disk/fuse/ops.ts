@@ -8,7 +8,8 @@
  */
 import { ERRNO } from "../../../native/errno.ts";
 import { logger } from "../../common/log.ts";
-import type { Attr, DiskFs, SetAttr } from "../fs.ts";
+import type { DiskFs } from "../fs.ts";
+import type { Attr, SetAttr } from "../fs-types.ts";
 import { AttrCache, FlagTable } from "./attr-cache.ts";
 import {
   attrOut,

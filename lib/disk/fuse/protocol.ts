@@ -2,7 +2,7 @@
  * The FUSE kernel protocol (include/uapi/linux/fuse.h, 7.38): opcodes, flags and the byte layout
  * of requests and replies. Pure encoding and decoding; no I/O.
  */
-import type { Attr, StatFs } from "../fs.ts";
+import type { Attr, StatFs } from "../fs-types.ts";
 
 export const FUSE_KERNEL_VERSION = 7;
 export const FUSE_KERNEL_MINOR_VERSION = 38;

@@ -2,14 +2,14 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FsError } from "../../../lib/disk/errors.ts";
+import type { DiskFs } from "../../../lib/disk/fs.ts";
 import {
-  type DiskFs,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
   SEEK_DATA,
   SEEK_HOLE,
   XATTR_CREATE,
-} from "../../../lib/disk/fs.ts";
+} from "../../../lib/disk/fs-types.ts";
 import { S_IFLNK, S_IFMT, S_IFREG } from "../../../lib/disk/meta-state.ts";
 import { profile } from "../../../lib/disk/profile.ts";
 import { CTX, openFs, prng, ROOT, tempDir } from "./helpers.ts";

@@ -2,7 +2,8 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DiskFs, type DiskFsOptions } from "../../../lib/disk/fs.ts";
+import { DiskFs } from "../../../lib/disk/fs.ts";
+import type { DiskFsOptions } from "../../../lib/disk/fs-types.ts";
 
 export const ROOT = 1;
 export const CTX = { uid: 0, gid: 0 };

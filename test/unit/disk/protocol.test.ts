@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { errnoOf } from "../../../lib/disk/errors.ts";
-import type { Attr } from "../../../lib/disk/fs.ts";
+import type { Attr } from "../../../lib/disk/fs-types.ts";
 import {
   ATTR_OUT_SIZE,
   attrOut,
