@@ -5,6 +5,7 @@ import { checkHostPort } from "../lib/common/config/schema.ts";
 import { configArgs, dataDirArg, initCommand, loadFromArgs, validateCommand } from "../lib/common/config-commands.ts";
 import { NotImplementedError, UsageError } from "../lib/common/errors.ts";
 import { setLogLevel } from "../lib/common/log.ts";
+import type { StatusView } from "../lib/scale/api/views.ts";
 import { ScaleClient, formatScaleStatus } from "../lib/scale/client.ts";
 import { scaleSchema } from "../lib/scale/config.ts";
 import { runDaemon } from "../lib/scale/daemon.ts";
@@ -71,7 +72,7 @@ export const scaleCommand = defineCommand({
       args: { ...configArgs("scale"), ...json },
       async run({ args }) {
         const { file, config } = loadFromArgs(scaleSchema, args);
-        const s = await new ScaleClient(config, file).get<Record<string, unknown>>("/status");
+        const s = await new ScaleClient(config, file).get<StatusView>("/status");
         process.stdout.write(`${args.json ? JSON.stringify(s, null, 2) : formatScaleStatus(s)}\n`);
       },
     }),

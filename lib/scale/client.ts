@@ -2,7 +2,7 @@
 import { DaemonClient } from "../common/daemon-client.ts";
 import { formatTable } from "../common/format.ts";
 import { localApiUrl } from "./addresses.ts";
-import type { NodeView } from "./api/views.ts";
+import type { NodeView, StatusView } from "./api/views.ts";
 import type { ScaleConfig } from "./config.ts";
 
 /** The local daemon's API, with the admin token; errors say how to start the daemon. */
@@ -51,8 +51,7 @@ export function formatNodes(nodes: NodeView[]): string {
   return formatTable(rows);
 }
 
-// biome-ignore lint: the status view is a plain object
-export function formatScaleStatus(s: any): string {
+export function formatScaleStatus(s: StatusView): string {
   const lines = [
     `node        ${s.id} (${s.role}, ${s.state}), term ${s.term}, leader ${s.leader ?? "-"}${s.leaderApi ? ` at ${s.leaderApi}` : ""}`,
     `log         last ${s.lastLsn}, committed ${s.commitLsn}, applied ${s.appliedLsn}; voters ${s.voters.join(", ")}${s.quorum ? " (quorum)" : ""}`,

@@ -4,7 +4,7 @@ import { defineCommand } from "citty";
 import { configArgs, loadFromArgs } from "../common/config-commands.ts";
 import { UsageError, WolfError } from "../common/errors.ts";
 import { isLogLevel, LOG_LEVEL_NAMES, type LogLevelName } from "../common/log.ts";
-import type { NodeView } from "./api/views.ts";
+import type { NodeView, StatusView } from "./api/views.ts";
 import { formatBytes, formatTable } from "../common/format.ts";
 import { ScaleClient, formatNodes, formatScaleStatus } from "./client.ts";
 import { scaleSchema } from "./config.ts";
@@ -38,10 +38,7 @@ export const ctlScaleCommands = {
     args,
     async run({ args: a }) {
       const c = client(a);
-      const [s, nodes] = await Promise.all([
-        c.get<Record<string, unknown>>("/status"),
-        c.get<NodeView[]>("/cluster/nodes"),
-      ]);
+      const [s, nodes] = await Promise.all([c.get<StatusView>("/status"), c.get<NodeView[]>("/cluster/nodes")]);
       out(a.json ? JSON.stringify({ ...s, nodes }, null, 2) : `${formatScaleStatus(s)}\n\n${formatNodes(nodes)}`);
     },
   }),

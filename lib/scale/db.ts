@@ -40,6 +40,24 @@ export async function withConnection<T>(opts: ConnectOptions, fn: (c: MysqlConne
   }
 }
 
+/** The binlog's GTID position now (`@@gtid_binlog_pos`; "" before the first transaction). */
+export function gtidBinlogPos(opts: ConnectOptions): Promise<string> {
+  return withConnection(opts, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+}
+
+/**
+ * The GTID position at a binlog file and offset (`BINLOG_GTID_POS`); null when that position is
+ * not in the binlog. The file name goes into a string literal: only the characters binlog names
+ * use are kept.
+ */
+export function gtidAtBinlogPosition(opts: ConnectOptions, file: string, pos: number): Promise<string | null> {
+  const f = file.replace(/[^A-Za-z0-9._-]/g, "");
+  return withConnection(
+    opts,
+    async (c) => (await c.queryObjects(`SELECT BINLOG_GTID_POS('${f}', ${Math.trunc(pos)}) AS p`))[0]?.p ?? null,
+  );
+}
+
 export interface SettingCheck {
   name: string;
   value: string;

@@ -26,6 +26,7 @@ import type { ClusterMembers, Lsn, Term } from "../cluster/types.ts";
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { PROGRESS_DB } from "./apply/applier.ts";
+import { quoteIdent } from "./apply/session.ts";
 import type { ScaleConfig } from "./config.ts";
 import { clientArgs, withConnection } from "./db.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
@@ -230,7 +231,7 @@ export async function loadDump(
   const existing = await userDatabases(connect);
   await withConnection(connect, async (c) => {
     await c.query("SET SESSION sql_log_bin = 0");
-    for (const d of existing) await c.query(`DROP DATABASE IF EXISTS \`${d.replace(/`/g, "``")}\``);
+    for (const d of existing) await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(d)}`);
   });
   const { args, env } = clientArgs(db);
   const proc = Bun.spawn([bin, ...args, "--binary-mode", "--init-command=SET SESSION sql_log_bin=0"], {

@@ -17,11 +17,45 @@ import type { Server } from "bun";
 import { ACK_LEVELS, type AckLevel, NotLeaderError } from "../../cluster/types.ts";
 import { UsageError, WolfError } from "../../common/errors.ts";
 import { getLogLevel, isLogLevel, LOG_LEVEL_NAMES, logger, setLogLevel } from "../../common/log.ts";
+import { DaemonClient } from "../../common/daemon-client.ts";
 import { waitUntil } from "../../common/wait.ts";
-import type { ScaleDaemon } from "../daemon.ts";
 import { splitHostPort } from "../addresses.ts";
-import { metricsText, nodesView, statusView } from "./views.ts";
-import { ident, type SqlValue, WRITE_BUILDERS } from "./statements.ts";
+import type { ScaleConfig } from "../config.ts";
+import type { DirectoryEntry } from "../directory.ts";
+import type { WriteOptions, WriteOutcome } from "../writes.ts";
+import type { Snowflake } from "./snowflake.ts";
+import { ident, type SqlValue, type Statement, WRITE_BUILDERS } from "./statements.ts";
+import { metricsText, type NodeSnapshot, nodesView, statusView } from "./views.ts";
+
+/** The node behind the API (ScaleDaemon). */
+export interface ApiBackend {
+  readonly nodeId: number;
+  readonly apiUrl: string;
+  readonly cfg: ScaleConfig;
+  readonly snowflake: Snowflake;
+  /** Everything /status, /health, /cluster, /cluster/nodes and /metrics show, taken at once. */
+  snapshot(): NodeSnapshot;
+  /** The leader's API URL, if known. */
+  leaderApi(): string | undefined;
+  /** The leader's node id, if known. */
+  leaderId(): number | null;
+  /** Leader: runs the write and waits for its ack level; otherwise throws NotLeaderError. */
+  write(stmt: Statement, opts?: WriteOptions): Promise<WriteOutcome>;
+  /** A read-only transaction on this node's MariaDB. */
+  read(sql: string, params: unknown[], database?: string): Promise<unknown>;
+  /** A consistent dump with its LSN (headers X-Wolf-LSN/-Term/-Members). */
+  dump(after: number): Promise<Response>;
+  promote(): Promise<string>;
+  handOver(to: number | undefined, holdMs: number): Promise<string>;
+  reset(): string;
+  migrateFrom(from: string): Promise<string>;
+  /** A node says where its API is (/cluster/register). */
+  registerNode(id: number, api: string): void;
+  /** Every node's API this node knows. */
+  knownNodes(): DirectoryEntry[];
+  /** A write was forwarded to the leader (counted in /status and /metrics). */
+  countForwarded(): void;
+}
 
 const log = logger("scale:api");
 const MAX_BODY = 16 * 1024 * 1024;
@@ -112,7 +146,7 @@ function writeSummary(result: unknown): Record<string, unknown> {
   return { results: result };
 }
 
-export function startApi(d: ScaleDaemon): Server<undefined> {
+export function startApi(d: ApiBackend): Server<undefined> {
   const tokenHash = createHash("sha256").update(d.cfg.api.admin_token).digest();
   const authorized = (req: Request) => {
     const m = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "");
@@ -136,21 +170,21 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       () => undefined,
     );
     if (!api || api === d.apiUrl)
-      throw new NotLeaderError(`node ${d.nodeId} is not the leader and no leader is known`, d.node.leader());
-    d.counters.forwarded++;
-    const res = await fetch(`${api}${path}`, {
-      method: req.method,
-      headers: {
-        authorization: req.headers.get("authorization") ?? "",
-        "content-type": "application/json",
-        "x-wolf-forwarded": String(d.nodeId),
-        ...(req.headers.get("x-wolf-ack") ? { "x-wolf-ack": req.headers.get("x-wolf-ack")! } : {}),
-      },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(d.cfg.replication.ack_timeout_ms + 10_000),
-    }).catch((err: Error) => {
-      throw new WolfError("network", `forwarding to the leader at ${api} failed: ${err.message}`);
-    });
+      throw new NotLeaderError(`node ${d.nodeId} is not the leader and no leader is known`, d.leaderId());
+    d.countForwarded();
+    // Writes only (POST). The caller's token was checked above: it is the admin token we send.
+    const res = await new DaemonClient({ base: api, token: d.cfg.api.admin_token })
+      .send("POST", path, {
+        body,
+        headers: {
+          "x-wolf-forwarded": String(d.nodeId),
+          ...(req.headers.get("x-wolf-ack") ? { "x-wolf-ack": req.headers.get("x-wolf-ack")! } : {}),
+        },
+        timeoutMs: d.cfg.replication.ack_timeout_ms + 10_000,
+      })
+      .catch((err: Error) => {
+        throw new WolfError("network", `forwarding to the leader at ${api} failed: ${err.message}`);
+      });
     return new Response(res.body, {
       status: res.status,
       headers: { "content-type": "application/json", "x-wolf-forwarded-to": api },
@@ -162,7 +196,7 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
     const path = url.pathname.replace(/\/+$/, "") || "/";
     const method = req.method;
     if (path === "/health" && method === "GET") {
-      const s = statusView(d);
+      const s = statusView(d.snapshot());
       const healthy = s.database.up && !s.diverged && s.state !== "NeedsMigration" && !s.applyError;
       return json(
         { ok: healthy, id: s.id, role: s.role, state: s.state, database: s.database.up ? "up" : "down" },
@@ -173,16 +207,19 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       return json({ ok: false, error: "missing or wrong admin token (Authorization: Bearer <api.admin_token>)" }, 401);
 
     if (method === "GET") {
-      if (path === "/status") return json(statusView(d));
-      if (path === "/cluster") return json({ ...d.node.status(), leaderApi: d.leaderApi() ?? null });
-      if (path === "/cluster/nodes") return json(nodesView(d));
+      if (path === "/status") return json(statusView(d.snapshot()));
+      if (path === "/cluster") {
+        const s = d.snapshot();
+        return json({ ...s.cluster, leaderApi: s.leaderApi });
+      }
+      if (path === "/cluster/nodes") return json(nodesView(d.snapshot()));
       const m = /^\/cluster\/nodes\/(\d+)$/.exec(path);
       if (m) {
-        const n = nodesView(d).find((x) => x.id === Number(m[1]));
+        const n = nodesView(d.snapshot()).find((x) => x.id === Number(m[1]));
         return n ? json(n) : json({ ok: false, error: `no node ${m[1]} in this node's view` }, 404);
       }
       if (path === "/metrics")
-        return new Response(metricsText(d), { headers: { "content-type": "text/plain; version=0.0.4" } });
+        return new Response(metricsText(d.snapshot()), { headers: { "content-type": "text/plain; version=0.0.4" } });
       if (path === "/id") {
         const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 1) || 1, 1), 4096);
         const ids = Array.from({ length: n }, () => d.snowflake.next().toString());
@@ -238,10 +275,9 @@ export function startApi(d: ScaleDaemon): Server<undefined> {
       }
       if (path === "/cluster/register") {
         if (typeof body.id === "number" && typeof body.api === "string" && /^https?:\/\//.test(body.api)) {
-          d.directory.set(body.id, body.api);
-          d.directory.save();
+          d.registerNode(body.id, body.api);
         }
-        return json({ ok: true, nodes: d.directory.all() });
+        return json({ ok: true, nodes: d.knownNodes() });
       }
       if (path === "/admin/promote") return json({ ok: true, message: await d.promote() });
       if (path === "/admin/demote") {

@@ -1,6 +1,36 @@
-/** The JSON the API serves about a node and its cluster, and the Prometheus text. */
-import type { NodeState, Role } from "../../cluster/types.ts";
-import type { ScaleDaemon } from "../daemon.ts";
+/** The JSON the API serves about a node and its cluster, and the Prometheus text, from one snapshot. */
+import type { ClusterStatus } from "../../cluster/status.ts";
+import type { AckLevel, NodeState, Role } from "../../cluster/types.ts";
+import type { WalStats } from "../../wal/wal.ts";
+import type { CaptureStats } from "../binlog/capture.ts";
+import type { FsmStats } from "../fsm.ts";
+import type { WriteCounters } from "../writes.ts";
+
+/** Everything the views show about a node, taken at once (ApiBackend.snapshot). */
+export interface NodeSnapshot {
+  cluster: ClusterStatus;
+  /** Why this node is not eligible to lead (ClusterNode.heldBack). */
+  held: string[];
+  leaderApi: string | null;
+  api: string;
+  address: string;
+  /** Why this node needs a migration, when it does. */
+  diverged: string | null;
+  /** Leader and capturing: writes are accepted. */
+  writable: boolean;
+  ack: AckLevel;
+  mode: string;
+  database: { up: boolean; error: string | null; applyWaiting: string | null; version: string; serverId: number };
+  capture: CaptureStats | null;
+  apply: FsmStats & { lazy: boolean };
+  writes: WriteCounters;
+  wal: WalStats;
+  /** Other nodes' API URLs, by node id. */
+  apis: ReadonlyMap<number, string>;
+  uptimeMs: number;
+}
+
+export type StatusView = ReturnType<typeof statusView>;
 
 export interface NodeView {
   id: number;
@@ -15,9 +45,9 @@ export interface NodeView {
   lastSeenMsAgo: number | null;
 }
 
-export function statusView(d: ScaleDaemon) {
-  const s = d.node.status();
-  const cap = d.capture?.stats;
+export function statusView(d: NodeSnapshot) {
+  const s = d.cluster;
+  const cap = d.capture;
   const state = d.diverged ? "NeedsMigration" : s.state;
   return {
     id: s.id,
@@ -25,9 +55,9 @@ export function statusView(d: ScaleDaemon) {
     state,
     term: s.term,
     leader: s.leader,
-    leaderApi: d.leaderApi() ?? null,
-    api: d.apiUrl,
-    address: d.running.address,
+    leaderApi: d.leaderApi,
+    api: d.api,
+    address: d.address,
     lastLsn: s.lastLsn,
     commitLsn: s.commitLsn,
     appliedLsn: s.appliedLsn,
@@ -35,17 +65,11 @@ export function statusView(d: ScaleDaemon) {
     quorum: s.quorum,
     applyError: s.applyError,
     diverged: d.diverged,
-    held: d.node.heldBack(),
-    writable: d.leaderReady,
-    ack: d.cfg.replication.ack,
-    mode: d.cfg.replication.mode,
-    database: {
-      up: d.dbUp,
-      error: d.dbError,
-      applyWaiting: d.fsm.dbError,
-      version: d.mariadbVersion,
-      serverId: d.fsm.serverId,
-    },
+    held: d.held,
+    writable: d.writable,
+    ack: d.ack,
+    mode: d.mode,
+    database: d.database,
     capture: cap
       ? {
           connected: cap.connected,
@@ -58,17 +82,17 @@ export function statusView(d: ScaleDaemon) {
           lastError: cap.lastError ?? null,
         }
       : null,
-    apply: { ...d.fsm.stats, lazy: d.fsm.isLazy },
-    writes: d.counters,
-    wal: d.wal.stats(),
+    apply: d.apply,
+    writes: d.writes,
+    wal: d.wal,
     peers: s.peers,
     transport: s.transport,
-    uptimeMs: Date.now() - d.startedAt,
+    uptimeMs: d.uptimeMs,
   };
 }
 
-export function nodesView(d: ScaleDaemon): NodeView[] {
-  const s = d.node.status();
+export function nodesView(d: NodeSnapshot): NodeView[] {
+  const s = d.cluster;
   const selfLag =
     s.role === "leader"
       ? 0
@@ -77,9 +101,9 @@ export function nodesView(d: ScaleDaemon): NodeView[] {
     {
       id: s.id,
       self: true,
-      api: d.apiUrl,
-      addr: d.running.address,
-      state: d.diverged ? "NeedsMigration" : d.dbUp ? s.state : `${s.state} (db down)`,
+      api: d.api,
+      addr: d.address,
+      state: d.diverged ? "NeedsMigration" : d.database.up ? s.state : `${s.state} (db down)`,
       role: s.role,
       voter: s.voters.includes(s.id),
       lsn: s.appliedLsn,
@@ -91,7 +115,7 @@ export function nodesView(d: ScaleDaemon): NodeView[] {
     out.push({
       id: p.id,
       self: false,
-      api: d.directory.get(p.id) ?? null,
+      api: d.apis.get(p.id) ?? null,
       addr: p.addr,
       state: p.state,
       role: p.role,
@@ -104,8 +128,8 @@ export function nodesView(d: ScaleDaemon): NodeView[] {
   return out.sort((a, b) => a.id - b.id);
 }
 
-export function metricsText(d: ScaleDaemon): string {
-  const s = d.node.status();
+export function metricsText(d: NodeSnapshot): string {
+  const s = d.cluster;
   const lines: string[] = [];
   const metric = (name: string, help: string, type: "gauge" | "counter", samples: Array<[string, number]>) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -117,7 +141,7 @@ export function metricsText(d: ScaleDaemon): string {
   metric("wolf_scale_last_lsn", "Last LSN in this node's log", "gauge", [[`{${id}}`, s.lastLsn]]);
   metric("wolf_scale_commit_lsn", "Committed LSN", "gauge", [[`{${id}}`, s.commitLsn]]);
   metric("wolf_scale_applied_lsn", "LSN applied to the local MariaDB", "gauge", [[`{${id}}`, s.appliedLsn]]);
-  metric("wolf_scale_database_up", "1 if the local MariaDB answers", "gauge", [[`{${id}}`, d.dbUp ? 1 : 0]]);
+  metric("wolf_scale_database_up", "1 if the local MariaDB answers", "gauge", [[`{${id}}`, d.database.up ? 1 : 0]]);
   metric("wolf_scale_needs_migration", "1 if this node needs a migration", "gauge", [
     [`{${id}}`, d.diverged || s.state === "NeedsMigration" ? 1 : 0],
   ]);
@@ -129,25 +153,21 @@ export function metricsText(d: ScaleDaemon): string {
     s.peers.map((p) => [`{${id},peer="${p.id}"}`, p.lag]),
   );
   metric("wolf_scale_writes_total", "Writes committed through the API on this node", "counter", [
-    [`{${id}}`, d.counters.writes],
+    [`{${id}}`, d.writes.writes],
   ]);
-  metric("wolf_scale_write_errors_total", "API writes that failed", "counter", [[`{${id}}`, d.counters.writeErrors]]);
+  metric("wolf_scale_write_errors_total", "API writes that failed", "counter", [[`{${id}}`, d.writes.writeErrors]]);
   metric("wolf_scale_ack_failures_total", "Writes committed but not acknowledged in time", "counter", [
-    [`{${id}}`, d.counters.ackTimeouts],
+    [`{${id}}`, d.writes.ackTimeouts],
   ]);
-  metric("wolf_scale_forwarded_total", "Writes forwarded to the leader", "counter", [
-    [`{${id}}`, d.counters.forwarded],
-  ]);
-  metric("wolf_scale_applied_entries_total", "Entries applied since start", "counter", [
-    [`{${id}}`, d.fsm.stats.applied],
-  ]);
+  metric("wolf_scale_forwarded_total", "Writes forwarded to the leader", "counter", [[`{${id}}`, d.writes.forwarded]]);
+  metric("wolf_scale_applied_entries_total", "Entries applied since start", "counter", [[`{${id}}`, d.apply.applied]]);
   metric("wolf_scale_apply_retries_total", "Apply attempts retried while MariaDB was unreachable", "counter", [
-    [`{${id}}`, d.fsm.stats.retries],
+    [`{${id}}`, d.apply.retries],
   ]);
   metric("wolf_scale_captured_transactions_total", "Transactions captured in the current leadership", "counter", [
-    [`{${id}}`, d.capture?.stats.transactions ?? 0],
+    [`{${id}}`, d.capture?.transactions ?? 0],
   ]);
-  const w = d.wal.stats();
+  const w = d.wal;
   metric("wolf_scale_wal_bytes", "Bytes in WAL segments", "gauge", [[`{${id}}`, w.bytes]]);
   metric("wolf_scale_wal_fsyncs_total", "WAL fsyncs", "counter", [[`{${id}}`, w.fsyncs]]);
   return `${lines.join("\n")}\n`;

@@ -1,0 +1,266 @@
+/**
+ * Leading: becoming a capturing leader, stopping, and handing leadership over.
+ *
+ * Becoming leader: wait until every entry before this term is applied, make sure this MariaDB has
+ * nothing the cluster lacks (origin.ts), append a marker (API address, own binlog state), then
+ * capture from the own binlog position. Losing leadership: stop capture first, then apply again.
+ * Handing leadership over (the core's handback to the lowest ID, or an operator's handover): the
+ * core first asks us to drain (drainForHandover: no new writes, capture everything committed in
+ * our MariaDB), then stops appends and lets the target take over.
+ */
+import type { ClusterNode } from "../cluster/node.ts";
+import type { Role, Term } from "../cluster/types.ts";
+import { DaemonClient } from "../common/daemon-client.ts";
+import { WolfError } from "../common/errors.ts";
+import { logger } from "../common/log.ts";
+import { waitUntil } from "../common/wait.ts";
+import type { ScaleConfig } from "./config.ts";
+import { gtidAtBinlogPosition, gtidBinlogPos } from "./db.ts";
+import type { ScaleFsm } from "./fsm.ts";
+import { LeaderCapture } from "./leader-capture.ts";
+import { encodeMarker, type LeaderMarker } from "./marker.ts";
+import type { ConnectOptions } from "./mysql/connection.ts";
+import { formatOwn } from "./origin.ts";
+import type { WalLogStore } from "./wal-logstore.ts";
+
+const log = logger("scale");
+
+/** The write path, as a handover drains it and a new leadership renews it. */
+export interface WriteGate {
+  block(): () => void;
+  idle(): Promise<void>;
+  renewSessions(): void;
+}
+
+export interface LeadershipHost {
+  readonly nodeId: number;
+  readonly apiUrl: string;
+  readonly cfg: ScaleConfig;
+  readonly connect: ConnectOptions;
+  readonly node: ClusterNode;
+  readonly fsm: ScaleFsm;
+  readonly store: WalLogStore;
+  readonly writes: WriteGate;
+  readonly stopped: boolean;
+  /** The health check's view of the local MariaDB. */
+  readonly dbUp: boolean;
+  readonly dbError: string | null;
+  markDiverged(message: string): void;
+  /** The leader's API URL, if known. */
+  leaderApi(): string | undefined;
+}
+
+export class Leadership {
+  /** Leader and capturing: writes are accepted. */
+  ready = false;
+  capture: LeaderCapture | undefined;
+  private gen = 0;
+  private activeGen = -1;
+
+  constructor(private readonly host: LeadershipHost) {}
+
+  /** events.onRoleChange. */
+  onRoleChange(role: Role, term: Term): void {
+    const gen = ++this.gen;
+    if (role === "leader") void this.activate(gen, term);
+    else if (this.activeGen >= 0 || this.capture) void this.deactivate();
+  }
+
+  private isLeaderIn(gen: number): boolean {
+    return gen === this.gen && this.host.node.getRole() === "leader" && !this.host.stopped;
+  }
+
+  private async activate(gen: number, term: Term): Promise<void> {
+    const { node, fsm, cfg, nodeId } = this.host;
+    const t0 = Date.now();
+    try {
+      // 1. Everything before this term (and our own noop) applied here first.
+      const outcome = await waitUntil(
+        () => (!this.isLeaderIn(gen) ? "lost" : node.applied() >= node.lastLsn() && !fsm.busy ? "applied" : undefined),
+        { timeoutMs: 120_000, intervalMs: 10, what: "the new leader to apply every entry it holds" },
+      );
+      if (outcome === "lost") return;
+      if (!this.host.dbUp) return node.stepDown(`its MariaDB is down: ${this.host.dbError}`);
+      // 2. Our MariaDB must hold nothing the cluster lacks, unless we can still capture it now.
+      const origin = await fsm.originCheck();
+      if (!this.isLeaderIn(gen)) return;
+      if (origin.message && origin.ref.foreignAfter) return this.host.markDiverged(`${origin.message}: it diverged`);
+      const pos = await gtidBinlogPos(this.host.connect);
+      let resume = origin.message ? origin.ref.pos : pos;
+      const own = formatOwn(origin.message ? origin.ref.own : fsm.actualOwn);
+      if (cfg.replication.mode === "binlog" && cfg.replication.binlog_file && !this.logHasData()) {
+        resume =
+          (await gtidAtBinlogPosition(
+            this.host.connect,
+            cfg.replication.binlog_file,
+            cfg.replication.binlog_position,
+          )) ?? "";
+        log.info(
+          `binlog mode: first capture starts at ${cfg.replication.binlog_file}:${cfg.replication.binlog_position} (GTID ${resume || "beginning"})`,
+        );
+      }
+      if (!this.isLeaderIn(gen)) return;
+      if (origin.message)
+        log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
+      // 3. Marker, then capture.
+      const marker: LeaderMarker = {
+        v: 1,
+        node: nodeId,
+        term,
+        serverId: fsm.serverId,
+        api: this.host.apiUrl,
+        pos: resume,
+        own,
+        at: Date.now(),
+      };
+      const markerEntry = node.append(encodeMarker(marker));
+      fsm.enterLazy();
+      const capture = new LeaderCapture(
+        node,
+        {
+          connect: this.host.connect,
+          serverId: cfg.replication.capture_server_id || 1_000_000 + nodeId,
+          resumeFrom: resume,
+          heartbeatMs: 1000,
+        },
+        undefined,
+      );
+      capture.startAt(resume, fsm.serverId, markerEntry);
+      capture.onFailed = (err) => {
+        if (!this.isLeaderIn(gen)) return;
+        node.setEligible(false, "capture failed");
+        setTimeout(() => node.setEligible(true, "capture failed"), 10_000).unref?.();
+        node.stepDown(`binlog capture failed: ${err.message}`);
+      };
+      this.capture = capture;
+      this.activeGen = gen;
+      capture.start();
+      if (!this.isLeaderIn(gen)) return void this.deactivate();
+      this.ready = true;
+      log.info(
+        `node ${nodeId}: leading term ${term}; capturing from GTID ${resume || "(binlog start)"} after ${Date.now() - t0} ms`,
+      );
+    } catch (err) {
+      log.error(`node ${nodeId}: could not start leading: ${(err as Error).message}`);
+      if (this.isLeaderIn(gen)) node.stepDown((err as Error).message);
+    }
+  }
+
+  private async deactivate(): Promise<void> {
+    this.ready = false;
+    this.activeGen = -1;
+    const capture = this.capture;
+    this.capture = undefined;
+    await capture?.stop();
+    this.host.fsm.leaveLazy();
+    this.host.writes.renewSessions();
+  }
+
+  private logHasData(): boolean {
+    const store = this.host.store;
+    for (let lsn = store.lastLsn(); lsn > store.base().lsn; lsn--) if (store.get(lsn)?.kind === "data") return true;
+    return store.base().lsn > 0;
+  }
+
+  /** The local MariaDB went down: no more writes here, and another node should lead. */
+  databaseDown(error: string | null): void {
+    if (this.host.node.getRole() === "leader") {
+      this.ready = false;
+      this.host.node.stepDown(`its MariaDB is down: ${error}`);
+    }
+  }
+
+  /** Make this node the leader (the current leader hands over once this node is caught up). */
+  async promote(): Promise<string> {
+    const { node, nodeId } = this.host;
+    node.setEligible(true, "demoted");
+    if (node.getRole() === "leader") return `node ${nodeId} already leads`;
+    const api = this.host.leaderApi();
+    if (!api) throw new WolfError("state", "no leader right now; retry shortly");
+    const res = await new DaemonClient({ base: api, token: this.host.cfg.api.admin_token }).send(
+      "POST",
+      "/admin/handover",
+      { body: { to: nodeId }, timeoutMs: 10_000 },
+    );
+    const body = (await res.json()) as { ok: boolean; error?: string };
+    if (!body.ok) throw new WolfError("state", `the leader refused the handover: ${body.error}`);
+    await waitUntil(() => node.getRole() === "leader", {
+      timeoutMs: 10_000,
+      what: `node ${nodeId} to become leader`,
+    });
+    return `node ${nodeId} leads (term ${node.currentTerm()})`;
+  }
+
+  /**
+   * Leader: hand leadership to `to` (default: the most caught-up follower). The cluster core drains
+   * first (drainForHandover), so nothing committed in our MariaDB is left uncaptured. This node
+   * stays out of the running for `holdMs` afterwards, so the automatic handback to the lowest ID
+   * does not undo an operator's choice at once.
+   */
+  async handOver(to: number | undefined, holdMs: number): Promise<string> {
+    const { node, nodeId } = this.host;
+    if (node.getRole() !== "leader") throw new WolfError("state", `node ${nodeId} is not the leader`);
+    node.setEligible(false, "demoted");
+    let moved = false;
+    try {
+      const target = node.transferLeadership(to);
+      const outcome = await waitUntil(
+        () => (node.getRole() !== "leader" ? "moved" : node.status().handoverTo === target ? undefined : "abandoned"),
+        { timeoutMs: 60_000, intervalMs: 10, what: `the handover to node ${target}` },
+      );
+      if (outcome === "abandoned")
+        throw new WolfError(
+          "state",
+          `the handover to node ${target} was abandoned (it did not catch up in time); node ${nodeId} keeps leading`,
+        );
+      moved = true;
+      return `node ${nodeId} handed leadership to node ${target}`;
+    } finally {
+      if (moved && holdMs > 0) setTimeout(() => node.setEligible(true, "demoted"), holdMs).unref?.();
+      else node.setEligible(true, "demoted");
+    }
+  }
+
+  /**
+   * events.prepareHandover: before leadership moves, every transaction committed in our MariaDB
+   * must be in the log (otherwise it would be stranded here and this node would diverge). Blocks
+   * new API writes, waits for the ones in progress, then for capture to reach the binlog's end.
+   * The core refuses appends after this resolves and calls the returned function once the
+   * handover is over (moved or abandoned).
+   */
+  async drainForHandover(target: number): Promise<() => void> {
+    const { node, nodeId } = this.host;
+    const t0 = Date.now();
+    const resume = this.host.writes.block();
+    try {
+      // A leadership still starting (applying, origin check) finishes first: it appends a marker.
+      await waitUntil(() => this.ready || node.getRole() !== "leader" || this.host.stopped, {
+        timeoutMs: 30_000,
+        intervalMs: 5,
+        what: "this leader to start capturing",
+      });
+      await this.host.writes.idle();
+      const capture = this.capture;
+      if (capture && node.getRole() === "leader") {
+        const pos = await gtidBinlogPos(this.host.connect);
+        await waitUntil(() => !pos || capture.stats.gtidState === pos || capture.failed !== undefined, {
+          timeoutMs: 10_000,
+          intervalMs: 2,
+          what: "capture to reach the end of the binlog",
+        });
+        if (capture.failed) throw capture.failed;
+      }
+      log.info(`node ${nodeId}: drained for the handover to node ${target} in ${Date.now() - t0} ms`);
+      return resume;
+    } catch (err) {
+      resume();
+      throw err;
+    }
+  }
+
+  /** Daemon stop: no more writes, capture stopped. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    await this.capture?.stop().catch(() => {});
+  }
+}
