@@ -42,7 +42,7 @@ const log = logger("scale");
 /** Server errors after which the same apply may simply be tried again. */
 const TRANSIENT_ERRNOS = new Set([1040, 1053, 1152, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 2006, 2013]);
 
-export function isTransientDbError(err: unknown): boolean {
+function isTransientDbError(err: unknown): boolean {
   const e = err instanceof ApplyError && err.cause !== undefined ? err.cause : err;
   if (e instanceof ServerError) return TRANSIENT_ERRNOS.has(e.errno);
   if (e instanceof WolfError) return e.code === "network";
@@ -50,7 +50,7 @@ export function isTransientDbError(err: unknown): boolean {
   return typeof code === "string" && /^E(CONNREFUSED|CONNRESET|PIPE|NOENT|TIMEDOUT|HOSTUNREACH)$/.test(code);
 }
 
-export class DivergedError extends WolfError {
+class DivergedError extends WolfError {
   constructor(message: string) {
     super("state", message, {
       hint: "copy a consistent dump from a healthy node: wolf ctl scale migrate --from <node>",

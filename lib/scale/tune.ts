@@ -11,7 +11,7 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
 /** Connections wolf itself keeps besides the API pool: capture, applier, health check, probe, dumps. */
-export const WOLF_OWN_CONNECTIONS = 8;
+const WOLF_OWN_CONNECTIONS = 8;
 /** Largest API request body (api/server.ts) — a row that size becomes a BINLOG statement ~4/3 larger. */
 const MAX_ALLOWED_PACKET = 64 * MiB;
 const MIN_WAIT_TIMEOUT = 600;
@@ -81,7 +81,7 @@ export function connectionsTarget(poolSize: number): number {
 }
 
 /** "7G", "192M" or plain bytes: a my.cnf size. */
-export function cnfSize(n: number): string {
+function cnfSize(n: number): string {
   if (n % GiB === 0) return `${n / GiB}G`;
   if (n % MiB === 0) return `${n / MiB}M`;
   return String(n);

@@ -5,7 +5,7 @@
  */
 import { WolfError } from "../../common/errors.ts";
 
-export const SNOWFLAKE_EPOCH_MS = 1_577_836_800_000;
+const SNOWFLAKE_EPOCH_MS = 1_577_836_800_000;
 
 export class Snowflake {
   private lastMs = -1;

@@ -32,7 +32,7 @@ export function ident(name: unknown, what: string): string {
 }
 
 /** `table` or `db.table` (or `database` + `table`). */
-export function tableRef(body: Record<string, unknown>): string {
+function tableRef(body: Record<string, unknown>): string {
   const table = body.table;
   if (typeof table !== "string") throw new UsageError(`"table" is required (a table name, or database.table)`);
   const parts = table.split(".");

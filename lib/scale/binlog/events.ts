@@ -5,7 +5,7 @@
  */
 import { ProtocolError, Reader } from "../mysql/codec.ts";
 
-export const EVENT_HEADER_BYTES = 19;
+const EVENT_HEADER_BYTES = 19;
 
 export const enum EventType {
   Query = 2,
@@ -105,7 +105,7 @@ export function parseFormatDescription(raw: Uint8Array): FormatDescription {
 }
 
 /** Event bytes without the header and without the checksum (if the format has one). */
-export function eventBody(raw: Uint8Array, fd: FormatDescription | undefined): Reader {
+function eventBody(raw: Uint8Array, fd: FormatDescription | undefined): Reader {
   const end = fd?.checksum === ChecksumAlg.Crc32 ? raw.length - 4 : raw.length;
   return new Reader(raw, EVENT_HEADER_BYTES, end);
 }
@@ -120,12 +120,8 @@ export function parseRotate(raw: Uint8Array, fd: FormatDescription | undefined):
   return { position, file: r.fixedString(r.remaining) };
 }
 
+/** GTID event flags2 bit: a transaction without BEGIN/COMMIT (DDL). The other bits are not needed here. */
 export const GTID_FL_STANDALONE = 1;
-export const GTID_FL_GROUP_COMMIT_ID = 2;
-export const GTID_FL_TRANSACTIONAL = 4;
-export const GTID_FL_DDL = 32;
-export const GTID_FL_PREPARED_XA = 64;
-export const GTID_FL_COMPLETED_XA = 128;
 
 export interface Gtid {
   domainId: number;
@@ -152,28 +148,6 @@ export function parseGtidList(raw: Uint8Array, fd: FormatDescription | undefined
   const out: Gtid[] = [];
   for (let i = 0; i < count; i++) out.push({ domainId: r.u32(), serverId: r.u32(), seqNo: r.u64n() });
   return out;
-}
-
-export function parseXid(raw: Uint8Array, fd: FormatDescription | undefined): bigint {
-  return eventBody(raw, fd).u64n();
-}
-
-export interface TableMap {
-  tableId: number;
-  database: string;
-  table: string;
-}
-
-export function parseTableMap(raw: Uint8Array, fd: FormatDescription | undefined): TableMap {
-  const r = eventBody(raw, fd);
-  const tableId = r.u48();
-  r.u16(); // flags
-  const dbLen = r.u8();
-  const database = r.fixedString(dbLen);
-  r.u8();
-  const tblLen = r.u8();
-  const table = r.fixedString(tblLen);
-  return { tableId, database, table };
 }
 
 /** Table id and flags of a rows event (post-header: 6-byte table id, 2-byte flags). */

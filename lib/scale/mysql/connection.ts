@@ -72,7 +72,7 @@ export function parseErrorPacket(p: Uint8Array): ServerError {
 }
 
 /** mysql_native_password: SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))). */
-export function nativePasswordToken(password: string, scramble: Uint8Array): Uint8Array {
+function nativePasswordToken(password: string, scramble: Uint8Array): Uint8Array {
   if (password === "") return new Uint8Array(0);
   const sha1 = (...parts: Uint8Array[]) => {
     const h = createHash("sha1");
@@ -105,7 +105,7 @@ const SOCKET_FAILURES: Record<string, string> = {
 };
 
 /** Why a socket failed, in words and with its errno name ("connection refused (ECONNREFUSED)"). */
-export function socketFailure(err: unknown): string {
+function socketFailure(err: unknown): string {
   const name = errnoName(err);
   const reason = (name && SOCKET_FAILURES[name]) ?? errnoReason(err);
   return name && !reason.includes(name) ? `${reason} (${name})` : reason;
