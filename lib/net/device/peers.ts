@@ -1,5 +1,5 @@
 /**
- * The control plane of the mesh (wireguard-go's "device"): the peer set, handshakes, keypair
+ * The handshake half of the device (wireguard-go's peer.go and timers.go): the peer set, handshakes, keypair
  * rotation and timers. It runs on the daemon's main thread; the data plane (router.ts in Workers)
  * reads what it installs in the shared SessionTable. No sockets here: packets go out through the
  * `send` callback, time comes from `now`, so two PeerSets can be wired together in a unit test.
