@@ -26,7 +26,6 @@ function sys() {
 
 export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
-export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
 
 export interface MountOptions {

@@ -1,4 +1,4 @@
-/** `disk.toml`: wolf disk (FUSE filesystem, chunk store, S3 gateway). */
+/** `disk.toml`: wolf disk (FUSE filesystem, chunk store; the S3 section is reserved and must stay off). */
 import { clusterSection } from "../cluster/config.ts";
 import {
   apiSection,

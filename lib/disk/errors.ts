@@ -1,6 +1,6 @@
 /**
- * Filesystem errors carry a Linux errno: the FUSE adapter replies with it, the S3/WebDAV views map
- * it. Thrown by lib/disk/fs for every refusal (ENOENT, EEXIST, ENOTEMPTY, EIO, ...).
+ * Filesystem errors carry a Linux errno: the FUSE adapter replies with it. Thrown by lib/disk/fs
+ * for every refusal (ENOENT, EEXIST, ENOTEMPTY, EIO, ...).
  */
 import { ERRNO } from "../../native/errno.ts";
 

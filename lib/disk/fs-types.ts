@@ -9,15 +9,11 @@ export const XATTR_SIZE_MAX = 65536;
 
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
-export const RENAME_WHITEOUT = 4;
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 export const FALLOC_FL_KEEP_SIZE = 1;
 export const FALLOC_FL_PUNCH_HOLE = 2;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
-export const SEEK_SET = 0;
-export const SEEK_CUR = 1;
-export const SEEK_END = 2;
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 

@@ -5,8 +5,7 @@
  * On open, records are replayed until the first torn or corrupt one, which is cut off: that is
  * where the process died, and everything before it that was synced is intact.
  *
- * This is the log a later issue ships through lib/cluster: records are self-contained and
- * numbered, so a follower can apply the same sequence.
+ * Records are self-contained and numbered: replaying the same sequence gives the same state.
  */
 import {
   closeSync,
@@ -21,6 +20,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { fsyncDir } from "../common/files.ts";
 import { logger } from "../common/log.ts";
 import type { MetaOp } from "./meta-state.ts";
 import { profile, record } from "./profile.ts";
@@ -31,15 +31,6 @@ const SEGMENT_RE = /^journal-(\d{16})\.log$/;
 export interface JournalRecord {
   seq: number;
   op: MetaOp;
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function datasync(fd: number): Promise<void> {

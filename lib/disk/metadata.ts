@@ -6,11 +6,12 @@
  *
  * Layout: <dir>/checkpoint, <dir>/journal-<seq>.log
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { fsyncDir, writeFileAtomic } from "../common/files.ts";
 import { logger } from "../common/log.ts";
-import { fsyncDir, Journal } from "./journal.ts";
+import { Journal } from "./journal.ts";
 import { type MetaOp, MetaState, type Time } from "./meta-state.ts";
 
 const log = logger("disk:meta");
@@ -53,16 +54,7 @@ function checkpointHead(seq: number, body: Buffer): string {
 
 function writeCheckpointSync(dir: string, seq: number, state: MetaState): void {
   const body = Buffer.from(state.serialize());
-  const tmp = join(dir, "checkpoint.tmp");
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, Buffer.concat([Buffer.from(checkpointHead(seq, body)), body]));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, join(dir, "checkpoint"));
-  fsyncDir(dir);
+  writeFileAtomic(join(dir, "checkpoint"), Buffer.concat([Buffer.from(checkpointHead(seq, body)), body]));
 }
 
 export class Metadata {
@@ -137,6 +129,7 @@ export class Metadata {
     const newFirst = this.journal.rotate();
     await this.journal.sync(); // ops up to `seq` (and the chunks they name) are durable before the checkpoint replaces them
     const head = checkpointHead(seq, body);
+    // writeFileAtomic's steps, but asynchronous: a large checkpoint must not stall requests.
     const tmp = join(this.dir, "checkpoint.tmp");
     const h = await open(tmp, "w", 0o600);
     try {

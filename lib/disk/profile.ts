@@ -67,19 +67,6 @@ export function recordOp(name: string, ms: number, bytes: number): void {
   record(t, ms, bytes);
 }
 
-export function resetProfile(): void {
-  profile.ops.clear();
-  profile.requests =
-    profile.workerGetattrs =
-    profile.workerFlushes =
-    profile.journalAppends =
-    profile.journalAppendBytes =
-    profile.chunkDedup =
-      0;
-  for (const key of ["journalSyncs", "chunkPuts", "chunkSyncs", "chunkLoads", "chunkHashes", "chunkReads"] as const)
-    Object.assign(profile[key], timing());
-}
-
 function line(name: string, t: Timing): string {
   const avgUs = t.count ? (t.ms * 1000) / t.count : 0;
   const mib = t.bytes ? `  ${(t.bytes / 1024 / 1024).toFixed(1)} MiB` : "";

@@ -18,7 +18,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { ensureBuilt, runWolfOnce } from "../harness/index.ts";
-import { type FsxTarget, runFsx } from "../unit/disk/fsx.ts";
+import { type FsxTarget, runFsx } from "../harness/fsx.ts";
 import { type MountedDrive, mountDrive, sh } from "./disk-helpers.ts";
 
 const REPO = join(import.meta.dir, "..", "..");

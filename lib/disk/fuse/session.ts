@@ -3,7 +3,7 @@
  *
  * A reader Worker blocks in read(2) on the fd and posts each request here; each request is handled
  * by its opcode's handler (ops.ts) over lib/disk/fs and answered with one write(2) whenever it is done, so
- * many requests are in flight at once and replies may follow slow work (disk, later network).
+ * many requests are in flight at once and replies may follow slow work (disk).
  * FORGET, BATCH_FORGET and INTERRUPT get no reply.
  *
  * The hop to this thread costs more than most handlers (~45 µs of a ~65 µs round trip, measured

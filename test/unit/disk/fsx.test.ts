@@ -1,6 +1,6 @@
 import { afterEach, expect, test } from "bun:test";
 import type { DiskFs } from "../../../lib/disk/fs.ts";
-import { type FsxTarget, runFsx } from "./fsx.ts";
+import { type FsxTarget, runFsx } from "../../harness/fsx.ts";
 import { CTX, openFs, ROOT, tempDir } from "./helpers.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];

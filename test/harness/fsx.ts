@@ -3,8 +3,6 @@
  * offsets against an in-memory model, seeded so a failure replays exactly. The same engine drives
  * lib/disk/fs directly (unit test) and a real mount through node:fs (integration test).
  */
-import { prng } from "./helpers.ts";
-
 export interface FsxTarget {
   create(name: string): Promise<void> | void;
   write(name: string, offset: number, data: Buffer): Promise<void> | void;
@@ -160,4 +158,26 @@ export async function runFsx(target: FsxTarget, opts: FsxOptions): Promise<{ ops
     if (!got.equals(want)) fail(`final contents of ${name} differ`);
   }
   return { ops: counts };
+}
+
+/** mulberry32: deterministic, seedable, fast. */
+export function prng(seed: number): { next: () => number; int: (n: number) => number; bytes: (n: number) => Buffer } {
+  let a = seed >>> 0;
+  const u32 = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+  const next = () => u32() / 2 ** 32;
+  const int = (n: number) => Math.floor(next() * n);
+  const bytes = (n: number) => {
+    const b = Buffer.allocUnsafe(n);
+    let i = 0;
+    for (; i + 4 <= n; i += 4) b.writeUInt32LE(u32(), i);
+    for (; i < n; i++) b[i] = u32() & 255;
+    return b;
+  };
+  return { next, int, bytes };
 }
