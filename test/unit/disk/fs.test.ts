@@ -3,13 +3,7 @@ import { readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs"
 import { join } from "node:path";
 import { FsError } from "../../../lib/disk/errors.ts";
 import type { DiskFs } from "../../../lib/disk/fs.ts";
-import {
-  RENAME_EXCHANGE,
-  RENAME_NOREPLACE,
-  SEEK_DATA,
-  SEEK_HOLE,
-  XATTR_CREATE,
-} from "../../../lib/disk/fs-types.ts";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE, XATTR_CREATE } from "../../../lib/disk/fs-types.ts";
 import { S_IFLNK, S_IFMT, S_IFREG } from "../../../lib/disk/meta-state.ts";
 import { profile } from "../../../lib/disk/profile.ts";
 import { CTX, openFs, prng, ROOT, tempDir } from "./helpers.ts";
