@@ -3,7 +3,6 @@
  */
 import { defineCommand } from "citty";
 import { startWorker } from "../lib/common/workers.ts";
-import { runClusterTestNode } from "../lib/cluster/test-node.ts";
 
 const workerCheck = defineCommand({
   meta: {
@@ -25,27 +24,7 @@ const workerCheck = defineCommand({
   },
 });
 
-const clusterNode = defineCommand({
-  meta: { name: "cluster-node", description: "Run a bare cluster node (JSON lines on stdin/stdout) for tests" },
-  args: {
-    config: { type: "string", description: "Config file with a [cluster] section", valueHint: "FILE", required: true },
-    id: { type: "string", description: "Node ID (overrides cluster.node_id)", valueHint: "N" },
-    "data-dir": { type: "string", description: "State directory (overrides node.data_dir)", valueHint: "DIR" },
-    bootstrap: { type: "boolean", description: "Start a new single-node cluster" },
-  },
-  async run({ args }) {
-    const code = await runClusterTestNode({
-      config: args.config,
-      id: args.id,
-      dataDir: args["data-dir"],
-      bootstrap: args.bootstrap,
-    });
-    await new Promise<void>((resolve) => process.stdout.write("", () => resolve())); // flush before exiting
-    process.exit(code);
-  },
-});
-
 export const internalCommand = defineCommand({
   meta: { name: "internal", description: "Test and diagnostic helpers", hidden: true },
-  subCommands: { "worker-check": workerCheck, "cluster-node": clusterNode },
+  subCommands: { "worker-check": workerCheck },
 });

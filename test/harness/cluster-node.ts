@@ -1,11 +1,11 @@
 /**
- * A bare cluster node (`dist/wolf internal cluster-node`, lib/cluster/test-node.ts) running in a
- * TestNet host, driven over its JSON lines on stdin/stdout. Shared by the cluster integration test
- * and the failover benchmark.
+ * A bare cluster node (cluster-node-main.ts, run from source by bun) running in a TestNet host,
+ * driven over its JSON lines on stdin/stdout. Shared by the cluster integration test and the
+ * failover benchmark.
  */
 import type { ClusterStatus } from "../../lib/cluster/status.ts";
 import type { Host } from "./netns.ts";
-import { WOLF_BIN } from "./wolf.ts";
+import { join } from "node:path";
 
 /** One applied log entry as `entries` reports it. */
 export interface Entry {
@@ -20,10 +20,11 @@ export type AppendResult = { ok: boolean; lsn?: number; term?: number; error?: s
 
 /** The argv that starts node `id` with its config file and data dir. */
 export function clusterNodeArgv(config: string, id: number, dataDir: string): string[] {
-  return [WOLF_BIN, "internal", "cluster-node", "--config", config, "--id", String(id), "--data-dir", dataDir];
+  const main = join(import.meta.dir, "cluster-node-main.ts");
+  return [process.execPath, main, "--config", config, "--id", String(id), "--data-dir", dataDir];
 }
 
-/** One node process: JSON lines on stdin/stdout (lib/cluster/test-node.ts). */
+/** One node process: JSON lines on stdin/stdout (cluster-node-main.ts). */
 export class NodeProc {
   /** Unsolicited lines (`ready`, `role` events with their `at` timestamps), in order. */
   readonly events: Record<string, unknown>[] = [];

@@ -1,7 +1,8 @@
 /**
- * The cluster core across real processes and a real network: three `dist/wolf internal
- * cluster-node` processes, each in its own network namespace on one LAN, finding each other by
- * authenticated UDP broadcast beacons and talking over authenticated TCP (heartbeat 500 ms).
+ * The cluster core across real processes and a real network: three bare cluster nodes
+ * (test/harness/cluster-node-main.ts, run by bun), each in its own network namespace on one LAN,
+ * finding each other by authenticated UDP broadcast beacons and talking over authenticated TCP
+ * (heartbeat 500 ms).
  * The leader is cut off with nftables; a new leader must appear within 3 s, the old one must step
  * down, nothing acknowledged may be lost; after healing there is one leader and all logs converge.
  * A stranger without the secret, on the same LAN, is ignored and counted. A second cluster with two
@@ -14,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import type { ClusterStatus } from "../../lib/cluster/status.ts";
-import { clusterNodeArgv, ensureBuilt, netnsSkipReason, NodeProc, TestNet } from "../harness/index.ts";
+import { clusterNodeArgv, netnsSkipReason, NodeProc, TestNet } from "../harness/index.ts";
 
 const H = 500;
 const skip = netnsSkipReason() ?? (Bun.which("nft") === null ? "needs nftables (`nft`)" : undefined);
@@ -26,7 +27,6 @@ let stranger: NodeProc | undefined;
 
 beforeAll(async () => {
   if (skip) return;
-  await ensureBuilt();
   work = mkdtempSync(join(tmpdir(), "wolf-cluster-it-"));
   net = await TestNet.create();
   const secret = randomBytes(32).toString("hex");

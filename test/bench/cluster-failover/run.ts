@@ -1,9 +1,10 @@
 /**
- * Cluster failover time across real processes: three `dist/wolf internal cluster-node` processes,
- * each in its own network namespace on one LAN (discovery on, bootstrap_expect = 3). Each run
- * starts from a settled cluster (the lowest ID leads, every log converged), writes a few entries
- * with ack=majority, SIGKILLs the leader by PID and polls the two survivors (every ~20 ms) until
- * one of them reports role leader and then acknowledges an ack=majority append:
+ * Cluster failover time across real processes: three bare cluster nodes
+ * (test/harness/cluster-node-main.ts, run by bun), each in its own network namespace on one LAN
+ * (discovery on, bootstrap_expect = 3). Each run starts from a settled cluster (the lowest ID
+ * leads, every log converged), writes a few entries with ack=majority, SIGKILLs the leader by PID
+ * and polls the two survivors (every ~20 ms) until one of them reports role leader and then
+ * acknowledges an ack=majority append:
  *
  *   kill → leader     the first survivor's `role` leader event (its clock, ms) minus the moment of the kill
  *   kill → writable   kill until the reply of the first acknowledged ack=majority append
@@ -23,15 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClusterStatus } from "../../../lib/cluster/status.ts";
 import { waitUntil } from "../../../lib/common/wait.ts";
-import {
-  clusterNodeArgv,
-  ensureBuilt,
-  netnsSkipReason,
-  NodeProc,
-  onExitCleanup,
-  TestNet,
-  type Host,
-} from "../../harness/index.ts";
+import { clusterNodeArgv, netnsSkipReason, NodeProc, onExitCleanup, TestNet, type Host } from "../../harness/index.ts";
 
 const args = process.argv.slice(2);
 function intArg(name: string, def: number, min: number, max: number): number {
@@ -124,7 +117,6 @@ function waitSettled(what: string): Promise<number> {
 }
 
 async function setup(): Promise<void> {
-  await ensureBuilt();
   work = mkdtempSync(join(tmpdir(), "wolf-bench-failover-"));
   onExitCleanup(() => rmSync(work, { recursive: true, force: true }), 200);
   writeFileSync(

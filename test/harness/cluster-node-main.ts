@@ -1,7 +1,11 @@
 /**
- * `wolf internal cluster-node`: a bare cluster node for integration tests and diagnostics. It runs
- * the cluster core with a file LogStore and StableStore under --data-dir and an FSM that keeps the
- * applied entries in memory (rebuilt from the log after a restart), and talks JSON lines:
+ * A bare cluster node for the cluster integration test and the failover benchmark, run from source:
+ *
+ *   bun test/harness/cluster-node-main.ts --config FILE [--id N] [--data-dir DIR] [--bootstrap]
+ *
+ * (test/harness/cluster-node.ts starts it inside a network namespace). It runs the cluster core
+ * with a file LogStore and StableStore under --data-dir and an FSM that keeps the applied entries
+ * in memory (rebuilt from the log after a restart), and talks JSON lines:
  *
  *   stdout  {"event":"ready",…}  {"event":"role","role":…,"term":…,"leader":…,"at":<ms epoch>}
  *   stdin   {"id":1,"cmd":"append","data":"x","ack":"one","timeoutMs":3000} → {"reply":1,"ok":true,"lsn":7}
@@ -9,26 +13,26 @@
  *           {"id":3,"cmd":"entries"} → {"reply":3,"ok":true,"entries":[{"lsn":…,"term":…,"kind":…,"data":…}]}
  *           {"id":4,"cmd":"stop"}
  * It exits when stdin closes (its test is gone) or on SIGTERM/SIGINT.
+ *
+ * It used to be `wolf internal cluster-node`, compiled into the product binary; nothing in the
+ * product needs it, and bun runs it in a namespace as well as the binary did.
  */
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { defineSchema, loadConfig, nodeSection } from "../common/config/index.ts";
-import { UsageError } from "../common/errors.ts";
-import { logger } from "../common/log.ts";
-import { clusterSection } from "./config.ts";
-import { FileLogStore } from "./log-store.ts";
-import { FileStableStore } from "./stable-store.ts";
-import { startCluster } from "./start.ts";
-import { ACK_LEVELS, type AckLevel, type EntryRef, type FSM, type LogEntry } from "./types.ts";
+import { parseArgs } from "node:util";
+import { defineSchema, loadConfig, nodeSection } from "../../lib/common/config/index.ts";
+import { UsageError } from "../../lib/common/errors.ts";
+import { logger } from "../../lib/common/log.ts";
+import { clusterSection } from "../../lib/cluster/config.ts";
+import { FileLogStore } from "../../lib/cluster/log-store.ts";
+import { FileStableStore } from "../../lib/cluster/stable-store.ts";
+import { startCluster } from "../../lib/cluster/start.ts";
+import { ACK_LEVELS, type AckLevel, type EntryRef, type FSM, type LogEntry } from "../../lib/cluster/types.ts";
 
-export const clusterNodeSchema = defineSchema(
-  "cluster-node",
-  "wolf internal cluster-node — a bare cluster node for tests.",
-  {
-    node: nodeSection({ dataDir: "/var/lib/wolf/cluster-node" }),
-    cluster: clusterSection({ name: "wolf-test", port: 7854, discoveryPort: 7855 }),
-  },
-);
+const clusterNodeSchema = defineSchema("cluster-node", "cluster-node-main.ts — a bare cluster node for tests.", {
+  node: nodeSection({ dataDir: "/var/lib/wolf/cluster-node" }),
+  cluster: clusterSection({ name: "wolf-test", port: 7854, discoveryPort: 7855 }),
+});
 
 class MemoryFSM implements FSM {
   readonly entries: LogEntry[] = [];
@@ -49,7 +53,7 @@ interface Command {
   timeoutMs?: number;
 }
 
-export async function runClusterTestNode(args: {
+async function runClusterNode(args: {
   config: string;
   id?: string;
   dataDir?: string;
@@ -133,4 +137,24 @@ export async function runClusterTestNode(args: {
       }
     });
   });
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    options: {
+      config: { type: "string" },
+      id: { type: "string" },
+      "data-dir": { type: "string" },
+      bootstrap: { type: "boolean" },
+    },
+  });
+  if (values.config === undefined) throw new UsageError("--config FILE (with a [cluster] section) is required");
+  const code = await runClusterNode({
+    config: values.config,
+    id: values.id,
+    dataDir: values["data-dir"],
+    bootstrap: values.bootstrap,
+  });
+  await new Promise<void>((resolve) => process.stdout.write("", () => resolve())); // flush before exiting
+  process.exit(code);
 }
