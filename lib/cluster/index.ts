@@ -1,7 +1,7 @@
 /**
- * The cluster core (shared by wolf scale and wolf disk): discovery, membership, election with
- * terms and quorum, and a replicated append-only log. See node.ts for the API and election.ts /
- * membership.ts for the rules.
+ * The cluster core (used by wolf scale): discovery, membership, election with terms and quorum,
+ * and a replicated append-only log. See node.ts for the API and election.ts / membership.ts /
+ * replication.ts for the rules.
  */
 export { ClusterNode, type NodeOptions, type NodeDeps, type NodeEvents } from "./node.ts";
 export { startCluster, type RunningCluster } from "./start.ts";

@@ -1,7 +1,7 @@
 /**
  * Two LogStores: in memory (tests, simulations) and a simple file-backed one (one append-only data
  * file with a CRC per record, one fsync per append call, a small meta file for the pruned base).
- * Scale plugs in its WAL and disk its metadata journal through the same interface.
+ * Scale plugs in its WAL through the same interface.
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, ftruncateSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -77,8 +77,8 @@ function encodeRecord(e: LogEntry): Buffer {
 }
 
 /**
- * Keeps every entry in memory too (it is the simple store: fine for metadata journals and tests;
- * large logs belong in scale's segmented WAL). A torn or corrupt tail left by a crash during an
+ * Keeps every entry in memory too (it is the simple store: fine for small logs and tests; large
+ * logs belong in scale's segmented WAL). A torn or corrupt tail left by a crash during an
  * append is cut off on open: those entries were never acknowledged.
  */
 export class FileLogStore implements LogStore {

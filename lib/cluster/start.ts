@@ -1,7 +1,7 @@
 /**
  * Starting a real cluster node from the `[cluster]` config: TCP transport, discovery beacons,
- * static peers and the ClusterNode on the real clock. Scale and disk call this with their own
- * LogStore (WAL / metadata journal), StableStore and FSM.
+ * static peers and the ClusterNode on the real clock. Scale calls this with its own LogStore (its
+ * WAL), StableStore and FSM.
  */
 import { networkInterfaces } from "node:os";
 import { logger } from "../common/log.ts";

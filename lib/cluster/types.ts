@@ -13,7 +13,7 @@ export type Lsn = number;
 export type Term = number;
 
 /**
- * data   an entry appended by the application (scale: a transaction; disk: a metadata change)
+ * data   an entry appended by the application (scale: a transaction)
  * noop   written by a new leader at the start of its term so earlier entries can commit
  * config the voter set (JSON `ClusterMembers`), effective as soon as it is in the log
  */
