@@ -6,7 +6,8 @@ import fs from "node:fs";
 import { join } from "node:path";
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
-import { fsyncDir, parseSegmentName, type RecoveryNote, Segment, segmentName } from "./segment.ts";
+import { fsyncDir } from "../common/files.ts";
+import { parseSegmentName, type RecoveryNote, Segment, segmentName } from "./segment.ts";
 
 /** The staged segment of a reset(); present on open only when a reset was interrupted. */
 export const RESET_NAME = "reset.wal.tmp";

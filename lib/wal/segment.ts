@@ -7,6 +7,7 @@
  */
 import fs from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { fsyncDir } from "../common/files.ts";
 import { crc32 } from "./crc.ts";
 import { WalCorruptionError } from "./errors.ts";
 import {
@@ -34,16 +35,6 @@ export function segmentName(firstLsn: number): string {
 export function parseSegmentName(name: string): number | undefined {
   const m = NAME_RE.exec(name);
   return m ? Number(m[1]) : undefined;
-}
-
-/** fsync a directory so that creating/removing/renaming a file in it is durable. */
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, "r");
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 function encodeHeader(firstLsn: number, prevTerm: number): Uint8Array {

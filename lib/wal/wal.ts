@@ -1,22 +1,11 @@
-/**
- * The write-ahead log: ordered entries (LSN + term + payload) in segment files, appended with
- * group commit, recovered on open, pruned by retention, read by LSN range for catch-up.
- *
- * Group commit: append() encodes (and compresses) at once on the caller's turn, queues the record
- * and returns a promise; one flusher writes everything queued as a single write and one fdatasync,
- * then resolves the whole batch. While a batch is being synced the next one accumulates, so many
- * concurrent appenders share each fsync. A failed write or sync poisons the WAL (every later call
- * rejects): after a failed fsync the page cache cannot be trusted, so we stop rather than guess.
- */
-import fs from "node:fs";
-import { join } from "node:path";
 import { concatBytes } from "../common/bytes.ts";
 import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { encodeRecord, FLAG_BATCH_END, FLAG_BATCH_START, markBatch, type WalEntry } from "./record.ts";
 import { segmentsToRemove, type RetentionPolicy } from "./retention.ts";
 import { recoverSegments, RESET_NAME } from "./recovery.ts";
-import { fsyncDir, Segment, segmentName, type RecoveryNote } from "./segment.ts";
+import { fsyncDir } from "../common/files.ts";
+import { Segment, segmentName, type RecoveryNote } from "./segment.ts";
 
 export type { WalEntry } from "./record.ts";
 export type { RetentionPolicy } from "./retention.ts";
