@@ -14,7 +14,7 @@ const REPO_ROOT = join(import.meta.dir, "..", "..");
 // (import.meta.path is inlined at build time under --minify, so ask Bun.main instead.)
 export const isCompiled: boolean = Bun.main.startsWith("/$bunfs/");
 
-/** `relPath` is relative to the repository root, e.g. "lib/net/dataplane.worker.ts". */
+/** `relPath` is relative to the repository root, e.g. "lib/net/device/dataplane.worker.ts". */
 export function workerUrl(relPath: string): string {
   if (!relPath.endsWith(".worker.ts")) throw new Error(`worker files must end in .worker.ts: ${relPath}`);
   return isCompiled ? `./${relPath}` : join(REPO_ROOT, relPath);
