@@ -23,18 +23,17 @@
 import { logger } from "../common/log.ts";
 import { ApplyLoop, type ApplyHost } from "./apply-loop.ts";
 import { Campaign, type CampaignHost } from "./campaign.ts";
+import { Follower, type FollowerHost } from "./follower.ts";
 import { realClock } from "./clock.ts";
 import { Configuration, encodeMembers } from "./configuration.ts";
 import { quorumOn, timings, type QuorumMode, type Timings } from "./election.ts";
 import { LeaderState, type LeaderHost } from "./leader.ts";
 import { Membership, membershipThresholds, selfState } from "./membership.ts";
-import { DEFAULT_LIMITS, followerAppend, lastTerm, type ReplicationLimits } from "./replication.ts";
+import { DEFAULT_LIMITS, lastTerm, type ReplicationLimits } from "./replication.ts";
 import type { ClusterStatus, PeerStatus } from "./status.ts";
 import {
   NotLeaderError,
   type AckLevel,
-  type AppendReply,
-  type AppendRequest,
   type Clock,
   type ClusterMembers,
   type EntryRef,
@@ -110,8 +109,6 @@ export class ClusterNode {
   private readonly stable: StableStore;
   private readonly clock: Clock;
   private readonly rng: Rng;
-  /** Sent with every append reply; see AppendReply.epoch. */
-  private logEpoch = 0;
   private readonly opts: Required<Omit<NodeOptions, "limits">>;
   /** Why this node must not lead right now (setEligible); empty = it may. */
   private readonly holds = new Set<string>();
@@ -120,8 +117,9 @@ export class ClusterNode {
   private readonly config: Configuration;
   private readonly applier: ApplyLoop;
   private readonly campaign: Campaign;
+  private readonly follower: Follower;
   /** What the parts (leadership, elections, applying) read from and do to this node. */
-  private readonly host: LeaderHost & CampaignHost & ApplyHost;
+  private readonly host: LeaderHost & CampaignHost & FollowerHost & ApplyHost;
   /** This node's leadership: created in becomeLeader, dropped in becomeFollower (null: not leading). */
   private leading: LeaderState | null = null;
 
@@ -137,9 +135,6 @@ export class ClusterNode {
   private migrationReason: string | null = null;
   private state: NodeState = "Joining";
   private everActive = false;
-  private lastLeaderContact = -Infinity;
-  private leaderLastLsn: Lsn = 0;
-  private followerMatch: Lsn = 0;
   private started = false;
   private stopped = false;
   private tickTimer: TimerHandle | null = null;
@@ -165,7 +160,6 @@ export class ClusterNode {
     this.stable = deps.stableStore;
     this.clock = deps.clock ?? realClock;
     this.rng = deps.rng ?? Math.random;
-    this.logEpoch = newEpoch(this.rng, this.logEpoch);
     this.membership = new Membership(this.id, membershipThresholds(this.opts.heartbeatMs, this.opts.deadAfterMs));
 
     const hs = this.stable.get();
@@ -188,7 +182,14 @@ export class ClusterNode {
       role: () => this.role,
       leader: () => this.leaderId,
       votedFor: () => this.votedFor,
-      lastLeaderContact: () => this.lastLeaderContact,
+      lastLeaderContact: () => this.follower.lastLeaderContact,
+      applied: () => this.applier.applied,
+      migrationReason: () => this.migrationReason,
+      requireMigration: (reason) => {
+        this.migrationReason = reason;
+        this.log.warn(`node ${this.id}: ${reason}; it needs a migration`);
+      },
+      updateSelfState: () => this.updateSelfState(),
       commitLsn: () => this.commitLsn,
       commitTo: (lsn) => this.commitTo(lsn),
       quorum: () => this.quorum(),
@@ -208,6 +209,7 @@ export class ClusterNode {
       prepareHandover: () => this.events.prepareHandover,
     };
     this.campaign = new Campaign(this.host);
+    this.follower = new Follower(this.host);
     this.applier = new ApplyLoop(this.host, this.store, deps.fsm, this.log);
     this.commitLsn = Math.max(this.applier.applied, this.store.base().lsn);
     this.state = this.config.isVoter() ? "Syncing" : "Joining";
@@ -419,7 +421,7 @@ export class ClusterNode {
    */
   migrated(lsn: Lsn, term: Term, members: ClusterMembers = this.config.members()): void {
     this.store.resetTo({ lsn, term });
-    this.logEpoch = newEpoch(this.rng, this.logEpoch);
+    this.follower.newEpoch();
     this.config.resetTo({ lsn, members });
     this.persist();
     this.applier.resetTo(lsn);
@@ -439,7 +441,8 @@ export class ClusterNode {
     const voterIds = new Set(this.voters());
     const ids = new Set<NodeId>([...this.membership.peers.keys(), ...voterIds]);
     ids.delete(this.id);
-    const refLsn = this.role === "leader" ? this.store.lastLsn() : Math.max(this.leaderLastLsn, this.store.lastLsn());
+    const refLsn =
+      this.role === "leader" ? this.store.lastLsn() : Math.max(this.follower.leaderLastLsn, this.store.lastLsn());
     for (const id of [...ids].sort((a, b) => a - b)) {
       const p = this.membership.peers.get(id);
       const pr = this.leading?.progressOf(id);
@@ -506,7 +509,7 @@ export class ClusterNode {
     return (
       this.leaderId !== null &&
       this.leaderId !== from &&
-      this.clock.now() - this.lastLeaderContact < this.t.electionBaseMs
+      this.clock.now() - this.follower.lastLeaderContact < this.t.electionBaseMs
     );
   }
 
@@ -559,7 +562,7 @@ export class ClusterNode {
   private setLeader(leader: NodeId | null, roleChanged = false): void {
     if (leader === this.leaderId && !roleChanged) return;
     this.leaderId = leader;
-    if (leader !== null && leader !== this.id) this.lastLeaderContact = this.clock.now();
+    if (leader !== null && leader !== this.id) this.follower.lastLeaderContact = this.clock.now();
     this.events.onRoleChange?.(this.role, this.term, leader);
   }
 
@@ -574,70 +577,10 @@ export class ClusterNode {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Follower
-
-  private onAppend(from: NodeId, req: AppendRequest, reply: (m: Message) => void): void {
-    const fail = (hintLsn: Lsn, needsMigration?: boolean) =>
-      reply({
-        type: "append_reply",
-        term: this.term,
-        ok: false,
-        matchLsn: 0,
-        hintLsn,
-        needsMigration,
-        epoch: this.logEpoch,
-      } satisfies AppendReply);
-    if (req.term < this.term) return fail(this.store.lastLsn());
-    if (req.term === this.term && this.role === "leader") {
-      // Two leaders in one term can only happen with quorum off (both sides elected alone).
-      // Move both to a fresh term and let a normal election decide.
-      this.log.warn(`node ${this.id}: another leader (node ${from}) in term ${this.term}; stepping down`);
-      this.becomeFollower(this.term + 1, null);
-      return fail(this.store.lastLsn());
-    }
-    if (req.term > this.term || this.role !== "follower" || this.leaderId !== from) this.becomeFollower(req.term, from);
-    this.lastLeaderContact = this.clock.now();
-    this.leaderLastLsn = req.leaderLastLsn;
-    if (this.migrationReason !== null) {
-      this.updateSelfState();
-      return fail(this.store.lastLsn(), true);
-    }
-    const result = followerAppend(this.store, req, Math.max(this.commitLsn, this.applier.applied));
-    if (!result.ok) {
-      if (req.migrate && result.hintLsn < req.prevLsn) {
-        this.migrationReason = `the leader no longer has the entries this node needs (from ${result.hintLsn + 1})`;
-        this.log.warn(`node ${this.id}: ${this.migrationReason}; it needs a migration`);
-      } else if (result.needsMigration) {
-        this.migrationReason = `entries this node already committed conflict with leader ${from}`;
-        this.log.warn(`node ${this.id}: ${this.migrationReason}; it needs a migration`);
-      }
-      this.updateSelfState();
-      return fail(result.hintLsn, this.migrationReason !== null);
-    }
-    if (result.truncatedAfter !== null) this.config.onTruncated(result.truncatedAfter);
-    this.config.onEntriesAppended(result.appended);
-    this.followerMatch = result.matchLsn;
-    const commit = Math.min(req.commitLsn, result.matchLsn);
-    if (commit > this.commitLsn) {
-      this.commitTo(commit);
-    }
-    this.updateSelfState();
-    reply({
-      type: "append_reply",
-      term: this.term,
-      ok: true,
-      matchLsn: result.matchLsn,
-      hintLsn: 0,
-      epoch: this.logEpoch,
-    } satisfies AppendReply);
-  }
-
-  // ---------------------------------------------------------------------------------------------
   // Membership and messages
 
   private updateSelfState(): void {
-    const lag =
-      this.role === "leader" ? 0 : this.leaderId === null ? null : Math.max(0, this.leaderLastLsn - this.followerMatch);
+    const lag = this.role === "leader" ? 0 : this.follower.lag();
     const s = selfState({
       needsMigration: this.migrationReason !== null,
       isLeader: this.role === "leader",
@@ -715,7 +658,7 @@ export class ClusterNode {
         if (reply) this.campaign.onVote(from, msg, reply);
         break;
       case "append":
-        if (reply) this.onAppend(from, msg, reply);
+        if (reply) this.follower.onAppend(from, msg, reply);
         break;
       case "timeout_now":
         this.campaign.onTimeoutNow(from, msg.term);
@@ -727,11 +670,4 @@ export class ClusterNode {
         break;
     }
   }
-}
-
-function newEpoch(rng: Rng, previous: number): number {
-  let e: number;
-  do e = Math.floor(rng() * 2 ** 31);
-  while (e === previous);
-  return e;
 }
