@@ -24,11 +24,13 @@ import { logger } from "../common/log.ts";
 import { ApplyLoop, type ApplyHost } from "./apply-loop.ts";
 import { Campaign, type CampaignHost } from "./campaign.ts";
 import { Follower, type FollowerHost } from "./follower.ts";
+import type { NodeDeps, NodeEvents, NodeOptions } from "./node-options.ts";
+import { Pings, type PingHost } from "./pings.ts";
 import { realClock } from "./clock.ts";
 import { Configuration, encodeMembers } from "./configuration.ts";
-import { quorumOn, timings, type QuorumMode, type Timings } from "./election.ts";
+import { quorumOn, timings, type Timings } from "./election.ts";
 import { LeaderState, type LeaderHost } from "./leader.ts";
-import { Membership, membershipThresholds, selfState } from "./membership.ts";
+import { Membership, membershipThresholds } from "./membership.ts";
 import { DEFAULT_LIMITS, lastTerm, type ReplicationLimits } from "./replication.ts";
 import type { ClusterStatus, PeerStatus } from "./status.ts";
 import {
@@ -37,15 +39,11 @@ import {
   type Clock,
   type ClusterMembers,
   type EntryRef,
-  type FSM,
   type LogEntry,
   type LogStore,
   type Lsn,
   type Message,
   type NodeId,
-  type NodeState,
-  type PeerInfo,
-  type Ping,
   type Rng,
   type Role,
   type StableStore,
@@ -55,50 +53,7 @@ import {
 } from "./types.ts";
 
 export { decodeMembers, encodeMembers } from "./configuration.ts";
-
-export interface NodeOptions {
-  id: NodeId;
-  /** host:port other nodes use to reach this one (carried in pings and config entries). */
-  addr?: string;
-  heartbeatMs?: number;
-  quorum?: QuorumMode;
-  deadAfterMs?: number;
-  neverLeader?: boolean;
-  /** Form a new cluster once this many nodes with empty logs see each other (0 = never). */
-  bootstrapExpect?: number;
-  /** The leader adds discovered nodes as voters once they caught up (default true). */
-  autoJoin?: boolean;
-  /** A follower within this many entries of the leader is Active (default 1000). */
-  lagEntries?: number;
-  limits?: Partial<ReplicationLimits>;
-  /** How long events.prepareHandover may take before the handover is abandoned (default 30 s). */
-  handoverDrainTimeoutMs?: number;
-}
-
-export interface NodeDeps {
-  transport: Transport;
-  logStore: LogStore;
-  stableStore: StableStore;
-  fsm: FSM;
-  clock?: Clock;
-  rng?: Rng;
-}
-
-export interface NodeEvents {
-  /** Called on every role or leader change (after the change). */
-  onRoleChange?: (role: Role, term: Term, leader: NodeId | null) => void;
-  /**
-   * Called on the leader when it is about to hand leadership to `target` (the automatic handback
-   * to a lower ID, or transferLeadership()). Appends are still accepted until the promise
-   * resolves: the application stops taking new work and appends whatever must be in the log
-   * before another node leads (scale: every transaction committed in the leader's MariaDB). Then
-   * appends are refused, the target is brought up to date and told to take over. Resolve with a
-   * function to resume normal work: it is called once the handover is over, whether leadership
-   * moved or the handover was abandoned (target not caught up in time, leadership lost). A
-   * rejection, or taking longer than handoverDrainTimeoutMs, abandons the handover.
-   */
-  prepareHandover?: (target: NodeId) => Promise<(() => void) | void>;
-}
+export type { NodeDeps, NodeEvents, NodeOptions } from "./node-options.ts";
 
 export class ClusterNode {
   readonly id: NodeId;
@@ -118,8 +73,9 @@ export class ClusterNode {
   private readonly applier: ApplyLoop;
   private readonly campaign: Campaign;
   private readonly follower: Follower;
+  private readonly pings: Pings;
   /** What the parts (leadership, elections, applying) read from and do to this node. */
-  private readonly host: LeaderHost & CampaignHost & FollowerHost & ApplyHost;
+  private readonly host: LeaderHost & CampaignHost & FollowerHost & PingHost & ApplyHost;
   /** This node's leadership: created in becomeLeader, dropped in becomeFollower (null: not leading). */
   private leading: LeaderState | null = null;
 
@@ -133,8 +89,6 @@ export class ClusterNode {
   private commitLsn: Lsn = 0;
   /** Why this node needs a migration (null: it does not). */
   private migrationReason: string | null = null;
-  private state: NodeState = "Joining";
-  private everActive = false;
   private started = false;
   private stopped = false;
   private tickTimer: TimerHandle | null = null;
@@ -189,7 +143,14 @@ export class ClusterNode {
         this.migrationReason = reason;
         this.log.warn(`node ${this.id}: ${reason}; it needs a migration`);
       },
-      updateSelfState: () => this.updateSelfState(),
+      updateSelfState: () => this.pings.update(),
+      addr: this.opts.addr,
+      lagEntries: this.opts.lagEntries,
+      bootstrapExpect: this.opts.bootstrapExpect,
+      neverLeader: () => this.opts.neverLeader || this.holds.size > 0,
+      followerLag: () => this.follower.lag(),
+      onPeerSeen: (id, now) => this.leading?.onPeerSeen(id, now),
+      bootstrap: (voters) => this.bootstrap(voters),
       commitLsn: () => this.commitLsn,
       commitTo: (lsn) => this.commitTo(lsn),
       quorum: () => this.quorum(),
@@ -212,7 +173,7 @@ export class ClusterNode {
     this.follower = new Follower(this.host);
     this.applier = new ApplyLoop(this.host, this.store, deps.fsm, this.log);
     this.commitLsn = Math.max(this.applier.applied, this.store.base().lsn);
-    this.state = this.config.isVoter() ? "Syncing" : "Joining";
+    this.pings = new Pings(this.host);
     this.knowVoters(this.config.members());
   }
 
@@ -251,7 +212,7 @@ export class ClusterNode {
     this.store.append([entry]);
     this.config.addBootstrap({ lsn: 1, members });
     this.knowVoters(members);
-    if (this.state === "Joining" && this.config.isVoter()) this.state = "Syncing";
+    if (this.pings.state === "Joining" && this.config.isVoter()) this.pings.state = "Syncing";
     this.log.info(`bootstrapped a new cluster with voters ${members.voters.map((v) => v.id).join(", ")}`);
     if (this.started) this.campaign.resetTimer(true);
     return true;
@@ -380,7 +341,7 @@ export class ClusterNode {
     if (this.role === "leader") this.stepDown(`it needs a migration: ${reason}`);
     if (this.migrationReason === null) this.log.warn(`node ${this.id}: needs a migration (${reason})`);
     this.migrationReason = reason;
-    this.updateSelfState();
+    this.pings.update();
   }
 
   /** Whether this node needs a migration (markNeedsMigration, or found by log shipping). */
@@ -427,8 +388,7 @@ export class ClusterNode {
     this.applier.resetTo(lsn);
     this.commitLsn = lsn;
     this.migrationReason = null;
-    this.everActive = false;
-    this.state = this.config.isVoter() ? "Syncing" : "Joining";
+    this.pings.reset();
   }
 
   quorum(): boolean {
@@ -462,7 +422,7 @@ export class ClusterNode {
       id: this.id,
       role: this.role,
       term: this.term,
-      state: this.state,
+      state: this.pings.state,
       leader: this.leaderId,
       lastLsn: this.store.lastLsn(),
       lastTerm: lastTerm(this.store),
@@ -485,9 +445,9 @@ export class ClusterNode {
   private tick(): void {
     if (this.stopped) return;
     const now = this.clock.now();
-    this.maybeBootstrap();
-    this.updateSelfState();
-    this.sendPings();
+    this.pings.maybeBootstrap();
+    this.pings.update();
+    this.pings.send();
     this.leading?.tick(now);
     for (const id of this.membership.prune(now, this.config.voterIds().set)) this.leading?.forget(id);
     this.tickTimer = this.clock.setTimeout(() => this.tick(), this.t.heartbeatMs);
@@ -528,7 +488,7 @@ export class ClusterNode {
     this.log.info(`node ${this.id}: leader in term ${this.term} (voters ${this.voters().join(", ")})`);
     this.setLeader(this.id);
     this.leading.begin();
-    this.updateSelfState();
+    this.pings.update();
   }
 
   private becomeFollower(term: Term, leader: NodeId | null): void {
@@ -576,80 +536,6 @@ export class ClusterNode {
     this.stable.set({ term: this.term, votedFor: this.votedFor, committedConfig: this.config.committed });
   }
 
-  // ---------------------------------------------------------------------------------------------
-  // Membership and messages
-
-  private updateSelfState(): void {
-    const lag = this.role === "leader" ? 0 : this.follower.lag();
-    const s = selfState({
-      needsMigration: this.migrationReason !== null,
-      isLeader: this.role === "leader",
-      isVoter: this.config.isVoter(),
-      lag,
-      lagEntries: this.opts.lagEntries,
-      everActive: this.everActive,
-      previous: this.state,
-    });
-    if (s === "Active") this.everActive = true;
-    this.state = s;
-  }
-
-  private selfInfo(): PeerInfo {
-    return {
-      id: this.id,
-      addr: this.opts.addr,
-      state: this.state,
-      role: this.role,
-      leader: this.leaderId,
-      lastLsn: this.store.lastLsn(),
-      lastTerm: lastTerm(this.store),
-      commitLsn: this.commitLsn,
-      appliedLsn: this.applier.applied,
-      neverLeader: this.opts.neverLeader || this.holds.size > 0,
-      voter: this.config.isVoter(),
-    };
-  }
-
-  private sendPings(): void {
-    const ping: Ping = { type: "ping", term: this.term, info: this.selfInfo() };
-    const ids = new Set<NodeId>([...this.membership.peers.keys(), ...this.config.otherVoters()]);
-    ids.delete(this.id);
-    for (const id of ids) this.transport.send(id, ping);
-  }
-
-  private onPing(from: NodeId, ping: Ping): void {
-    if (ping.info.id !== from) return;
-    const now = this.clock.now();
-    const known = this.membership.peers.has(from);
-    this.membership.update(ping.info, now);
-    if (ping.info.addr) this.transport.setPeerAddress(from, ping.info.addr);
-    if (ping.term > this.term && !this.inLease(from)) {
-      this.becomeFollower(ping.term, ping.info.role === "leader" ? from : null);
-    }
-    this.leading?.onPeerSeen(from, now);
-    if (!known) this.log.debug(`node ${this.id}: discovered node ${from}`);
-  }
-
-  private maybeBootstrap(): void {
-    const n = this.opts.bootstrapExpect;
-    if (n <= 0 || this.store.lastLsn() !== 0 || this.store.base().lsn !== 0 || this.config.latest() !== undefined)
-      return;
-    const now = this.clock.now();
-    const fresh = [this.id];
-    for (const [id, p] of this.membership.peers) {
-      if (!this.membership.alive(id, now) || !p.info) continue;
-      if (p.info.lastLsn > 0 || p.info.voter) return; // an existing cluster: wait to be added instead
-      fresh.push(id);
-    }
-    if (fresh.length < n) return;
-    fresh.sort((a, b) => a - b);
-    if (fresh[0] !== this.id) return; // the lowest ID bootstraps; the others receive it by replication
-    const voters = fresh
-      .slice(0, n)
-      .map((id) => ({ id, addr: id === this.id ? this.opts.addr : (this.membership.peers.get(id)?.addr ?? "") }));
-    this.bootstrap(voters);
-  }
-
   private onMessage(from: NodeId, msg: Message, reply: ((m: Message) => void) | undefined): void {
     if (this.stopped) return;
     this.membership.heard(from, this.clock.now());
@@ -664,7 +550,7 @@ export class ClusterNode {
         this.campaign.onTimeoutNow(from, msg.term);
         break;
       case "ping":
-        this.onPing(from, msg);
+        this.pings.onPing(from, msg);
         break;
       default:
         break;
