@@ -1,10 +1,11 @@
 /**
- * One cluster node: the roles and the term, wired to a Transport, LogStore, StableStore, FSM, Clock
- * and Rng. Elections run in campaign.ts (rules in election.ts), a leadership in leader.ts (log
- * shipping rules in replication.ts, handover in handover.ts), the voter set in configuration.ts,
- * applying in apply-loop.ts; this file holds the node's state, its public API, the follower's side
- * of an append and the pings (membership.ts). Everything runs from timers and message callbacks on
- * the injected clock, so a SimClock drives it deterministically.
+ * One cluster node, wired to a Transport, LogStore, StableStore, FSM, Clock and Rng (node-options.ts).
+ * This file holds the term, vote and role, the public API and the role changes; the parts own their
+ * state and reach back through a host interface declared on their side: elections in campaign.ts
+ * (rules in election.ts), a leadership in leader.ts (with acks.ts and handover.ts; log shipping
+ * rules in replication.ts), the follower's side in follower.ts, pings in pings.ts (membership.ts),
+ * the voter set in configuration.ts, applying in apply-loop.ts. Everything runs from timers and
+ * message callbacks on the injected clock, so a SimClock drives it deterministically.
  *
  * Use (wolf scale):
  *   const node = new ClusterNode(options, { transport, logStore, stableStore, fsm });
