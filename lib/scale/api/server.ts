@@ -146,6 +146,18 @@ function writeSummary(result: unknown): Record<string, unknown> {
   return { results: result };
 }
 
+/** The answer to an acknowledged write: what it changed, where it sits in the log, the ack reached. */
+function writeAnswer(out: WriteOutcome): Record<string, unknown> {
+  return {
+    ok: true,
+    ...writeSummary(out.result),
+    gtid: out.gtid,
+    lsn: out.lsn,
+    ack: out.ack,
+    ms: Math.round(out.ms * 100) / 100,
+  };
+}
+
 export function startApi(d: ApiBackend): Server<undefined> {
   const tokenHash = createHash("sha256").update(d.cfg.api.admin_token).digest();
   const authorized = (req: Request) => {
@@ -242,15 +254,7 @@ export function startApi(d: ApiBackend): Server<undefined> {
         const stmt = WRITE_BUILDERS[w[1]!]!(body);
         const ack = ackOf(req);
         return onLeader(req, path, body, async () => {
-          const out = await d.write(stmt, { ack });
-          return json({
-            ok: true,
-            ...writeSummary(out.result),
-            gtid: out.gtid,
-            lsn: out.lsn,
-            ack: out.ack,
-            ms: Math.round(out.ms * 100) / 100,
-          });
+          return json(writeAnswer(await d.write(stmt, { ack })));
         });
       }
       if (path === "/sql") {
@@ -262,15 +266,7 @@ export function startApi(d: ApiBackend): Server<undefined> {
         if (body.read_only === true) return json({ ok: true, results: await d.read(body.sql, params, database) });
         const ack = ackOf(req);
         return onLeader(req, path, body, async () => {
-          const out = await d.write({ sql: body.sql as string, params }, { database, ack });
-          return json({
-            ok: true,
-            ...writeSummary(out.result),
-            gtid: out.gtid,
-            lsn: out.lsn,
-            ack: out.ack,
-            ms: Math.round(out.ms * 100) / 100,
-          });
+          return json(writeAnswer(await d.write({ sql: body.sql as string, params }, { database, ack })));
         });
       }
       if (path === "/cluster/register") {
