@@ -4,6 +4,7 @@
  * every wait (the outcome is then unknown).
  */
 import {
+  AckTimeoutError,
   NotLeaderError,
   type AckLevel,
   type Clock,
@@ -24,12 +25,9 @@ export interface AckHost {
   term(): Term;
   leader(): NodeId | null;
   commitLsn(): Lsn;
-  quorum(): boolean;
   otherVoters(): NodeId[];
   /** Highest LSN follower `id` is known to store (0: none). */
   matchOf(id: NodeId): Lsn;
-  /** Followers that count as alive for quorum-off ack capping. */
-  aliveFollowers(now: number): NodeId[];
   /** The leadership ended. */
   ended(): boolean;
   /** Last LSN, appended entries not written yet included. */
@@ -97,7 +95,7 @@ export class AckWaiters {
       if (timeoutMs !== undefined) {
         w.timer = host.clock.setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== w);
-          reject(new Error(`entry ${lsn} not acknowledged (${level}) within ${timeoutMs} ms`));
+          reject(this.shortfall(lsn, level, timeoutMs));
         }, timeoutMs);
       }
       this.waiters.push(w);
@@ -105,24 +103,65 @@ export class AckWaiters {
     });
   }
 
-  private ackSatisfied(w: Waiter, now: number): boolean {
+  /**
+   * Followers that must store an entry for `level`. Counted against the configured voter set only,
+   * never against the followers that happen to be alive: "one" answered while no follower holds
+   * the entry would be a lie the next failover exposes. A single-voter cluster has no follower to
+   * ask, so there every level is the leader's own durable copy (and there is no failover to lose it).
+   */
+  private followersNeeded(level: AckLevel, followers: number): number {
+    const need =
+      level === "none" ? 0 : level === "one" ? 1 : level === "majority" ? majority(followers + 1) - 1 : followers;
+    return Math.min(need, followers);
+  }
+
+  /** Followers known to store `lsn` durably. */
+  private holders(lsn: Lsn): number {
+    const { host } = this;
+    return host.otherVoters().filter((id) => host.matchOf(id) >= lsn).length;
+  }
+
+  private ackSatisfied(w: Waiter): boolean {
     const { host } = this;
     if (w.lsn > host.store.lastLsn()) return false;
     if (w.level === "none") return true;
     if (host.commitLsn() < w.lsn) return false;
-    const others = host.otherVoters();
-    const acks = others.filter((id) => host.matchOf(id) >= w.lsn).length;
-    let need = w.level === "one" ? 1 : w.level === "majority" ? majority(others.length + 1) - 1 : others.length;
-    need = Math.min(need, others.length);
-    if (!host.quorum()) need = Math.min(need, host.aliveFollowers(now).length);
-    return acks >= need;
+    return this.holders(w.lsn) >= this.followersNeeded(w.level, host.otherVoters().length);
+  }
+
+  /**
+   * The highest level entry `lsn` has reached now (what a write that gives up waiting may report,
+   * under replication.ack_fallback = "async"); undefined if not even the leader holds it durably.
+   */
+  reached(lsn: Lsn): AckLevel | undefined {
+    const { host } = this;
+    if (lsn > host.store.lastLsn()) return undefined;
+    const followers = host.otherVoters().length;
+    const holders = host.commitLsn() >= lsn ? this.holders(lsn) : 0;
+    for (const level of ["all", "majority", "one"] as const) {
+      if (holders >= this.followersNeeded(level, followers) && holders > 0) return level;
+    }
+    return "none";
+  }
+
+  /** The error of a wait that timed out: what is known about the entry, and what that means. */
+  private shortfall(lsn: Lsn, level: AckLevel, timeoutMs: number): AckTimeoutError {
+    const followers = this.host.otherVoters().length;
+    const need = this.followersNeeded(level, followers);
+    const held = this.holders(lsn);
+    const durable = lsn <= this.host.store.lastLsn();
+    return new AckTimeoutError(
+      `entry ${lsn} not acknowledged (ack = ${level}) within ${timeoutMs} ms: only ${Math.min(held, need)} of ${need} required ` +
+        `follower${need === 1 ? "" : "s"} hold it; ${durable ? "nothing was lost on this node" : "it is not yet durable on this node either"}, ` +
+        "but the write may or may not survive a failover",
+      this.reached(lsn) ?? "none",
+    );
   }
 
   /** Settles the waits: resolves those whose level was reached, rejects all if leadership changed. */
   check(): void {
     const { host } = this;
     if (this.waiters.length === 0) return;
-    const now = host.clock.now();
     const keep: Waiter[] = [];
     for (const w of this.waiters) {
       if (host.ended() || w.term !== host.term()) {
@@ -133,7 +172,7 @@ export class AckWaiters {
             host.leader(),
           ),
         );
-      } else if (this.ackSatisfied(w, now)) {
+      } else if (this.ackSatisfied(w)) {
         if (w.timer) host.clock.clearTimeout(w.timer);
         w.resolve();
       } else keep.push(w);

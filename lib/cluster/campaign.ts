@@ -5,7 +5,7 @@
  */
 import type { ConsolaInstance as Logger } from "consola";
 import type { Configuration } from "./configuration.ts";
-import { electionTimeoutMs, logUpToDate, votesNeeded, type Timings } from "./election.ts";
+import { electionTimeoutMs, logUpToDate, majority, votesNeeded, type Timings } from "./election.ts";
 import type { Membership } from "./membership.ts";
 import { lastTerm } from "./replication.ts";
 import type {
@@ -43,6 +43,10 @@ export interface CampaignHost {
   quorum(): boolean;
   /** Voter, not never_leader or held back, no migration needed, no apply error. */
   mayCampaign(): boolean;
+  /** NodeOptions.witness: campaigns only as a last resort (see lowerEligible). */
+  readonly witness: boolean;
+  /** Started with an empty data directory and not caught up yet (HardState.recovering). */
+  recovering(): boolean;
   /** Within the lease of a live leader (this one, or the one it follows, if not `from`). */
   inLease(from: NodeId): boolean;
   /** Records (durably) this node's vote for `id` in the current term. */
@@ -60,6 +64,8 @@ export class Campaign {
   private deferrals = 0;
   private votes = new Set<NodeId>();
   private preVotes = new Set<NodeId>();
+  /** Voters that answered this round as recovering (their grants need backing, see won()). */
+  private recoveringVoters = new Set<NodeId>();
   private preVoteTerm: Term = -1;
 
   constructor(private readonly host: CampaignHost) {}
@@ -91,7 +97,10 @@ export class Campaign {
     this.preVoteTerm = -1;
   }
 
-  /** Rank: lower-ID voters that are alive, may lead, and have a log at least as up to date as ours. */
+  /**
+   * Rank: lower-ID voters that are alive, may lead, and have a log at least as up to date as ours.
+   * A witness counts such voters of any ID: it only campaigns when none of them could win.
+   */
   private lowerEligible(now: number): number {
     const { host } = this;
     const mine = { lastTerm: lastTerm(host.store), lastLsn: host.store.lastLsn() };
@@ -99,7 +108,12 @@ export class Campaign {
     for (const id of host.config.otherVoters()) {
       // The leader we follow does not count: the timer only fires once it went silent, and
       // counting it would add half a heartbeat to every failover.
-      if (id >= host.id || id === host.leader() || !host.membership.alive(id, now, host.t.electionBaseMs)) continue;
+      if (
+        (id >= host.id && !host.witness) ||
+        id === host.leader() ||
+        !host.membership.alive(id, now, host.t.electionBaseMs)
+      )
+        continue;
       const info = host.membership.peers.get(id)?.info;
       if (!info || info.neverLeader || info.state === "NeedsMigration" || info.state === "Joining") continue;
       if (logUpToDate(info, mine)) rank++;
@@ -145,11 +159,31 @@ export class Campaign {
     return votesNeeded(this.host.quorum(), this.host.config.voterIds().all.length, this.aliveVoterCount());
   }
 
+  /**
+   * Enough votes to win. A recovering voter (its data directory was wiped; it has not caught up)
+   * may have lost a copy of an acknowledged entry, so its grant alone must not decide: besides a
+   * majority of all voters, the grants of the voters that are not recovering must be a majority of
+   * those voters. If an entry the candidate lacks was committed on a majority S, every voter in S
+   * that still holds it refuses the candidate; with one recovering voter B, the others that grant
+   * number more than half of the n - 1 others, which leaves too few of them to make up S with B.
+   * (Two wiped disks can lose an entry only they held; no vote rule brings that back.) A brand-new
+   * cluster still forms: its bootstrapping node counts as the majority of the non-recovering voters.
+   */
+  private won(votes: Set<NodeId>): boolean {
+    if (votes.size < this.needed()) return false;
+    if (!this.host.quorum() || this.recoveringVoters.size === 0) return true;
+    const voters = this.host.config.voterIds().all.length;
+    let solid = 0;
+    for (const id of votes) if (!this.recoveringVoters.has(id)) solid++;
+    return solid >= majority(voters - this.recoveringVoters.size);
+  }
+
   private startPreVote(): void {
     const { host } = this;
     this.preVotes = new Set([host.id]);
     this.preVoteTerm = host.term() + 1;
-    if (this.preVotes.size >= this.needed()) return this.startElection(false);
+    this.recoveringVoters = new Set(host.recovering() ? [host.id] : []);
+    if (this.won(this.preVotes)) return this.startElection(false);
     const req: VoteRequest = {
       type: "vote",
       term: host.term() + 1,
@@ -164,9 +198,11 @@ export class Campaign {
         if (host.stopped() || !reply || reply.type !== "vote_reply") return;
         if (reply.term > host.term() && !reply.granted) return host.becomeFollower(reply.term, null);
         if (host.term() !== roundTerm || host.role() !== "follower" || this.preVoteTerm !== roundTerm + 1) return;
-        if (!reply.granted || !host.config.isVoter(id)) return;
+        if (!host.config.isVoter(id)) return;
+        if (reply.recovering) this.recoveringVoters.add(id);
+        if (!reply.granted) return;
         this.preVotes.add(id);
-        if (this.preVotes.size >= this.needed()) {
+        if (this.won(this.preVotes)) {
           this.preVoteTerm = -1;
           this.startElection(false);
         }
@@ -179,9 +215,10 @@ export class Campaign {
     if (!host.mayCampaign()) return;
     host.becomeCandidate();
     this.votes = new Set([host.id]);
+    this.recoveringVoters = new Set(host.recovering() ? [host.id] : []);
     host.log.debug(`node ${host.id}: campaigning in term ${host.term()}${handover ? " (handover)" : ""}`);
     this.resetTimer();
-    if (this.votes.size >= this.needed()) return host.becomeLeader();
+    if (this.won(this.votes)) return host.becomeLeader();
     const req: VoteRequest = {
       type: "vote",
       term: host.term(),
@@ -195,10 +232,11 @@ export class Campaign {
       host.transport.request(id, req, host.t.requestTimeoutMs, (reply) => {
         if (host.stopped() || !reply || reply.type !== "vote_reply") return;
         if (reply.term > host.term()) return host.becomeFollower(reply.term, null);
-        if (host.role() !== "candidate" || host.term() !== electionTerm || !reply.granted || !host.config.isVoter(id))
-          return;
+        if (host.role() !== "candidate" || host.term() !== electionTerm || !host.config.isVoter(id)) return;
+        if (reply.recovering) this.recoveringVoters.add(id);
+        if (!reply.granted) return;
         this.votes.add(id);
-        if (this.votes.size >= this.needed()) host.becomeLeader();
+        if (this.won(this.votes)) host.becomeLeader();
       });
     }
   }
@@ -207,12 +245,15 @@ export class Campaign {
   onVote(from: NodeId, req: VoteRequest, reply: (m: Message) => void): void {
     const { host } = this;
     const mine = { lastTerm: lastTerm(host.store), lastLsn: host.store.lastLsn() };
-    const refuse = () => reply({ type: "vote_reply", term: host.term(), granted: false } satisfies VoteReply);
+    const answer = (granted: boolean): VoteReply =>
+      host.recovering()
+        ? { type: "vote_reply", term: host.term(), granted, recovering: true }
+        : { type: "vote_reply", term: host.term(), granted };
+    const refuse = () => reply(answer(false));
     if (req.term < host.term()) return refuse();
     if (!req.handover && host.inLease(from)) return refuse();
     if (req.pre) {
-      const granted = req.term > host.term() && logUpToDate(req, mine);
-      return reply({ type: "vote_reply", term: host.term(), granted } satisfies VoteReply);
+      return reply(answer(req.term > host.term() && logUpToDate(req, mine)));
     }
     if (req.term > host.term()) host.becomeFollower(req.term, null);
     const votedFor = host.votedFor();
@@ -221,7 +262,7 @@ export class Campaign {
       host.vote(from);
       this.resetTimer();
     }
-    reply({ type: "vote_reply", term: host.term(), granted } satisfies VoteReply);
+    reply(answer(granted));
   }
 
   /** A leader handing over to this node: campaign now, in the leader's term + 1. */

@@ -97,7 +97,8 @@ export function decodeMessage(buf: Uint8Array): Message {
     )
       bad("bad vote");
   } else if (msg.type === "vote_reply") {
-    if (typeof msg.granted !== "boolean") bad("bad vote reply");
+    if (typeof msg.granted !== "boolean" || (msg.recovering !== undefined && typeof msg.recovering !== "boolean"))
+      bad("bad vote reply");
   } else if (msg.type === "ping") {
     const info = msg.info as Record<string, unknown> | undefined;
     if (!info || !isNum(info.id) || !isNum(info.lastLsn) || !isNum(info.lastTerm) || typeof info.state !== "string")

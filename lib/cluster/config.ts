@@ -44,9 +44,18 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
     discovery: bool("Find peers by authenticated UDP broadcast beacons on the LAN.", true),
     discovery_port: int("UDP port for discovery beacons.", defaults.discoveryPort, { min: 1, max: 65535 }),
     heartbeat_ms: int("Heartbeat interval in milliseconds.", 500, { min: 50, max: 60_000 }),
-    dead_after_ms: int("A node silent this long is Offline and removed from the view (ms).", 30_000, { min: 1_000 }),
+    dead_after_ms: int(
+      "A node silent this long is Offline; the leader then removes it from the voters (while more than\nmin_voters remain) and adds it back once it returns and has caught up (ms).",
+      30_000,
+      { min: 1_000 },
+    ),
+    min_voters: int(
+      "Automatic removal of dead voters never takes the voter set below this many nodes (so a 3-node\ncluster keeps needing 2 of 3 votes however long a node is gone).",
+      3,
+      { min: 1, max: 1023 },
+    ),
     quorum: oneOf(
-      "Majority rule: auto = on with 3+ configured nodes; never = one survivor keeps serving",
+      "Majority rule. auto (= always): a leader needs a majority of the voters for elections and commits,\nso a minority side never serves (a 2-node cluster stops when one node is gone; add a witness).\nnever = one survivor keeps serving: it can lose acknowledged writes on failover or partition.",
       ["auto", "always", "never"] as const,
       "auto",
     ),

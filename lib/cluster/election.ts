@@ -8,16 +8,23 @@
  * not yet heard of the newer term) can never get anything acknowledged: the followers that acked
  * the new leader's election now refuse its term. That is the fencing.
  *
- * Quorum. `cluster.quorum = auto | always | never`; auto means on when the voter set has 3 or more
- * nodes. With quorum on, a candidate needs votes from a majority of the voters, an entry is
- * committed once a majority of the voters store it (and it is from the leader's current term;
- * earlier entries commit with it), and a leader that has not heard from a majority for
- * 3 heartbeats steps down (check-quorum), so a minority side never has a working leader.
- * With quorum off (1–2 nodes, or `never`) the documented behaviour is "one survivor keeps serving":
- * a candidate needs the votes of every voter it has heard from in the last 3 heartbeats, and
- * entries commit once every such live voter stores them. A true partition then yields one leader
- * per side (in different terms); after healing the higher term wins and a node whose *applied*
- * entries were overwritten is marked NeedsMigration instead of silently diverging.
+ * Quorum. `cluster.quorum = auto | always | never`. auto and always are the same rule, on: it is a
+ * property of the configured mode alone and never changes with the size of the voter set (it once
+ * followed the voter count, so removing a dead voter from 3 turned it off and let a lone node lead:
+ * two leaders, lost acknowledged writes). With quorum on, a candidate needs votes from a majority of
+ * the voters, an entry is committed once a majority of the voters store it (and it is from the
+ * leader's current term; earlier entries commit with it), and a leader that has not heard from a
+ * majority for 3 heartbeats steps down (check-quorum), so a minority side never has a working
+ * leader. A 2-node cluster therefore stops when either node is gone; a witness (a voter that never
+ * leads) is the third vote that keeps it going. Automatic removal of dead voters never takes the
+ * voter set below `min_voters` (see LeaderState.manageMembers).
+ * `never` is the explicit opt-in to "one survivor keeps serving": a candidate needs the votes of
+ * every voter it has heard from in the last 3 heartbeats, and entries commit once every such live
+ * voter stores them. A true partition then yields one leader per side (in different terms); after
+ * healing the higher term wins (acknowledged writes of the other side can be lost) and a node whose
+ * *applied* entries were overwritten is marked NeedsMigration instead of silently diverging.
+ * Acknowledgements stay truthful in every mode: `one` means a follower holds the entry, never
+ * "every follower that happens to be alive" (AckWaiters).
  *
  * Eligibility. A node may campaign only if it is a voter in its current config, `never_leader` is
  * off, it is not NeedsMigration and its FSM has not failed. A voter grants its vote only to a
@@ -74,10 +81,9 @@ export function timings(heartbeatMs: number) {
 }
 export type Timings = ReturnType<typeof timings>;
 
-export function quorumOn(mode: QuorumMode, voterCount: number): boolean {
-  if (mode === "always") return true;
-  if (mode === "never") return false;
-  return voterCount >= 3;
+/** Majority rule on or off: only `never` turns it off, whatever the size of the voter set. */
+export function quorumOn(mode: QuorumMode): boolean {
+  return mode !== "never";
 }
 
 export function majority(voterCount: number): number {

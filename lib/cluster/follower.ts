@@ -27,6 +27,8 @@ export interface FollowerHost {
   migrationReason(): string | null;
   requireMigration(reason: string): void;
   updateSelfState(): void;
+  /** This node's log reached a commit point its leader sent (ends recovering after a wipe). */
+  caughtUp(): void;
 }
 
 export class Follower {
@@ -100,6 +102,7 @@ export class Follower {
     this.match = result.matchLsn;
     const commit = Math.min(req.commitLsn, result.matchLsn);
     if (commit > host.commitLsn()) host.commitTo(commit);
+    if (result.matchLsn >= req.commitLsn) host.caughtUp();
     host.updateSelfState();
     reply({
       type: "append_reply",

@@ -19,6 +19,8 @@ export interface HandoverHost {
   /** Still the leader (this handover's leadership has not ended). */
   leading(): boolean;
   stopped(): boolean;
+  /** NodeOptions.witness: hand over to any voter that may lead, as soon as one is caught up. */
+  readonly witness: boolean;
   /** This node is a voter (a learner never hands leadership to anyone). */
   isVoter(): boolean;
   otherVoters(): NodeId[];
@@ -57,7 +59,7 @@ export class Handovers {
     leaderSince: number,
   ) {
     this.backoffMs = host.t.handoverBackoffMinMs;
-    this.nextAt = leaderSince + host.t.handoverStableMs;
+    this.nextAt = host.witness ? leaderSince : leaderSince + host.t.handoverStableMs;
   }
 
   /** The node the leadership is being handed to (null: none). */
@@ -86,12 +88,15 @@ export class Handovers {
     }
     if (now < this.nextAt || !host.isVoter()) return;
     for (const id of host.otherVoters()) {
-      if (id >= host.id) break;
+      if (id >= host.id && !host.witness) break;
       const pr = host.progressOf(id);
       if (!pr || !host.mayLead(id)) continue;
-      if (pr.caughtUpSince === null || now - pr.caughtUpSince < host.t.handoverStableMs) continue;
+      const stableMs = host.witness ? 0 : host.t.handoverStableMs;
+      if (pr.caughtUpSince === null || now - pr.caughtUpSince < stableMs) continue;
       if (now - pr.lastReplyAt > host.t.heartbeatMs * 2) continue;
-      host.log.info(`node ${host.id}: handing leadership over to node ${id} (lower ID, caught up)`);
+      host.log.info(
+        `node ${host.id}: handing leadership over to node ${id} (${host.witness ? "this node is a witness" : "lower ID"}, caught up)`,
+      );
       this.start(id);
       return;
     }

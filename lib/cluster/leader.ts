@@ -44,7 +44,15 @@ export interface LeaderHost {
   readonly limits: ReplicationLimits;
   readonly t: Timings;
   readonly log: Logger;
-  readonly opts: { lagEntries: number; autoJoin: boolean; deadAfterMs: number; handoverDrainTimeoutMs: number };
+  /** NodeOptions.witness. */
+  readonly witness: boolean;
+  readonly opts: {
+    lagEntries: number;
+    autoJoin: boolean;
+    deadAfterMs: number;
+    minVoters: number;
+    handoverDrainTimeoutMs: number;
+  };
   term(): Term;
   leader(): NodeId | null;
   commitLsn(): Lsn;
@@ -85,10 +93,8 @@ export class LeaderState {
       term: () => host.term(),
       leader: () => host.leader(),
       commitLsn: () => host.commitLsn(),
-      quorum: () => host.quorum(),
       otherVoters: () => host.config.otherVoters(),
       matchOf: (id) => this.progress.get(id)?.match ?? 0,
-      aliveFollowers: (now) => this.aliveFollowers(now),
       ended: () => this.dropped,
       lastLsn: () => this.lastLsn(),
       termOfEntry: (lsn) => this.termOfEntry(lsn),
@@ -100,6 +106,7 @@ export class LeaderState {
         log: host.log,
         t: host.t,
         drainTimeoutMs: host.opts.handoverDrainTimeoutMs,
+        witness: host.witness,
         leading: () => !this.dropped,
         stopped: () => host.stopped(),
         isVoter: () => host.config.isVoter(),
@@ -270,7 +277,11 @@ export class LeaderState {
     return [...ids];
   }
 
-  /** Add caught-up learners as voters, remove voters dead for dead_after_ms. One change at a time. */
+  /**
+   * Add caught-up learners as voters, remove voters dead for dead_after_ms while more than
+   * min_voters remain. One change at a time, each a single-server change: the old and the new voter
+   * set share a majority, so a partition that cuts a change in flight cannot elect two leaders.
+   */
   private manageMembers(now: number): void {
     const { host } = this;
     const commitLsn = host.commitLsn();
@@ -290,6 +301,7 @@ export class LeaderState {
         return this.appendConfig({ voters: [...members.voters, { id: pr.id, addr }].sort((a, b) => a.id - b.id) });
       }
     }
+    if (members.voters.length <= host.opts.minVoters) return;
     for (const id of host.config.otherVoters()) {
       const pr = this.progress.get(id);
       const heard = Math.max(pr?.lastReplyAt ?? this.since, host.membership.peers.get(id)?.lastHeard ?? -Infinity);
@@ -528,7 +540,7 @@ export class LeaderState {
     return false;
   }
 
-  /** Followers that count as alive for quorum-off commit and ack capping. */
+  /** Followers that count as alive for quorum-off commit (never for acknowledgements). */
   private aliveFollowers(now: number): NodeId[] {
     return this.host.config.otherVoters().filter((id) => {
       const pr = this.progress.get(id);

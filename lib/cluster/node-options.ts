@@ -13,7 +13,19 @@ export interface NodeOptions {
   heartbeatMs?: number;
   quorum?: QuorumMode;
   deadAfterMs?: number;
+  /**
+   * The leader removes a voter silent for deadAfterMs only while at least this many voters remain
+   * (default 3, like Consul autopilot's min_quorum): a 3-voter cluster never shrinks by itself.
+   */
+  minVoters?: number;
   neverLeader?: boolean;
+  /**
+   * A witness: a voter that stores the log (its durable copy counts for commits and acks) but has
+   * no application state to serve, like Galera's arbitrator. It campaigns only when no voter that
+   * may lead has a log as complete as its own (otherwise such a voter could never win), and as
+   * leader it only brings one of them up to date and hands over at once.
+   */
+  witness?: boolean;
   /** Form a new cluster once this many nodes with empty logs see each other (0 = never). */
   bootstrapExpect?: number;
   /** The leader adds discovered nodes as voters once they caught up (default true). */

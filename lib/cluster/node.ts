@@ -83,6 +83,8 @@ export class ClusterNode {
   // Persistent (mirrored in the StableStore, with config.committed).
   private term: Term = 0;
   private votedFor: NodeId | null = null;
+  /** HardState.recovering: started with an empty data directory, not caught up yet. */
+  private recovering = false;
 
   // Volatile.
   private role: Role = "follower";
@@ -102,7 +104,9 @@ export class ClusterNode {
       heartbeatMs: options.heartbeatMs ?? 500,
       quorum: options.quorum ?? "auto",
       deadAfterMs: options.deadAfterMs ?? 30_000,
+      minVoters: options.minVoters ?? 3,
       neverLeader: options.neverLeader ?? false,
+      witness: options.witness ?? false,
       bootstrapExpect: options.bootstrapExpect ?? 0,
       autoJoin: options.autoJoin ?? true,
       lagEntries: options.lagEntries ?? 1000,
@@ -120,6 +124,11 @@ export class ClusterNode {
     const hs = this.stable.get();
     this.term = hs.term;
     this.votedFor = hs.votedFor;
+    // Nothing at all, not even a term: a new node or a wiped data directory. Remembered durably,
+    // so a crash half-way through catching up does not make the partial log look whole.
+    const blank =
+      hs.term === 0 && hs.committedConfig === null && this.store.lastLsn() === 0 && this.store.base().lsn === 0;
+    this.recovering = hs.recovering === true || blank;
     this.config = new Configuration(this.id, hs.committedConfig, this.store, (m) => this.knowVoters(m));
     this.host = {
       id: this.id,
@@ -148,7 +157,7 @@ export class ClusterNode {
       addr: this.opts.addr,
       lagEntries: this.opts.lagEntries,
       bootstrapExpect: this.opts.bootstrapExpect,
-      neverLeader: () => this.opts.neverLeader || this.holds.size > 0,
+      neverLeader: () => this.opts.neverLeader || this.opts.witness || this.holds.size > 0,
       followerLag: () => this.follower.lag(),
       onPeerSeen: (id, now) => this.leading?.onPeerSeen(id, now),
       bootstrap: (voters) => this.bootstrap(voters),
@@ -159,6 +168,14 @@ export class ClusterNode {
       mayApply: () => !this.stopped && this.migrationReason === null,
       mayCampaign: () => this.canCampaign(),
       inLease: (from) => this.inLease(from),
+      recovering: () => this.recovering,
+      witness: this.opts.witness,
+      caughtUp: () => {
+        if (!this.recovering) return;
+        this.recovering = false;
+        this.persist();
+        this.log.info(`node ${this.id}: caught up with the leader's commit point; voting normally again`);
+      },
       vote: (id) => {
         this.votedFor = id;
         this.persist();
@@ -184,6 +201,7 @@ export class ClusterNode {
   start(): void {
     if (this.started) return;
     this.started = true;
+    if (this.recovering && this.stable.get().recovering !== true) this.persist();
     this.transport.setHandler((from, msg, reply) => this.onMessage(from, msg, reply));
     // A sole voter has nobody to wait for.
     this.campaign.resetTimer(this.config.isVoter() && this.config.voterIds().all.length === 1);
@@ -207,6 +225,7 @@ export class ClusterNode {
   bootstrap(voters: { id: NodeId; addr: string }[]): boolean {
     if (this.store.lastLsn() !== 0 || this.store.base().lsn !== 0 || this.term > 1) return false;
     const members: ClusterMembers = { voters: [...voters].sort((a, b) => a.id - b.id) };
+    this.recovering = false; // this node's log defines the cluster: there is nothing to recover
     this.term = Math.max(this.term, 1);
     this.persist();
     const entry: LogEntry = { lsn: 1, term: 1, kind: "config", data: encodeMembers(members) };
@@ -269,6 +288,7 @@ export class ClusterNode {
    */
   append(data: Uint8Array): EntryRef {
     if (!this.leading) throw new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId);
+    if (this.opts.witness) throw new NotLeaderError(`node ${this.id} is a witness, handing leadership over`, null);
     return this.leading.append(data);
   }
 
@@ -278,10 +298,12 @@ export class ClusterNode {
    *   one       durable on at least one follower (and, with quorum on, committed on a majority)
    *   majority  committed: durable on a majority of the voters
    *   all       committed and durable on every voter
-   * With quorum off, follower counts are capped at the followers that are alive (one survivor keeps
-   * serving). Rejects with NotLeaderError if this node is not the leader, if leadership is lost
-   * before the level is reached (the outcome is then unknown), or if the log no longer holds that
-   * entry (leadership was lost and regained, and another entry took its LSN).
+   * Follower counts are of the configured voters, in every quorum mode: a level that cannot be met
+   * because followers are down is not met (a single-voter cluster has no followers: every level is
+   * the leader's own durable copy). Rejects with NotLeaderError if this node is not the leader, if
+   * leadership is lost before the level is reached (the outcome is then unknown), or if the log no
+   * longer holds that entry (leadership was lost and regained, and another entry took its LSN); with
+   * AckTimeoutError (carrying the level reached) once `timeoutMs` passed.
    */
   waitFor(entry: EntryRef, level: AckLevel, timeoutMs?: number): Promise<void> {
     if (!this.leading) return Promise.reject(new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId));
@@ -393,7 +415,7 @@ export class ClusterNode {
   }
 
   quorum(): boolean {
-    return quorumOn(this.opts.quorum, this.config.voterIds().all.length);
+    return quorumOn(this.opts.quorum);
   }
 
   status(): ClusterStatus {
@@ -431,7 +453,7 @@ export class ClusterNode {
       appliedLsn: this.applier.applied,
       quorum: this.quorum(),
       voters: [...voterIds].sort((a, b) => a - b),
-      neverLeader: this.opts.neverLeader || this.holds.size > 0,
+      neverLeader: this.opts.neverLeader || this.opts.witness || this.holds.size > 0,
       heldBack: [...this.holds],
       handoverTo: this.leading?.handoverTarget() ?? null,
       applyError: this.applier.error,
@@ -534,7 +556,12 @@ export class ClusterNode {
   }
 
   private persist(): void {
-    this.stable.set({ term: this.term, votedFor: this.votedFor, committedConfig: this.config.committed });
+    this.stable.set({
+      term: this.term,
+      votedFor: this.votedFor,
+      committedConfig: this.config.committed,
+      ...(this.recovering ? { recovering: true } : {}),
+    });
   }
 
   private onMessage(from: NodeId, msg: Message, reply: ((m: Message) => void) | undefined): void {

@@ -56,6 +56,7 @@ export async function startCluster(
       heartbeatMs: cfg.heartbeat_ms,
       quorum: cfg.quorum,
       deadAfterMs: cfg.dead_after_ms,
+      minVoters: cfg.min_voters,
       neverLeader: cfg.never_leader,
       bootstrapExpect: cfg.bootstrap_expect,
       lagEntries: cfg.lag_entries,

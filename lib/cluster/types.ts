@@ -62,6 +62,11 @@ export interface HardState {
   votedFor: NodeId | null;
   /** The most recent committed config entry, so a node restarting after pruning still knows the voters. */
   committedConfig: { lsn: Lsn; members: ClusterMembers } | null;
+  /**
+   * Started with nothing (an empty data directory) and not yet caught up to a commit point a leader
+   * sent: its log may lack what its old disk held, so its vote needs backing (Campaign.won).
+   */
+  recovering?: boolean;
 }
 
 export interface StableStore {
@@ -139,6 +144,8 @@ export interface VoteReply {
   type: "vote_reply";
   term: Term;
   granted: boolean;
+  /** The voter is recovering (started with an empty data directory, not caught up yet): see Campaign. */
+  recovering?: boolean;
 }
 export interface AppendRequest {
   type: "append";
@@ -211,6 +218,21 @@ export class NotLeaderError extends WolfError {
 }
 
 export type AckLevel = "none" | "one" | "majority" | "all";
+
+/**
+ * A wait for an acknowledgement level timed out: the entry is in the leader's log (and possibly on
+ * some followers) but not on as many nodes as the level requires. `reached` is the level it has.
+ */
+export class AckTimeoutError extends WolfError {
+  readonly reached: AckLevel;
+  constructor(message: string, reached: AckLevel) {
+    super("state", message, {
+      hint: "check that the followers are up (wolf ctl scale list servers); ack = none/one/majority/all sets how many must hold a write",
+    });
+    this.name = "AckTimeoutError";
+    this.reached = reached;
+  }
+}
 
 /**
  * An entry as the leader appended it: its LSN and the term it was appended in. Within one

@@ -63,7 +63,7 @@ export function formatScaleStatus(s: StatusView): string {
       `capture     ${s.capture.connected ? "connected" : "disconnected"}, ${s.capture.transactions} transactions, at ${s.capture.gtid || "-"}`,
     );
   lines.push(
-    `writes      ${s.writes.writes} ok, ${s.writes.writeErrors} failed, ${s.writes.ackTimeouts} unacknowledged, ${s.writes.forwarded} forwarded`,
+    `writes      ${s.writes.writes} ok, ${s.writes.writeErrors} failed, ${s.writes.ackTimeouts} unacknowledged, ${s.writes.ackFallbacks ?? 0} below their ack level, ${s.writes.forwarded} forwarded`,
   );
   if (s.applyError) lines.push(`APPLY STOPPED ${s.applyError}`);
   if (s.diverged) lines.push(`NEEDS MIGRATION ${s.diverged}`);

@@ -55,11 +55,16 @@ export const scaleSchema = defineSchema(
         "wal",
       ),
       ack: oneOf(
-        "Followers that must hold a write durably before a client gets OK",
+        "Followers that must hold a write durably before a client gets OK. none = the leader's own WAL only:\na failover before the followers copied it loses the write. one/majority/all count configured\nfollowers, never just the ones alive (a single-node cluster: every level is the leader's copy).",
         ["none", "one", "majority", "all"] as const,
         "one",
       ),
       ack_timeout_ms: int("Longest a write waits for its acknowledgements before failing (ms).", 5000, { min: 100 }),
+      ack_fallback: oneOf(
+        'When the ack level is not reached within ack_timeout_ms: "fail" = the write gets an error (it is\ncommitted on the leader, and may or may not survive a failover); "async" = it succeeds, the answer\nnames the level actually reached ("ack": "none"), a warning is logged and\nwolf_scale_ack_fallbacks_total counts it (like semi-sync falling back to async).',
+        ["fail", "async"] as const,
+        "fail",
+      ),
       capture_server_id: int(
         "Replica server id wolf uses to tail the local binlog (0 = 1000000 + node_id); unique among the\nservers and replicas of that MariaDB.",
         0,

@@ -6,14 +6,17 @@
 import mysql from "mysql2/promise";
 import type { ClusterNode } from "../cluster/node.ts";
 import type { AckLevel, Lsn } from "../cluster/types.ts";
-import { NotLeaderError } from "../cluster/types.ts";
+import { AckTimeoutError, NotLeaderError } from "../cluster/types.ts";
 import { UsageError, WolfError } from "../common/errors.ts";
+import { logger } from "../common/log.ts";
 import { waitUntil } from "../common/wait.ts";
 import type { Statement } from "./api/statements.ts";
 import { quoteIdent } from "./apply/session.ts";
 import type { ScaleConfig } from "./config.ts";
 import type { LeaderCapture } from "./leader-capture.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
+
+const log = logger("scale");
 
 export interface WriteOptions {
   database?: string;
@@ -36,6 +39,8 @@ export interface WriteCounters {
   writeErrors: number;
   forwarded: number;
   ackTimeouts: number;
+  /** Writes answered below their ack level under ack_fallback = "async". */
+  ackFallbacks: number;
 }
 
 /** The leadership as writes see it: `ready` once it captures (then `capture` is set). */
@@ -51,7 +56,7 @@ export interface WritesHost {
 }
 
 export class Writes {
-  readonly counters: WriteCounters = { writes: 0, writeErrors: 0, forwarded: 0, ackTimeouts: 0 };
+  readonly counters: WriteCounters = { writes: 0, writeErrors: 0, forwarded: 0, ackTimeouts: 0, ackFallbacks: 0 };
   private pool: mysql.Pool;
   private inflight = 0;
   private blocked = false;
@@ -157,7 +162,18 @@ export class Writes {
     try {
       const entry = await capture.entryOf(gtid, ackTimeout);
       const left = Math.max(1, ackTimeout - (performance.now() - t0));
-      await this.host.node.waitFor(entry, ack, left);
+      try {
+        await this.host.node.waitFor(entry, ack, left);
+      } catch (err) {
+        // ack_fallback = "async" (like semi-sync's timeout fallback): the operator chose availability
+        // over the ack level; the answer names the level actually reached, never the one asked for.
+        if (!(err instanceof AckTimeoutError) || this.cfg.replication.ack_fallback !== "async") throw err;
+        this.counters.ackFallbacks++;
+        log.warn(
+          `write ${gtid} (lsn ${entry.lsn}) answered with ack = ${err.reached} instead of ${ack}: ${err.message}`,
+        );
+        return { result, gtid, lsn: entry.lsn, ack: err.reached, ms: performance.now() - t0 };
+      }
       return { result, gtid, lsn: entry.lsn, ack, ms: performance.now() - t0 };
     } catch (err) {
       this.counters.ackTimeouts++;

@@ -159,6 +159,12 @@ export function metricsText(d: NodeSnapshot): string {
   metric("wolf_scale_ack_failures_total", "Writes committed but not acknowledged in time", "counter", [
     [`{${id}}`, d.writes.ackTimeouts],
   ]);
+  metric(
+    "wolf_scale_ack_fallbacks_total",
+    "Writes answered below their ack level (replication.ack_fallback = async)",
+    "counter",
+    [[`{${id}}`, d.writes.ackFallbacks]],
+  );
   metric("wolf_scale_forwarded_total", "Writes forwarded to the leader", "counter", [[`{${id}}`, d.writes.forwarded]]);
   metric("wolf_scale_applied_entries_total", "Entries applied since start", "counter", [[`{${id}}`, d.apply.applied]]);
   metric("wolf_scale_apply_retries_total", "Apply attempts retried while MariaDB was unreachable", "counter", [

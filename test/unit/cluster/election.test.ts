@@ -236,8 +236,8 @@ group("election", () => {
 });
 
 group("acknowledgement levels and quorum off", () => {
-  test("two nodes (quorum off): one survivor keeps serving, with capped ack counts", async () => {
-    const sim = cluster([1, 2]);
+  test("two nodes with quorum = never: one survivor keeps serving, and its acks say what is true", async () => {
+    const sim = cluster([1, 2], 1, { node: { quorum: "never" } });
     expect(sim.stableLeader(5 * H)).toBe(1);
     expect(sim.node(1).quorum()).toBe(false);
     const a = sim.node(1).append(enc.encode("both"));
@@ -250,10 +250,14 @@ group("acknowledgement levels and quorum off", () => {
     sim.crash(2);
     sim.run(4 * H); // node 2 is Dropped after 3 heartbeats
     const b = sim.node(1).append(enc.encode("alone"));
-    const alone = track(sim.node(1).waitFor(b, "all"));
-    sim.run(H);
+    const local = track(sim.node(1).waitFor(b, "none"));
+    const alone = track(sim.node(1).waitFor(b, "all", 3 * H));
+    sim.run(4 * H);
     await microtasks();
-    expect(alone.done).toBe(true);
+    expect(sim.node(1).committed()).toBeGreaterThanOrEqual(b.lsn); // it keeps committing alone
+    expect(local.done).toBe(true);
+    expect(alone.done).toBe(false); // but "all" is not claimed while the other node lacks it
+    expect(alone.error?.name).toBe("AckTimeoutError");
 
     sim.restart(2);
     expect(sim.converged(10 * H)).toBe(true);
@@ -262,6 +266,16 @@ group("acknowledgement levels and quorum off", () => {
     const c = sim.node(2).append(enc.encode("survivor"));
     sim.run(H);
     expect(sim.node(2).committed()).toBeGreaterThanOrEqual(c.lsn);
+    expectNoViolations(sim);
+  });
+
+  test("two nodes with quorum auto: majority rule, so the survivor of a failure does not lead", () => {
+    const sim = cluster([1, 2]);
+    expect(sim.stableLeader(5 * H)).toBe(1);
+    expect(sim.node(1).quorum()).toBe(true);
+    sim.crash(1);
+    sim.run(30 * H);
+    expect(sim.leaders()).toEqual([]);
     expectNoViolations(sim);
   });
 

@@ -98,6 +98,8 @@ export interface SimOptions {
   node?: Partial<NodeOptions>;
   /** Write the voter set into every log before starting (default true). */
   bootstrap?: boolean;
+  /** Options of one node on top of `node` (e.g. a witness: neverLeader), at every (re)start. */
+  perNode?: (id: NodeId) => Partial<NodeOptions>;
 }
 
 export class SimCluster {
@@ -176,7 +178,14 @@ export class SimCluster {
   startNode(id: NodeId, extra: Partial<NodeOptions> = {}): ClusterNode {
     const m = this.members.get(id)!;
     const node = new ClusterNode(
-      { id, addr: `sim:${id}`, heartbeatMs: this.opts.heartbeatMs ?? 100, ...this.opts.node, ...extra },
+      {
+        id,
+        addr: `sim:${id}`,
+        heartbeatMs: this.opts.heartbeatMs ?? 100,
+        ...this.opts.node,
+        ...this.opts.perNode?.(id),
+        ...extra,
+      },
       {
         transport: this.net.transport(id),
         logStore: m.store,
@@ -206,6 +215,20 @@ export class SimCluster {
 
   restart(id: NodeId): ClusterNode {
     if (this.isUp(id)) this.crash(id);
+    return this.startNode(id);
+  }
+
+  /**
+   * Restarts node `id` with an empty data directory: a new log, no term, vote or voter set, and an
+   * FSM that has applied nothing (an operator replaced its disk, or wiped /var/lib/wolf).
+   */
+  wipe(id: NodeId): ClusterNode {
+    if (this.isUp(id)) this.crash(id);
+    const m = this.members.get(id)!;
+    m.store = new SimLogStore(() => this.logChanges++);
+    m.stable = new MemoryStableStore();
+    m.fsm = new RecordingFSM(id, this);
+    this.logChanges++;
     return this.startNode(id);
   }
 
@@ -294,8 +317,10 @@ export class SimCluster {
    * stores an acknowledged entry also stores an entry of the committing leader's term at or after
    * it; a leader that commits an older-term entry by counting (Figure 8) breaks it at once, long
    * before the rare schedule that actually elects such a node. Runs after an event that changed a
-   * log or the acknowledged set, while every running node agrees on a voter set of 3 or more (quorum
-   * on; with fewer, "one survivor keeps serving" is the documented trade-off).
+   * log or the acknowledged set, while every running node agrees on the voter set and quorum is on
+   * (with quorum = never, "one survivor keeps serving" is the documented trade-off). A recovering
+   * node (a wiped data directory, not caught up) may grant, but as in Campaign.won the grants of the
+   * others must then still be a majority of the others.
    */
   private checkElectable(): void {
     if (this.checkedAt.logChanges === this.logChanges && this.checkedAt.acked === this.acked.size) return;
@@ -303,14 +328,16 @@ export class SimCluster {
     if (this.acked.size === 0) return;
     const up = this.up();
     if (up.length === 0) return;
+    if (this.opts.node?.quorum === "never") return;
     const voters = this.node(up[0]!).voters();
-    if (voters.length < 3 || up.some((id) => this.node(id).voters().join() !== voters.join())) return;
+    if (voters.length < 2 || up.some((id) => this.node(id).voters().join() !== voters.join())) return;
     const logs = voters.map((id) => {
       const store = this.store(id);
       const lastLsn = store.lastLsn();
       const lastTerm = lastLsn === store.base().lsn ? store.base().term : store.get(lastLsn)!.term;
-      return { id, store, lastLsn, lastTerm };
+      return { id, store, lastLsn, lastTerm, recovering: this.members.get(id)!.stable.get().recovering === true };
     });
+    const recovering = logs.filter((v) => v.recovering).length;
     const need = Math.floor(voters.length / 2) + 1;
     for (const n of logs) {
       let lacks: Ack | undefined;
@@ -326,8 +353,10 @@ export class SimCluster {
       const granting = logs.filter(
         (v) => n.lastTerm > v.lastTerm || (n.lastTerm === v.lastTerm && n.lastLsn >= v.lastLsn),
       );
+      const solid = granting.filter((v) => !v.recovering).length;
       const key = `${n.id}@${lacks.lsn}/${lacks.term}`;
-      if (granting.length >= need && !this.electableReported.has(key)) {
+      const backed = recovering === 0 || solid >= Math.floor((voters.length - recovering) / 2) + 1;
+      if (granting.length >= need && backed && !this.electableReported.has(key)) {
         this.electableReported.add(key);
         this.violation(
           `node ${n.id} lacks acknowledged ${lacks.payload} at lsn ${lacks.lsn} (${lacks.how}, term ${lacks.ackTerm}) but could be elected: ` +

@@ -56,7 +56,7 @@ function snapshot(over: Partial<NodeSnapshot> = {}): NodeSnapshot {
     database: { up: true, error: null, applyWaiting: null, version: "11.4.2-MariaDB", serverId: 2 },
     capture: null,
     apply: { applied: 95, ownSkipped: 0, retries: 3, lastApplyMs: 1, lazy: false },
-    writes: { writes: 5, writeErrors: 1, forwarded: 4, ackTimeouts: 0 },
+    writes: { writes: 5, writeErrors: 1, forwarded: 4, ackTimeouts: 0, ackFallbacks: 0 },
     wal: {
       firstLsn: 1,
       lastLsn: 100,
