@@ -85,7 +85,8 @@ export function decodeMessage(buf: Uint8Array): Message {
       typeof msg.ok !== "boolean" ||
       !isNum(msg.matchLsn) ||
       typeof msg.hintLsn !== "number" ||
-      (msg.epoch !== undefined && !isNum(msg.epoch))
+      (msg.epoch !== undefined && !isNum(msg.epoch)) ||
+      (msg.volatile !== undefined && typeof msg.volatile !== "boolean")
     )
       bad("bad append reply");
   } else if (msg.type === "vote") {

@@ -53,6 +53,11 @@ export class Follower {
     this.logEpoch = e;
   }
 
+  /** Tells the leader not to count this node's copy (AppendReply.volatile) when its log does not fsync. */
+  private volatile(): { volatile?: true } {
+    return this.host.store.durable === false ? { volatile: true } : {};
+  }
+
   /** How far behind the leader this node is (null: no leader to be behind). */
   lag(): number | null {
     return this.host.leader() === null ? null : Math.max(0, this.leaderLastLsn - this.match);
@@ -70,6 +75,7 @@ export class Follower {
         hintLsn,
         needsMigration,
         epoch: this.logEpoch,
+        ...this.volatile(),
       } satisfies AppendReply);
     if (req.term < host.term()) return fail(store.lastLsn());
     if (req.term === host.term() && host.role() === "leader") {
@@ -111,6 +117,7 @@ export class Follower {
       matchLsn: result.matchLsn,
       hintLsn: 0,
       epoch: this.logEpoch,
+      ...this.volatile(),
     } satisfies AppendReply);
   }
 }

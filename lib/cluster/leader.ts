@@ -94,7 +94,7 @@ export class LeaderState {
       leader: () => host.leader(),
       commitLsn: () => host.commitLsn(),
       otherVoters: () => host.config.otherVoters(),
-      matchOf: (id) => this.progress.get(id)?.match ?? 0,
+      matchOf: (id) => this.durableMatch(id),
       ended: () => this.dropped,
       lastLsn: () => this.lastLsn(),
       termOfEntry: (lsn) => this.termOfEntry(lsn),
@@ -486,6 +486,11 @@ export class LeaderState {
       pr.needsMigration = true;
       return;
     }
+    if ((reply.volatile === true) !== pr.volatile) {
+      pr.volatile = reply.volatile === true;
+      if (pr.volatile)
+        host.log.warn(`node ${pr.id} does not fsync its log (wal.fsync = false): its copies count for no commit or ack`);
+    }
     if (reply.ok) {
       if (pr.needsMigration) {
         pr.needsMigration = false;
@@ -540,6 +545,12 @@ export class LeaderState {
     return false;
   }
 
+  /** Highest LSN follower `id` stores durably (0 for a follower whose log does not fsync). */
+  private durableMatch(id: NodeId): Lsn {
+    const pr = this.progress.get(id);
+    return pr && !pr.volatile ? pr.match : 0;
+  }
+
   /** Followers that count as alive for quorum-off commit (never for acknowledgements). */
   private aliveFollowers(now: number): NodeId[] {
     return this.host.config.otherVoters().filter((id) => {
@@ -556,8 +567,10 @@ export class LeaderState {
     const quorum = host.quorum();
     const now = host.clock.now();
     const voters = quorum ? host.config.otherVoters() : this.aliveFollowers(now);
-    const matches = voters.map((id) => this.progress.get(id)?.match ?? 0);
-    if (host.config.isVoter()) matches.push(host.store.lastLsn());
+    const matches = voters.map((id) => this.durableMatch(id));
+    // The leader's own copy counts only if its log is durable (or there is nobody else to count).
+    if (host.config.isVoter() && (host.store.durable !== false || voters.length === 0))
+      matches.push(host.store.lastLsn());
     const candidate = commitCandidate(matches, quorum, host.config.voterIds().all.length);
     // Only an entry of our own term commits by counting (Raft §5.4.2); ours start at termStartLsn.
     if (candidate > host.commitLsn() && candidate >= this.termStartLsn) {

@@ -10,6 +10,8 @@ import { writeFileAtomic } from "../common/files.ts";
 import type { EntryKind, LogEntry, LogStore, Lsn, Term } from "./types.ts";
 
 export class MemoryLogStore implements LogStore {
+  /** Tests set false to stand for a log that does not fsync (LogStore.durable). */
+  durable = true;
   private entries: LogEntry[] = [];
   private baseLsn = 0;
   private baseTerm = 0;

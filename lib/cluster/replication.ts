@@ -31,6 +31,8 @@ export class Progress {
   /** Since when the follower has been within lag_entries of our last LSN (null = not caught up). */
   caughtUpSince: number | null = null;
   needsMigration = false;
+  /** The follower's log does not fsync (AppendReply.volatile): its match counts for nothing durable. */
+  volatile = false;
   migrateNoticeAt = -Infinity;
   /** The follower's log epoch from its last reply (undefined until the first). */
   epoch: number | undefined;

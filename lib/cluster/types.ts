@@ -54,6 +54,12 @@ export interface LogStore {
   /** Empties the log and sets base() (after a node was migrated from a dump taken at lsn). */
   resetTo(base: { lsn: Lsn; term: Term }): void;
   close?(): void;
+  /**
+   * false: append() does not make entries durable (scale's `wal.fsync = false`). Such a node's copy
+   * never counts toward commits or acknowledgements (a crash could take it back); its vote still
+   * counts, which is safe because every commit majority then consists of durable copies only.
+   */
+  readonly durable?: boolean;
 }
 
 /** Persistent election state: must be durable before `set` returns (a vote must survive a crash). */
@@ -174,6 +180,8 @@ export interface AppendReply {
    * tells the leader that what this follower acknowledged before may be gone.
    */
   epoch?: number;
+  /** The follower's log is not durable (LogStore.durable false): its copy does not count. */
+  volatile?: boolean;
 }
 export interface TimeoutNow {
   type: "timeout_now";

@@ -25,6 +25,11 @@ export class WalLogStore implements LogStore {
 
   constructor(readonly wal: Wal) {}
 
+  /** wal.fsync off: this node's copies do not count for commits or acknowledgements (LogStore.durable). */
+  get durable(): boolean {
+    return this.wal.durable;
+  }
+
   base(): { lsn: Lsn; term: Term } {
     const lsn = this.wal.firstLsn - 1;
     return { lsn, term: this.wal.termAt(lsn) ?? 0 };

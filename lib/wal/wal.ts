@@ -135,6 +135,11 @@ export class Wal {
     return new Wal(opts, segments, notes);
   }
 
+  /** Appends are fsynced before they count as written (WalOptions.fsync). */
+  get durable(): boolean {
+    return this.fsync;
+  }
+
   /** First LSN still stored; lastLsn + 1 when the WAL holds nothing. */
   get firstLsn(): number {
     return this.segments[0]!.firstLsn;

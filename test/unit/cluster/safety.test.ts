@@ -184,6 +184,34 @@ group("two nodes", () => {
   });
 });
 
+group("a follower whose log does not fsync", () => {
+  test("its copy counts for no commit and no acknowledgement (wal.fsync = false)", async () => {
+    const sim = cluster([1, 2, 3]);
+    sim.store(3).durable = false;
+    expect(sim.stableLeader(10 * H)).toBe(1);
+    sim.propose("all");
+    expect(sim.converged(10 * H)).toBe(true); // "all" waits for node 3's copy too, durable or not
+    sim.crash(2);
+    const node = sim.node(1);
+    const commitBefore = node.committed();
+    const ref = node.append(enc.encode("only 1 durable, 3 volatile"));
+    const one = track(node.waitFor(ref, "one", 10 * H));
+    sim.run(12 * H);
+    await microtasks();
+    expect(sim.store(3).get(ref.lsn)?.term).toBe(ref.term); // node 3 stores it...
+    expect(one.done).toBe(false); // ...but that is no acknowledgement
+    expect(one.error?.name).toBe("AckTimeoutError");
+    expect(node.committed()).toBe(commitBefore); // nor a majority: 1 durable copy of 3
+    expect(node.ackedBy(1)).toBeLessThan(ref.lsn);
+    sim.restart(2);
+    const again = track(node.waitFor(ref, "majority", 20 * H));
+    sim.run(20 * H);
+    await microtasks();
+    expect(again.done).toBe(true); // node 2's durable copy makes the majority
+    expectClean(sim);
+  });
+});
+
 group("witness", () => {
   test("a witness holding entries the surviving node lacks leads only to bring it up to date, then hands over", async () => {
     const sim = new SimCluster({
