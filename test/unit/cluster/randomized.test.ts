@@ -26,7 +26,8 @@
  *
  * Reproduce one schedule: CLUSTER_SEED=<seed> bun test test/unit/cluster/randomized.test.ts
  * (CLUSTER_SCHEDULES=<n> changes the budget of each family; CLUSTER_FAMILY=default|membership runs one
- * family; CLUSTER_ALL=1 keeps going after 5 failures, to count them). `npm run soak` runs 10,000 of
+ * family; CLUSTER_N=<n> gives every schedule n nodes; CLUSTER_ALL=1 keeps going after 5 failures, to
+ * count them). `npm run soak` runs 10,000 of
  * each (CLUSTER_SCHEDULES overrides).
  */
 import { expect, test } from "bun:test";
@@ -37,6 +38,8 @@ import { microtasks, SimCluster } from "./sim.ts";
 const SCHEDULES = Number(process.env.CLUSTER_SCHEDULES ?? 1000);
 const ONLY_SEED = process.env.CLUSTER_SEED ? Number(process.env.CLUSTER_SEED) : undefined;
 const FAMILIES = (process.env.CLUSTER_FAMILY ?? "default,membership").split(",") as Family[];
+/** CLUSTER_N: every schedule with this many nodes (witness included) instead of the family's mix. */
+const FORCED_N = process.env.CLUSTER_N ? Number(process.env.CLUSTER_N) : undefined;
 type Family = "default" | "membership";
 const H = 100; // simulated heartbeat; all timings scale with it
 
@@ -57,8 +60,12 @@ async function runSchedule(seed: number, family: Family): Promise<Outcome> {
   const rng = seededRng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rng() * xs.length)]!;
   const membership = family === "membership";
-  const n = membership ? pick([2, 3, 3, 5, 5]) : rng() < 0.7 ? 5 : 3;
-  const witness = membership && n < 5 && rng() < 0.5 ? n + 1 : undefined;
+  let n = membership ? pick([2, 3, 3, 5, 5]) : rng() < 0.7 ? 5 : 3;
+  let witness = membership && n < 5 && rng() < 0.5 ? n + 1 : undefined;
+  if (FORCED_N !== undefined) {
+    n = witness !== undefined ? FORCED_N - 1 : FORCED_N;
+    witness = witness !== undefined ? FORCED_N : undefined;
+  }
   const ids = Array.from({ length: witness ?? n }, (_, i) => i + 1);
   const limits =
     rng() < 0.5 ? { maxBatchEntries: 1 + Math.floor(rng() * 3), maxInflight: 1 + Math.floor(rng() * 4) } : undefined;
