@@ -13,9 +13,15 @@ import { scaleInfo } from "../lib/scale/info.ts";
 
 const common = { ...configArgs("scale"), ...dataDirArg };
 const json = { json: { type: "boolean", description: "Print JSON" } } as const;
+const witnessArg = {
+  witness: {
+    type: "boolean",
+    description: "Run as a witness: votes and stores the log, no MariaDB, never serves ([cluster] witness = true)",
+  },
+} as const;
 
 async function start(
-  args: { config?: string; "data-dir"?: string; bootstrap?: boolean },
+  args: { config?: string; "data-dir"?: string; bootstrap?: boolean; witness?: boolean },
   join?: string,
 ): Promise<void> {
   // Checked before the config is read or anything starts: a typo must not wait for MariaDB first.
@@ -26,6 +32,7 @@ async function start(
       "give the [cluster] host:port of a running node, e.g. wolf scale join 10.0.0.2:7654",
     );
   const { file, config } = loadFromArgs(scaleSchema, args);
+  if (args.witness) config.cluster.witness = true;
   if (config.proxy.enabled)
     throw new NotImplementedError(
       `${file}: proxy.enabled = true (the MySQL proxy)`,
@@ -40,11 +47,15 @@ export const scaleCommand = defineCommand({
   meta: { name: "scale", description: "MariaDB replication, failover, MySQL proxy and load balancer" },
   subCommands: {
     init: initCommand(scaleSchema, {
-      args: { "node-id": { type: "string", description: "This node's ID (1-1023)", valueHint: "N" } },
-      overrides: (args) =>
-        args["node-id"] === undefined
-          ? {}
-          : { cluster: { node_id: intOption("--node-id", args["node-id"], { min: 1, max: 1023 }) } },
+      args: { "node-id": { type: "string", description: "This node's ID (1-1023)", valueHint: "N" }, ...witnessArg },
+      overrides: (args) => ({
+        cluster: {
+          ...(args["node-id"] === undefined
+            ? {}
+            : { node_id: intOption("--node-id", args["node-id"], { min: 1, max: 1023 }) }),
+          ...(args.witness ? { witness: true } : {}),
+        },
+      }),
     }),
     validate: validateCommand(scaleSchema),
     start: defineCommand({
@@ -52,6 +63,7 @@ export const scaleCommand = defineCommand({
       args: {
         ...common,
         bootstrap: { type: "boolean", description: "Start a new cluster with this node as its first leader" },
+        ...witnessArg,
       },
       run: ({ args }) => start(args),
     }),
@@ -64,6 +76,7 @@ export const scaleCommand = defineCommand({
           description: "host:port of a cluster node (its [cluster] port)",
           required: true,
         },
+        ...witnessArg,
       },
       run: ({ args }) => start(args, args.address),
     }),

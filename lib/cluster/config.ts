@@ -60,6 +60,10 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
       "auto",
     ),
     never_leader: bool("Never let this node become leader.", false),
+    witness: bool(
+      "This node is a witness (like Galera's arbitrator): it votes and stores the log durably (its copy counts\nfor acknowledgements) but runs no database and never serves; it leads only for a moment when no other\nvoter has the newest entries, then hands over. A third vote for a 2-node cluster, on any small machine.",
+      false,
+    ),
     bootstrap_expect: int(
       "Form a brand-new cluster once this many nodes with empty logs see each other (the lowest ID writes the\nfirst voter set). 0 = join an existing cluster (the leader adds this node), or use `start --bootstrap`.",
       0,

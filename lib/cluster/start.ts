@@ -58,6 +58,7 @@ export async function startCluster(
       deadAfterMs: cfg.dead_after_ms,
       minVoters: cfg.min_voters,
       neverLeader: cfg.never_leader,
+      witness: cfg.witness,
       bootstrapExpect: cfg.bootstrap_expect,
       lagEntries: cfg.lag_entries,
     },

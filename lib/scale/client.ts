@@ -4,6 +4,7 @@ import { formatTable } from "../common/format.ts";
 import { localApiUrl } from "./addresses.ts";
 import type { NodeView, StatusView } from "./api/views.ts";
 import type { ScaleConfig } from "./config.ts";
+import { WITNESS_ROLE } from "./witness.ts";
 
 /** The local daemon's API, with the admin token; errors say how to start the daemon. */
 export class ScaleClient {
@@ -41,7 +42,7 @@ export function formatNodes(nodes: NodeView[]): string {
     rows.push([
       `${n.id}${n.self ? "*" : ""}`,
       String(n.state),
-      n.role ?? "-",
+      n.witness ? `${n.role ?? "-"} (witness)` : (n.role ?? "-"),
       n.addr || "?",
       n.api ?? "-",
       String(n.lsn),
@@ -55,7 +56,9 @@ export function formatScaleStatus(s: StatusView): string {
   const lines = [
     `node        ${s.id} (${s.role}, ${s.state}), term ${s.term}, leader ${s.leader ?? "-"}${s.leaderApi ? ` at ${s.leaderApi}` : ""}`,
     `log         last ${s.lastLsn}, committed ${s.commitLsn}, applied ${s.appliedLsn}; voters ${s.voters.join(", ")}${s.quorum ? " (quorum)" : ""}`,
-    `database    ${s.database.up ? "up" : `DOWN (${s.database.error})`}, MariaDB ${s.database.version}, server_id ${s.database.serverId}`,
+    s.witness
+      ? `witness     ${WITNESS_ROLE}`
+      : `database    ${s.database.up ? "up" : `DOWN (${s.database.error})`}, MariaDB ${s.database.version}, server_id ${s.database.serverId}`,
     `replication ack=${s.ack}, mode=${s.mode}${s.writable ? ", accepting writes" : ""}`,
   ];
   if (s.capture)

@@ -7,6 +7,9 @@
  *           transaction's entry reached `replication.ack`.
  *   follower: applies entries in order; forwards API writes to the leader.
  *
+ * A witness (`[cluster] witness = true`, witness.ts) runs only the cluster node, its WAL and the
+ * API's status views: no MariaDB, no health check, no capture, no apply.
+ *
  * This file wires the parts and keeps the node's own state (its MariaDB's health, divergence,
  * where the other nodes' APIs are); leading and handing over: leadership.ts; the API's SQL:
  * writes.ts; dumps and migrations between nodes: node-migration.ts; the HTTP API: api/server.ts
@@ -17,7 +20,7 @@ import { join } from "node:path";
 import type { ClusterNode } from "../cluster/node.ts";
 import { type RunningCluster, startCluster } from "../cluster/start.ts";
 import { FileStableStore } from "../cluster/stable-store.ts";
-import type { Term } from "../cluster/types.ts";
+import type { FSM, Term } from "../cluster/types.ts";
 import { DaemonClient } from "../common/daemon-client.ts";
 import { errnoReason, WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
@@ -37,6 +40,7 @@ import type { LeaderMarker } from "./marker.ts";
 import { type ConnectOptions, MysqlConnection } from "./mysql/connection.ts";
 import { NodeMigration } from "./node-migration.ts";
 import { WalLogStore } from "./wal-logstore.ts";
+import { WITNESS_ROLE, WitnessFsm, witnessRefusal } from "./witness.ts";
 import { type WriteOptions, type WriteOutcome, Writes } from "./writes.ts";
 
 const log = logger("scale");
@@ -63,9 +67,12 @@ export class ScaleDaemon implements ApiBackend {
   readonly startedAt = Date.now();
   readonly leadership: Leadership = new Leadership(this);
   readonly migration: NodeMigration = new NodeMigration(this);
+  /** `[cluster] witness`: no database; `fsm` stays unset (witnessFsm instead). */
+  readonly witness: boolean;
   node!: ClusterNode;
   running!: RunningCluster;
   fsm!: ScaleFsm;
+  witnessFsm: WitnessFsm | undefined;
   wal!: Wal;
   store!: WalLogStore;
   writes!: Writes;
@@ -87,11 +94,16 @@ export class ScaleDaemon implements ApiBackend {
     private readonly configFile?: string,
   ) {
     this.nodeId = cfg.cluster.node_id;
+    this.witness = cfg.cluster.witness;
     this.connect = connectOptions(cfg.database, configFile);
     this.snowflake = new Snowflake(this.nodeId);
     this.apiUrl = apiUrlOf(cfg);
     mkdirSync(cfg.node.data_dir, { recursive: true, mode: 0o750 });
-    this.directory = new Directory(join(cfg.node.data_dir, "nodes.json"), { id: this.nodeId, api: this.apiUrl });
+    this.directory = new Directory(join(cfg.node.data_dir, "nodes.json"), {
+      id: this.nodeId,
+      api: this.apiUrl,
+      witness: this.witness,
+    });
   }
 
   static async start(opts: DaemonOptions): Promise<ScaleDaemon> {
@@ -133,9 +145,13 @@ export class ScaleDaemon implements ApiBackend {
   private async init(opts: DaemonOptions): Promise<void> {
     const cfg = this.cfg;
     const where = describeDb(cfg.database);
-    log.info(`node ${this.nodeId}: waiting for ${where}`);
-    await this.waitForDatabase(where);
-    await requireReplicationSettings(this.connect, where);
+    if (this.witness) {
+      this.dbUp = false; // there is none: [database] is ignored
+    } else {
+      log.info(`node ${this.nodeId}: waiting for ${where}`);
+      await this.waitForDatabase(where);
+      await requireReplicationSettings(this.connect, where);
+    }
 
     this.wal = await Wal.open({
       dir: cfg.wal.dir || join(cfg.node.data_dir, "wal"),
@@ -149,41 +165,60 @@ export class ScaleDaemon implements ApiBackend {
     this.store = new WalLogStore(this.wal);
     this.store.onTruncate = () => this.fsm?.invalidateOrigin();
     const stable = new FileStableStore(join(cfg.node.data_dir, "cluster-state.json"));
-    this.fsm = await ScaleFsm.open({
-      connect: this.connect,
-      nodeId: this.nodeId,
-      store: this.store,
-      baselineFile: join(cfg.node.data_dir, "origin.json"),
-      onMarker: (m) => this.onMarker(m),
-      onDiverged: (msg) => this.markDiverged(msg),
-    });
-    const origin = await this.fsm.originCheck();
+    let fsm: FSM;
+    if (this.witness) {
+      this.witnessFsm = new WitnessFsm(this.store, join(cfg.node.data_dir, "witness-applied.json"), (m) =>
+        this.onMarker(m),
+      );
+      fsm = this.witnessFsm;
+    } else {
+      this.fsm = await ScaleFsm.open({
+        connect: this.connect,
+        nodeId: this.nodeId,
+        store: this.store,
+        baselineFile: join(cfg.node.data_dir, "origin.json"),
+        onMarker: (m) => this.onMarker(m),
+        onDiverged: (msg) => this.markDiverged(msg),
+      });
+      fsm = this.fsm;
+    }
+    const origin = this.witness ? undefined : await this.fsm.originCheck();
     const clusterCfg = { ...cfg.cluster, peers: [...cfg.cluster.peers, ...(opts.join ? [opts.join] : [])] };
     this.running = await startCluster(
       clusterCfg,
-      { logStore: this.store, stableStore: stable, fsm: this.fsm },
+      { logStore: this.store, stableStore: stable, fsm },
       { bootstrap: opts.bootstrap },
     );
     this.node = this.running.node;
-    this.node.events.onRoleChange = (role, term) => this.leadership.onRoleChange(role, term);
-    // The core hands leadership to a lower ID (or where an operator asked) only after this drain.
-    this.node.events.prepareHandover = (target) => this.leadership.drainForHandover(target);
-    if (origin.message && origin.ref.foreignAfter)
+    if (this.witness) {
+      // A witness leads only to bring a database node up to date: it never captures, so there is
+      // nothing to start on leading and nothing to drain before handing over.
+      this.node.events.prepareHandover = async () => {};
+    } else {
+      this.node.events.onRoleChange = (role, term) => this.leadership.onRoleChange(role, term);
+      // The core hands leadership to a lower ID (or where an operator asked) only after this drain.
+      this.node.events.prepareHandover = (target) => this.leadership.drainForHandover(target);
+    }
+    if (origin?.message && origin.ref.foreignAfter)
       this.markDiverged(`${origin.message}, and the log holds other nodes' transactions after them: it diverged`);
-    else if (origin.message)
+    else if (origin?.message)
       log.warn(`${origin.message}; they are captured if this node leads next, otherwise it will need a migration`);
 
     this.writes = new Writes(cfg, this.connect, this);
 
     this.api = startApi(this);
-    this.timers.push(setInterval(() => void this.healthCheck(), cfg.database.health_interval_ms));
+    if (!this.witness) {
+      this.timers.push(setInterval(() => void this.healthCheck(), cfg.database.health_interval_ms));
+      if (cfg.replication.auto_migrate) this.timers.push(setInterval(() => void this.migration.autoMigrate(), 1000));
+    }
     this.timers.push(setInterval(() => void this.registerWithLeader(), 2000));
-    if (cfg.replication.auto_migrate) this.timers.push(setInterval(() => void this.migration.autoMigrate(), 1000));
     void this.registerWithLeader();
     this.timers.push(setInterval(() => this.directory.save(), 5000));
     for (const t of this.timers) t.unref?.();
     log.info(
-      `node ${this.nodeId}: ready — cluster ${this.running.address}, API ${this.apiUrl}, ${where} (server_id ${this.fsm.serverId}), ack=${cfg.replication.ack}`,
+      this.witness
+        ? `node ${this.nodeId}: ready as a ${WITNESS_ROLE} — cluster ${this.running.address}, API ${this.apiUrl}`
+        : `node ${this.nodeId}: ready — cluster ${this.running.address}, API ${this.apiUrl}, ${where} (server_id ${this.fsm.serverId}), ack=${cfg.replication.ack}`,
     );
   }
 
@@ -195,7 +230,7 @@ export class ScaleDaemon implements ApiBackend {
     this.directory.set(m.node, m.api);
     this.directory.save();
     if (m.node !== this.nodeId) void this.registerWithLeader(); // tell the new leader where our API is
-    if (m.node !== this.nodeId && m.serverId === this.fsm.serverId) {
+    if (!this.witness && m.node !== this.nodeId && m.serverId === this.fsm.serverId) {
       log.error(
         `node ${m.node}'s MariaDB has the same server_id (${m.serverId}) as ours: give every node's MariaDB its own --server-id`,
       );
@@ -268,7 +303,7 @@ export class ScaleDaemon implements ApiBackend {
       const res = await new DaemonClient({ base: api, token: this.cfg.api.admin_token }).send(
         "POST",
         "/cluster/register",
-        { body: { id: this.nodeId, api: this.apiUrl }, timeoutMs: 2000 },
+        { body: { id: this.nodeId, api: this.apiUrl, ...(this.witness ? { witness: true } : {}) }, timeoutMs: 2000 },
       );
       if (res.ok) {
         this.directory.merge(((await res.json()) as { nodes: [] }).nodes);
@@ -298,7 +333,9 @@ export class ScaleDaemon implements ApiBackend {
 
   snapshot(): NodeSnapshot {
     const capture = this.leadership.capture;
+    const fsm = this.witnessFsm;
     return {
+      witness: this.witness,
       cluster: this.node.status(),
       held: this.node.heldBack(),
       leaderApi: this.leaderApi() ?? null,
@@ -308,36 +345,51 @@ export class ScaleDaemon implements ApiBackend {
       writable: this.leadership.ready,
       ack: this.cfg.replication.ack,
       mode: this.cfg.replication.mode,
-      database: {
-        up: this.dbUp,
-        error: this.dbError,
-        applyWaiting: this.fsm.dbError,
-        version: this.mariadbVersion,
-        serverId: this.fsm.serverId,
-      },
+      database: fsm
+        ? { up: false, error: null, applyWaiting: null, version: "", serverId: 0 }
+        : {
+            up: this.dbUp,
+            error: this.dbError,
+            applyWaiting: this.fsm.dbError,
+            version: this.mariadbVersion,
+            serverId: this.fsm.serverId,
+          },
       capture: capture ? capture.stats : null,
-      apply: { ...this.fsm.stats, lazy: this.fsm.isLazy },
+      apply: fsm ? { ...fsm.stats, lazy: false } : { ...this.fsm.stats, lazy: this.fsm.isLazy },
       writes: { ...this.writes.counters },
       wal: this.wal.stats(),
       apis: new Map(this.directory.all().map((e) => [e.id, e.api])),
+      witnesses: new Set(
+        this.directory
+          .all()
+          .filter((e) => e.witness === true)
+          .map((e) => e.id),
+      ),
       uptimeMs: Date.now() - this.startedAt,
     };
   }
 
   write(stmt: Statement, opts: WriteOptions = {}): Promise<WriteOutcome> {
+    if (this.witness) return Promise.reject(this.refuse("writes"));
     return this.writes.write(stmt, opts);
   }
 
   read(sql: string, params: unknown[], database?: string): Promise<unknown> {
+    if (this.witness) return Promise.reject(this.refuse("reads"));
     return this.writes.read(sql, params, database);
+  }
+
+  /** A witness's answer to what only a database node serves. */
+  private refuse(what: string): WolfError {
+    return witnessRefusal(this.nodeId, what, { id: this.node.leader(), api: this.leaderApi() });
   }
 
   countForwarded(): void {
     this.writes.counters.forwarded++;
   }
 
-  registerNode(id: number, api: string): void {
-    this.directory.set(id, api);
+  registerNode(id: number, api: string, witness = false): void {
+    this.directory.set(id, api, Date.now(), witness);
     this.directory.save();
   }
 
@@ -346,6 +398,7 @@ export class ScaleDaemon implements ApiBackend {
   }
 
   promote(): Promise<string> {
+    if (this.witness) return Promise.reject(this.refuse("as leader (promote a database node instead)"));
     return this.leadership.promote();
   }
 
@@ -360,10 +413,12 @@ export class ScaleDaemon implements ApiBackend {
   }
 
   dump(after = 0): Promise<Response> {
+    if (this.witness) return Promise.reject(this.refuse("dumps (migrate from a database node)"));
     return this.migration.dump(after);
   }
 
   migrateFrom(from: string): Promise<string> {
+    if (this.witness) return Promise.reject(this.refuse("migrations (it has no data to replace)"));
     return this.migration.migrateFrom(from);
   }
 
@@ -378,6 +433,7 @@ export class ScaleDaemon implements ApiBackend {
     await this.leadership.stop();
     this.running?.stop();
     this.fsm?.close();
+    this.witnessFsm?.close();
     this.healthConn?.destroy();
     await this.writes?.close();
     this.directory.save();

@@ -13,6 +13,8 @@ export interface DirectoryEntry {
   api: string;
   /** ms epoch of the newest information. */
   at: number;
+  /** A witness node (no database, never serves): shown as such in `wolf ctl scale list servers`. */
+  witness?: boolean;
 }
 
 const log = logger("scale");
@@ -23,7 +25,7 @@ export class Directory {
 
   constructor(
     private readonly file: string,
-    self: { id: number; api: string },
+    self: { id: number; api: string; witness?: boolean },
   ) {
     if (existsSync(file)) {
       try {
@@ -32,22 +34,28 @@ export class Directory {
         log.warn(`${file}: ignoring an unreadable node directory (${(err as Error).message})`);
       }
     }
-    this.set(self.id, self.api);
+    this.set(self.id, self.api, Date.now(), self.witness === true);
   }
 
-  set(id: number, api: string, at = Date.now()): void {
+  set(id: number, api: string, at = Date.now(), witness = false): void {
     const prev = this.nodes.get(id);
     if (prev && prev.at > at) return;
-    if (prev?.api === api) {
+    if (prev?.api === api && (prev.witness === true) === witness) {
       prev.at = at;
       return;
     }
-    this.nodes.set(id, { id, api, at });
+    this.nodes.set(id, { id, api, at, ...(witness ? { witness } : {}) });
     this.dirty = true;
   }
 
   merge(entries: DirectoryEntry[]): void {
-    for (const e of entries) if (typeof e?.id === "number" && typeof e.api === "string") this.set(e.id, e.api, e.at);
+    for (const e of entries)
+      if (typeof e?.id === "number" && typeof e.api === "string") this.set(e.id, e.api, e.at, e.witness === true);
+  }
+
+  /** Whether `id` said it is a witness (when it registered). */
+  isWitness(id: number): boolean {
+    return this.nodes.get(id)?.witness === true;
   }
 
   get(id: number): string | undefined {

@@ -49,8 +49,8 @@ export interface ApiBackend {
   handOver(to: number | undefined, holdMs: number): Promise<string>;
   reset(): string;
   migrateFrom(from: string): Promise<string>;
-  /** A node says where its API is (/cluster/register). */
-  registerNode(id: number, api: string): void;
+  /** A node says where its API is, and whether it is a witness (/cluster/register). */
+  registerNode(id: number, api: string, witness?: boolean): void;
   /** Every node's API this node knows. */
   knownNodes(): DirectoryEntry[];
   /** A write was forwarded to the leader (counted in /status and /metrics). */
@@ -209,9 +209,16 @@ export function startApi(d: ApiBackend): Server<undefined> {
     const method = req.method;
     if (path === "/health" && method === "GET") {
       const s = statusView(d.snapshot());
-      const healthy = s.database.up && !s.diverged && s.state !== "NeedsMigration" && !s.applyError;
+      // A witness has no database: it is healthy while it holds the log.
+      const healthy = (s.witness || s.database.up) && !s.diverged && s.state !== "NeedsMigration" && !s.applyError;
       return json(
-        { ok: healthy, id: s.id, role: s.role, state: s.state, database: s.database.up ? "up" : "down" },
+        {
+          ok: healthy,
+          id: s.id,
+          role: s.role,
+          state: s.state,
+          database: s.witness ? "none (witness)" : s.database.up ? "up" : "down",
+        },
         healthy ? 200 : 503,
       );
     }
@@ -271,7 +278,7 @@ export function startApi(d: ApiBackend): Server<undefined> {
       }
       if (path === "/cluster/register") {
         if (typeof body.id === "number" && typeof body.api === "string" && /^https?:\/\//.test(body.api)) {
-          d.registerNode(body.id, body.api);
+          d.registerNode(body.id, body.api, body.witness === true);
         }
         return json({ ok: true, nodes: d.knownNodes() });
       }

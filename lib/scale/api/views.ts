@@ -9,6 +9,8 @@ import type { WriteCounters } from "../writes.ts";
 /** Everything the views show about a node, taken at once (ApiBackend.snapshot). */
 export interface NodeSnapshot {
   cluster: ClusterStatus;
+  /** A witness (`[cluster] witness`): votes and stores the log, no database, never serves. */
+  witness: boolean;
   /** Why this node is not eligible to lead (ClusterNode.heldBack). */
   held: string[];
   leaderApi: string | null;
@@ -27,6 +29,8 @@ export interface NodeSnapshot {
   wal: WalStats;
   /** Other nodes' API URLs, by node id. */
   apis: ReadonlyMap<number, string>;
+  /** Nodes that registered as witnesses. */
+  witnesses: ReadonlySet<number>;
   uptimeMs: number;
 }
 
@@ -40,6 +44,8 @@ export interface NodeView {
   state: NodeState | string;
   role: Role | null;
   voter: boolean;
+  /** A witness: votes and stores the log, has no database, never serves. */
+  witness: boolean;
   lsn: number;
   lag: number;
   lastSeenMsAgo: number | null;
@@ -52,6 +58,7 @@ export function statusView(d: NodeSnapshot) {
   return {
     id: s.id,
     role: s.role,
+    witness: d.witness,
     state,
     term: s.term,
     leader: s.leader,
@@ -103,9 +110,10 @@ export function nodesView(d: NodeSnapshot): NodeView[] {
       self: true,
       api: d.api,
       addr: d.address,
-      state: d.diverged ? "NeedsMigration" : d.database.up ? s.state : `${s.state} (db down)`,
+      state: d.diverged ? "NeedsMigration" : d.database.up || d.witness ? s.state : `${s.state} (db down)`,
       role: s.role,
       voter: s.voters.includes(s.id),
+      witness: d.witness,
       lsn: s.appliedLsn,
       lag: selfLag,
       lastSeenMsAgo: 0,
@@ -120,6 +128,7 @@ export function nodesView(d: NodeSnapshot): NodeView[] {
       state: p.state,
       role: p.role,
       voter: p.voter,
+      witness: d.witnesses.has(p.id),
       lsn: p.lsn,
       lag: p.lag,
       lastSeenMsAgo: p.lastSeenMsAgo,
@@ -137,6 +146,7 @@ export function metricsText(d: NodeSnapshot): string {
   };
   const id = `node="${s.id}"`;
   metric("wolf_scale_leader", "1 if this node leads", "gauge", [[`{${id}}`, s.role === "leader" ? 1 : 0]]);
+  metric("wolf_scale_witness", "1 if this node is a witness (no database)", "gauge", [[`{${id}}`, d.witness ? 1 : 0]]);
   metric("wolf_scale_term", "Current leadership term", "gauge", [[`{${id}}`, s.term]]);
   metric("wolf_scale_last_lsn", "Last LSN in this node's log", "gauge", [[`{${id}}`, s.lastLsn]]);
   metric("wolf_scale_commit_lsn", "Committed LSN", "gauge", [[`{${id}}`, s.commitLsn]]);

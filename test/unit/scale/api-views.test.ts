@@ -45,6 +45,7 @@ function snapshot(over: Partial<NodeSnapshot> = {}): NodeSnapshot {
       ],
       transport: {},
     },
+    witness: false,
     held: [],
     leaderApi: "http://10.0.0.1:8080",
     api: "http://10.0.0.2:8080",
@@ -72,6 +73,7 @@ function snapshot(over: Partial<NodeSnapshot> = {}): NodeSnapshot {
       [1, "http://10.0.0.1:8080"],
       [2, "http://10.0.0.2:8080"],
     ]),
+    witnesses: new Set<number>(),
     uptimeMs: 1234,
     ...over,
   };
@@ -103,4 +105,19 @@ test("metrics: counters and gauges from the snapshot", () => {
   expect(text).toContain('wolf_scale_peer_lag_entries{node="2",peer="3"} 2');
   expect(text).toContain('wolf_scale_wal_bytes{node="2"} 4096');
   expect(text.endsWith("\n")).toBe(true);
+});
+
+test("witness: itself and peers that registered as witnesses are shown as such, no database is not 'db down'", () => {
+  const self = nodesView(snapshot({ witness: true, database: { ...snapshot().database, up: false } }));
+  expect(self.map((n) => [n.id, n.witness])).toEqual([
+    [1, false],
+    [2, true],
+    [3, false],
+  ]);
+  expect(self[1]!.state).toBe("Active");
+  expect(statusView(snapshot({ witness: true })).witness).toBe(true);
+  expect(metricsText(snapshot({ witness: true }))).toContain('wolf_scale_witness{node="2"} 1');
+  const peers = nodesView(snapshot({ witnesses: new Set([3]) }));
+  expect(peers.find((n) => n.id === 3)!.witness).toBe(true);
+  expect(peers.find((n) => n.id === 2)!.witness).toBe(false);
 });
