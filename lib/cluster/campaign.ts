@@ -1,6 +1,6 @@
 /**
  * Elections as one node runs them (the rules are in election.ts): the election timer ranked by
- * lower eligible IDs, pre-vote then vote rounds, the voter's answer to a (pre-)vote request, and
+ * the eligible voters ahead of this node (the preferred leader, then lower IDs), pre-vote then vote rounds, the voter's answer to a (pre-)vote request, and
  * TimeoutNow from a leader handing over.
  */
 import type { ConsolaInstance as Logger } from "consola";
@@ -98,22 +98,26 @@ export class Campaign {
   }
 
   /**
-   * Rank: lower-ID voters that are alive, may lead, and have a log at least as up to date as ours.
-   * A witness counts such voters of any ID: it only campaigns when none of them could win.
+   * Rank: voters ahead of this one (the preferred leader of the current config, then lower IDs:
+   * handover.ts leadershipOrder) that are alive, may lead, and have a log at least as up to date as
+   * ours. A witness counts such voters of any ID: it only campaigns when none of them could win.
    */
   private lowerEligible(now: number): number {
     const { host } = this;
     const mine = { lastTerm: lastTerm(host.store), lastLsn: host.store.lastLsn() };
+    const preferred = host.config.members().preferred ?? null;
+    const preferredVoter = preferred !== null && host.config.isVoter(preferred);
+    // Ahead of this node: the preferred voter (unless that is this node), then lower IDs (unless
+    // this node is the preferred one).
+    const ahead = (id: NodeId) =>
+      host.witness ||
+      (preferredVoter && preferred === id) ||
+      (id < host.id && !(preferredVoter && preferred === host.id));
     let rank = 0;
     for (const id of host.config.otherVoters()) {
       // The leader we follow does not count: the timer only fires once it went silent, and
       // counting it would add half a heartbeat to every failover.
-      if (
-        (id >= host.id && !host.witness) ||
-        id === host.leader() ||
-        !host.membership.alive(id, now, host.t.electionBaseMs)
-      )
-        continue;
+      if (!ahead(id) || id === host.leader() || !host.membership.alive(id, now, host.t.electionBaseMs)) continue;
       const info = host.membership.peers.get(id)?.info;
       if (!info || info.neverLeader || info.state === "NeedsMigration" || info.state === "Joining") continue;
       if (logUpToDate(info, mine)) rank++;

@@ -31,10 +31,14 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
         secret: true,
       },
     ),
-    node_id: int("This node's ID (1-1023), unique in the cluster. The lowest eligible ID leads.", 1, {
-      min: 1,
-      max: 1023,
-    }),
+    node_id: int(
+      "This node's ID (1-1023), unique in the cluster. The lowest eligible ID leads, unless an operator set a\npreferred leader (`wolf ctl scale promote <id>`).",
+      1,
+      {
+        min: 1,
+        max: 1023,
+      },
+    ),
     bind_address: str("Address the cluster transport listens on.", "0.0.0.0", { check: checkIPv4 }),
     advertise_address: str('Address other nodes use to reach this one ("" = first non-loopback IPv4).', "", {
       check: (v) => (v === "" ? undefined : checkIPv4(v)),
@@ -60,6 +64,11 @@ export function clusterSection(defaults: { port: number; discoveryPort: number; 
       "auto",
     ),
     never_leader: bool("Never let this node become leader.", false),
+    failback: oneOf(
+      "Who moves leadership back to the preferred leader (the one `wolf ctl scale promote` set, else the lowest\neligible ID) once it is back and caught up: auto = the leader hands over by itself; manual = nobody,\nleadership moves only on a failure or an operator's promote/demote.",
+      ["auto", "manual"] as const,
+      "auto",
+    ),
     witness: bool(
       "This node is a witness (like Galera's arbitrator): it votes and stores the log durably (its copy counts\nfor acknowledgements) but runs no database and never serves; it leads only for a moment when no other\nvoter has the newest entries, then hands over. A third vote for a 2-node cluster, on any small machine.",
       false,

@@ -1,5 +1,6 @@
 /**
- * Election rules: Raft's safety with a deterministic preference for the lowest node ID.
+ * Election rules: Raft's safety with a deterministic preference for the operator's preferred
+ * leader, else the lowest node ID.
  *
  * Terms. Every leadership has a term, persisted (with the vote) in the StableStore before any
  * message that depends on it is sent. Every message carries the sender's term. A node that sees a
@@ -37,16 +38,25 @@
  * state change). A voter that heard from a live leader within 2 heartbeats refuses (pre-)votes,
  * so a node returning from a partition cannot depose a healthy leader or inflate terms.
  *
- * Lowest ID first. A follower's election timeout is 2 heartbeats + rank × ½ heartbeat + jitter
- * (0..½ heartbeat), where rank = how many lower-ID voters other than the current leader are alive
- * and eligible with a log at least as up to date as ours (from their pings). When its timer fires
- * while such a lower node is alive it defers (at most twice in a row, so an unreachable "alive"
- * node cannot block elections).
- * Hence after a leader failure the lowest eligible survivor normally wins in 2–2.5 heartbeats.
+ * Leadership order. The voters in order of preference: the preferred leader (ClusterMembers.preferred,
+ * set by an operator in a config entry, so every node holding the log agrees and it survives
+ * restarts), then the others by ascending ID; without a preference, simply lowest ID first
+ * (handover.ts leadershipOrder). A follower's election timeout is 2 heartbeats + rank × ½ heartbeat
+ * + jitter (0..½ heartbeat), where rank = how many voters ahead of it in that order, other than the
+ * current leader, are alive and eligible with a log at least as up to date as ours (from their
+ * pings). When its timer fires while such a node is alive it defers (at most twice in a row, so an
+ * unreachable "alive" node cannot block elections). Hence after a leader failure the first eligible
+ * survivor in the order normally wins in 2–2.5 heartbeats; a preferred node that is gone, never
+ * leads, or lags simply does not count, and the lowest-ID rule applies among the rest. The order
+ * only shapes timing: it never changes who may vote or be voted for, so it cannot affect safety
+ * (nodes briefly disagreeing about the preference, one holding a newer config entry than another,
+ * at worst campaign at the same time, which terms and votes already resolve).
  *
- * Handover. A leader that sees a lower-ID voter that has been caught up (within `lag_entries`) and
- * reachable for 2 heartbeats starts a handover (so does ClusterNode.transferLeadership, to any
- * eligible voter). First the application drains (NodeEvents.prepareHandover; appends are still
+ * Handover (`[cluster] failback = auto`, the default). A leader that sees a voter ahead of it in
+ * the order that has been caught up (within `lag_entries`) and reachable for 2 heartbeats starts a
+ * handover. With failback = manual no leader hands over by itself (a witness still does): leadership
+ * moves only on a failure or an operator's action. ClusterNode.transferLeadership hands over to any
+ * eligible voter in either mode. First the application drains (NodeEvents.prepareHandover; appends are still
  * accepted: scale captures what its database already committed), then the leader refuses new
  * appends, waits until the target holds its last entry, sends it TimeoutNow and steps down *before*
  * the other node can win (so there is never a window with two leaders). The target campaigns at

@@ -1,12 +1,24 @@
 /**
- * Handing leadership over (election.ts, "Handover"), on the leader: automatically to a lower-ID
- * voter that stayed caught up, or on request (ClusterNode.transferLeadership). One per leadership:
+ * Handing leadership over (election.ts, "Handover"), on the leader: automatically (failback =
+ * auto) to a voter ahead of this one in the leadership order (the preferred leader, then lower IDs)
+ * that stayed caught up, or on request (ClusterNode.transferLeadership). One per leadership:
  * created with it, ended when it ends.
  */
 import type { ConsolaInstance as Logger } from "consola";
 import type { Timings } from "./election.ts";
 import type { Progress } from "./replication.ts";
 import type { Clock, NodeId } from "./types.ts";
+
+/**
+ * The order in which voters are preferred as leader: the preferred one first (if it is among
+ * `ids`), then the others by ascending ID. Eligibility (alive, may lead, caught up) is checked by
+ * the caller; an ineligible preferred node is simply skipped, so the lowest-ID rule applies among
+ * the rest.
+ */
+export function leadershipOrder(ids: readonly NodeId[], preferred: NodeId | null): NodeId[] {
+  const rest = ids.filter((id) => id !== preferred).sort((a, b) => a - b);
+  return preferred !== null && ids.includes(preferred) ? [preferred, ...rest] : rest;
+}
 
 /** What a handover reads from and does to the leadership it belongs to. */
 export interface HandoverHost {
@@ -21,6 +33,10 @@ export interface HandoverHost {
   stopped(): boolean;
   /** NodeOptions.witness: hand over to any voter that may lead, as soon as one is caught up. */
   readonly witness: boolean;
+  /** NodeOptions.failback: manual = no automatic handover (a witness still hands over). */
+  readonly failback: "auto" | "manual";
+  /** The preferred leader of the current config (null: none, the lowest ID is preferred). */
+  preferred(): NodeId | null;
   /** This node is a voter (a learner never hands leadership to anyone). */
   isVoter(): boolean;
   otherVoters(): NodeId[];
@@ -72,7 +88,10 @@ export class Handovers {
     return this.current?.phase === "transfer";
   }
 
-  /** Each leader tick: times a handover out, or starts one to a lower-ID voter that stayed caught up. */
+  /**
+   * Each leader tick: times a handover out, or starts one to a voter ahead of this one in the
+   * leadership order (leadershipOrder) that stayed caught up.
+   */
   manage(now: number): void {
     const { host } = this;
     const h = this.current;
@@ -87,15 +106,18 @@ export class Handovers {
       return;
     }
     if (now < this.nextAt || !host.isVoter()) return;
-    for (const id of host.otherVoters()) {
-      if (id >= host.id && !host.witness) break;
+    if (host.failback === "manual" && !host.witness) return;
+    const order = leadershipOrder(host.otherVoters(), host.preferred());
+    const mine = leadershipOrder([...host.otherVoters(), host.id], host.preferred()).indexOf(host.id);
+    for (const [i, id] of order.entries()) {
+      if (!host.witness && i >= mine) break;
       const pr = host.progressOf(id);
       if (!pr || !host.mayLead(id)) continue;
       const stableMs = host.witness ? 0 : host.t.handoverStableMs;
       if (pr.caughtUpSince === null || now - pr.caughtUpSince < stableMs) continue;
       if (now - pr.lastReplyAt > host.t.heartbeatMs * 2) continue;
       host.log.info(
-        `node ${host.id}: handing leadership over to node ${id} (${host.witness ? "this node is a witness" : "lower ID"}, caught up)`,
+        `node ${host.id}: handing leadership over to node ${id} (${host.witness ? "this node is a witness" : id === host.preferred() ? "preferred leader" : "lower ID"}, caught up)`,
       );
       this.start(id);
       return;

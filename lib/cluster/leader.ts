@@ -13,6 +13,7 @@ import type { ConsolaInstance as Logger } from "consola";
 import { WolfError } from "../common/errors.ts";
 import type { Configuration } from "./configuration.ts";
 import { encodeMembers } from "./configuration.ts";
+import { MembershipChanges, replicationTargets } from "./membership-changes.ts";
 import { majority, type Timings } from "./election.ts";
 import { AckWaiters } from "./acks.ts";
 import { Handovers } from "./handover.ts";
@@ -52,6 +53,7 @@ export interface LeaderHost {
     deadAfterMs: number;
     minVoters: number;
     handoverDrainTimeoutMs: number;
+    failback: "auto" | "manual";
   };
   term(): Term;
   leader(): NodeId | null;
@@ -78,6 +80,8 @@ export class LeaderState {
   private flushScheduled = false;
   private commitPushScheduled = false;
   private readonly handovers: Handovers;
+  /** Voter-set and preferred-leader changes (membership-changes.ts). */
+  private readonly changes: MembershipChanges;
   /** The acknowledgements waited for (waitFor) and counted (ackedBy) in this leadership. */
   readonly acks: AckWaiters;
 
@@ -85,7 +89,8 @@ export class LeaderState {
     this.since = host.clock.now();
     const last = host.store.lastLsn();
     this.termStartLsn = last + 1;
-    for (const id of this.replicationTargets()) this.progress.set(id, new Progress(id, last, this.since));
+    for (const id of replicationTargets(host.id, host.config, host.membership))
+      this.progress.set(id, new Progress(id, last, this.since));
     this.acks = new AckWaiters({
       id: host.id,
       clock: host.clock,
@@ -107,6 +112,8 @@ export class LeaderState {
         t: host.t,
         drainTimeoutMs: host.opts.handoverDrainTimeoutMs,
         witness: host.witness,
+        failback: host.opts.failback,
+        preferred: () => host.config.members().preferred ?? null,
         leading: () => !this.dropped,
         stopped: () => host.stopped(),
         isVoter: () => host.config.isVoter(),
@@ -121,6 +128,20 @@ export class LeaderState {
       },
       this.since,
     );
+    this.changes = new MembershipChanges({
+      id: host.id,
+      config: host.config,
+      membership: host.membership,
+      t: host.t,
+      log: host.log,
+      opts: host.opts,
+      since: this.since,
+      termStartLsn: this.termStartLsn,
+      commitLsn: () => host.commitLsn(),
+      progress: () => this.progress.values(),
+      progressOf: (id) => this.progress.get(id),
+      appendConfig: (members) => this.appendConfig(members),
+    });
   }
 
   /** A no-op in our own term lets everything before it commit (Raft §5.4.2). */
@@ -135,6 +156,7 @@ export class LeaderState {
     this.progress.clear();
     this.pending = [];
     this.handovers.end(false);
+    this.changes.drop(err);
     this.acks.failAll(err);
   }
 
@@ -192,7 +214,7 @@ export class LeaderState {
     this.flush();
     for (const id of this.progress.keys()) this.replicateTo(id, "heartbeat");
     if (this.checkQuorum(now)) {
-      this.manageMembers(now);
+      this.changes.manage(now);
       this.handovers.manage(now);
     }
     this.acks.check();
@@ -267,51 +289,11 @@ export class LeaderState {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Voter set
+  // Voter set and preferred leader (membership-changes.ts)
 
-  /** Voters plus known nodes that are not voters yet (learners being caught up). */
-  private replicationTargets(): NodeId[] {
-    const ids = new Set(this.host.config.otherVoters());
-    for (const [id, p] of this.host.membership.peers)
-      if (id !== this.host.id && p.info && p.lastHeard !== -Infinity) ids.add(id);
-    return [...ids];
-  }
-
-  /**
-   * Add caught-up learners as voters, remove voters dead for dead_after_ms while more than
-   * min_voters remain. One change at a time, each a single-server change: the old and the new voter
-   * set share a majority, so a partition that cuts a change in flight cannot elect two leaders.
-   */
-  private manageMembers(now: number): void {
-    const { host } = this;
-    const commitLsn = host.commitLsn();
-    const latest = host.config.latest();
-    if (latest && latest.lsn > commitLsn) return; // a change is still in flight
-    // Not before an entry of our own term committed: a config entry a previous leader left
-    // uncommitted could otherwise still win later, and two single-node changes from different
-    // terms would overlap into voter sets without a common majority (Raft single-server change bug).
-    if (commitLsn < this.termStartLsn) return;
-    const members = host.config.members();
-    if (host.opts.autoJoin) {
-      for (const pr of this.progress.values()) {
-        if (host.config.isVoter(pr.id) || pr.needsMigration || pr.caughtUpSince === null) continue;
-        if (pr.match < commitLsn || now - pr.lastReplyAt > host.t.suspectAfterMs) continue;
-        const addr = host.membership.peers.get(pr.id)?.addr ?? "";
-        host.log.info(`node ${host.id}: adding node ${pr.id} as a voter`);
-        return this.appendConfig({ voters: [...members.voters, { id: pr.id, addr }].sort((a, b) => a.id - b.id) });
-      }
-    }
-    if (members.voters.length <= host.opts.minVoters) return;
-    for (const id of host.config.otherVoters()) {
-      const pr = this.progress.get(id);
-      const heard = Math.max(pr?.lastReplyAt ?? this.since, host.membership.peers.get(id)?.lastHeard ?? -Infinity);
-      if (now - heard > host.opts.deadAfterMs) {
-        host.log.warn(
-          `node ${host.id}: removing node ${id} from the voters (silent for ${Math.round(now - heard)} ms)`,
-        );
-        return this.appendConfig({ voters: members.voters.filter((v) => v.id !== id) });
-      }
-    }
+  /** ClusterNode.setPreferredLeader on the leader: resolves once the config entry carrying it committed. */
+  prefer(id: NodeId | null): Promise<void> {
+    return this.changes.prefer(id, this.host.clock.now());
   }
 
   private appendConfig(members: ClusterMembers): void {
@@ -335,7 +317,7 @@ export class LeaderState {
     this.shipAhead(batch);
     host.store.append(batch);
     host.config.onEntriesAppended(batch);
-    for (const id of this.replicationTargets()) {
+    for (const id of replicationTargets(host.id, host.config, host.membership)) {
       if (!this.progress.has(id)) this.progress.set(id, new Progress(id, host.store.lastLsn(), host.clock.now()));
     }
     for (const id of this.progress.keys()) this.replicateTo(id, "data");
@@ -489,7 +471,9 @@ export class LeaderState {
     if ((reply.volatile === true) !== pr.volatile) {
       pr.volatile = reply.volatile === true;
       if (pr.volatile)
-        host.log.warn(`node ${pr.id} does not fsync its log (wal.fsync = false): its copies count for no commit or ack`);
+        host.log.warn(
+          `node ${pr.id} does not fsync its log (wal.fsync = false): its copies count for no commit or ack`,
+        );
     }
     if (reply.ok) {
       if (pr.needsMigration) {

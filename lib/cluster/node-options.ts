@@ -35,6 +35,12 @@ export interface NodeOptions {
   limits?: Partial<ReplicationLimits>;
   /** How long events.prepareHandover may take before the handover is abandoned (default 30 s). */
   handoverDrainTimeoutMs?: number;
+  /**
+   * auto (default): a leader hands over by itself to the preferred leader (ClusterMembers.preferred,
+   * else the lowest eligible ID) once that one is caught up. manual: no automatic handover;
+   * leadership moves only on failure or an operator's action (transferLeadership, stepDown).
+   */
+  failback?: "auto" | "manual";
 }
 
 export interface NodeDeps {

@@ -18,9 +18,11 @@
  *   node.setEligible(false, "database down")  // keep this node from leading (peers see never_leader)
  *   node.stepDown("why")                      // leader: stop now; the best follower takes over at once
  *   node.transferLeadership(to?)              // leader: clean handover (drains via events.prepareHandover)
+ *   await node.setPreferredLeader(id | null)  // leader: replicated preference (ranks first, handback to it)
  *   node.markNeedsMigration("why")            // stop applying/accepting entries until migrated()
  *   node.retryApply()                         // after an apply error's cause was fixed
  */
+import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { ApplyLoop, type ApplyHost } from "./apply-loop.ts";
 import { Campaign, type CampaignHost } from "./campaign.ts";
@@ -33,7 +35,7 @@ import { quorumOn, timings, type Timings } from "./election.ts";
 import { LeaderState, type LeaderHost } from "./leader.ts";
 import { Membership, membershipThresholds } from "./membership.ts";
 import { DEFAULT_LIMITS, lastTerm, type ReplicationLimits } from "./replication.ts";
-import type { ClusterStatus, PeerStatus } from "./status.ts";
+import { type ClusterStatus, peerStatuses } from "./status.ts";
 import {
   NotLeaderError,
   type AckLevel,
@@ -111,6 +113,7 @@ export class ClusterNode {
       autoJoin: options.autoJoin ?? true,
       lagEntries: options.lagEntries ?? 1000,
       handoverDrainTimeoutMs: options.handoverDrainTimeoutMs ?? 30_000,
+      failback: options.failback ?? "auto",
     };
     const limits: ReplicationLimits = { ...DEFAULT_LIMITS, ...options.limits };
     this.t = timings(this.opts.heartbeatMs);
@@ -356,6 +359,29 @@ export class ClusterNode {
   }
 
   /**
+   * Leader: makes `id` the preferred leader (null: none, the lowest eligible ID) in a config entry
+   * (ClusterMembers.preferred: replicated, survives restarts), under the rules of voter changes
+   * (membership-changes.ts). Resolves once committed; rejects with NotLeaderError on a follower or
+   * if leadership ends first, with a WolfError if `id` is no voter. Moving leadership now is a
+   * separate step (transferLeadership).
+   */
+  setPreferredLeader(id: NodeId | null): Promise<void> {
+    if (!this.leading) return Promise.reject(new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId));
+    if (id !== null && !this.config.isVoter(id))
+      return Promise.reject(
+        new WolfError("state", `node ${id} is not a voter (voters: ${this.voters().join(", ")})`, {
+          hint: "only a voter can be the preferred leader; wolf ctl scale list servers shows them",
+        }),
+      );
+    return this.leading.prefer(id);
+  }
+
+  /** The preferred leader of the current config (null: none, the lowest eligible ID is preferred). */
+  preferredLeader(): NodeId | null {
+    return this.config.members().preferred ?? null;
+  }
+
+  /**
    * This node's applied state cannot continue from the log (the application found divergence):
    * it stops applying and accepting entries and cannot lead until migrated() is called. A leader
    * steps down first (stepDown).
@@ -419,28 +445,12 @@ export class ClusterNode {
   }
 
   status(): ClusterStatus {
-    const now = this.clock.now();
-    const peers: PeerStatus[] = [];
     const voterIds = new Set(this.voters());
-    const ids = new Set<NodeId>([...this.membership.peers.keys(), ...voterIds]);
-    ids.delete(this.id);
     const refLsn =
       this.role === "leader" ? this.store.lastLsn() : Math.max(this.follower.leaderLastLsn, this.store.lastLsn());
-    for (const id of [...ids].sort((a, b) => a - b)) {
-      const p = this.membership.peers.get(id);
-      const pr = this.leading?.progressOf(id);
-      const lsn = pr ? pr.match : (p?.info?.lastLsn ?? 0);
-      peers.push({
-        id,
-        addr: p?.addr ?? "",
-        state: this.membership.stateOf(id, now),
-        role: p?.info?.role ?? null,
-        voter: voterIds.has(id),
-        lsn,
-        lag: Math.max(0, refLsn - lsn),
-        lastSeenMsAgo: p && p.lastHeard !== -Infinity ? Math.round(now - p.lastHeard) : null,
-      });
-    }
+    const peers = peerStatuses(this.id, this.membership, voterIds, this.clock.now(), refLsn, (id) =>
+      this.leading?.progressOf(id),
+    );
     return {
       id: this.id,
       role: this.role,
@@ -456,6 +466,8 @@ export class ClusterNode {
       neverLeader: this.opts.neverLeader || this.opts.witness || this.holds.size > 0,
       heldBack: [...this.holds],
       handoverTo: this.leading?.handoverTarget() ?? null,
+      preferredLeader: this.preferredLeader(),
+      failback: this.opts.failback,
       applyError: this.applier.error,
       peers,
       transport: this.transport.counters(),

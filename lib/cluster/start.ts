@@ -61,6 +61,7 @@ export async function startCluster(
       witness: cfg.witness,
       bootstrapExpect: cfg.bootstrap_expect,
       lagEntries: cfg.lag_entries,
+      failback: cfg.failback,
     },
     { transport, ...deps },
   );

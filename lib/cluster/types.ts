@@ -5,7 +5,7 @@
  */
 import { WolfError } from "../common/errors.ts";
 
-/** Positive integer, unique in a cluster. Lower IDs are preferred as leader. */
+/** Positive integer, unique in a cluster. Lower IDs are preferred as leader (unless ClusterMembers.preferred). */
 export type NodeId = number;
 /** Log sequence number: 1, 2, 3, … (0 means "nothing"). */
 export type Lsn = number;
@@ -26,9 +26,15 @@ export interface LogEntry {
   data: Uint8Array;
 }
 
-/** The voter set carried by `config` entries. */
+/** The voter set carried by `config` entries, with the operator's preferred leader. */
 export interface ClusterMembers {
   voters: { id: NodeId; addr: string }[];
+  /**
+   * The node that should lead while it is an eligible, caught-up voter (ClusterNode.setPreferredLeader):
+   * it ranks first in elections and the leader hands over to it (failback = auto). Absent: the
+   * lowest eligible ID is preferred. Kept by every voter change.
+   */
+  preferred?: NodeId;
 }
 
 /**
