@@ -1,5 +1,6 @@
 /** The local MariaDB: connection settings from `[database]`, a settings check, and small helpers. */
 import { WolfError } from "../common/errors.ts";
+import { positionMatchesState } from "./binlog/gtid-set.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
 import { MysqlConnection } from "./mysql/connection.ts";
 import type { ScaleConfig } from "./config.ts";
@@ -43,6 +44,41 @@ export async function withConnection<T>(opts: ConnectOptions, fn: (c: MysqlConne
 /** The binlog's GTID position now (`@@gtid_binlog_pos`; "" before the first transaction). */
 export function gtidBinlogPos(opts: ConnectOptions): Promise<string> {
   return withConnection(opts, async (c) => (await c.queryObjects("SELECT @@gtid_binlog_pos AS p"))[0]!.p ?? "");
+}
+
+/** `@@gtid_binlog_state` and `@@gtid_binlog_pos` of one moment (binlogSnapshot). */
+export interface BinlogSnapshot {
+  /** Per domain and server id, the last GTID in the binlog. */
+  state: string;
+  /** Per domain, the last GTID in the binlog: where a replica continues from. */
+  pos: string;
+}
+
+/**
+ * The binlog's GTID state and position as of one moment. MariaDB reads each variable under its
+ * own lock, so a commit can land between the two: the state is read on both sides of the position
+ * and the read is retried until nothing moved (positionMatchesState), so a transaction is either
+ * in both or in neither. Commits take microseconds to slip in, so a retry almost always suffices.
+ */
+export function binlogSnapshot(opts: ConnectOptions, attempts = 200): Promise<BinlogSnapshot> {
+  return withConnection(opts, async (c) => {
+    let last = "";
+    for (let i = 0; i < attempts; i++) {
+      const r = (
+        await c.queryObjects("SELECT @@gtid_binlog_state AS a, @@gtid_binlog_pos AS p, @@gtid_binlog_state AS b")
+      )[0]!;
+      const [a, p, b] = [r.a ?? "", r.p ?? "", r.b ?? ""];
+      if (a === b && positionMatchesState(p, a)) return { state: a, pos: p };
+      last = `state ${a || "(empty)"}, position ${p || "(empty)"}`;
+    }
+    throw new WolfError(
+      "state",
+      `the binlog's GTID state and position never agreed in ${attempts} reads (last: ${last}); either writes never paused for a moment or a domain's sequence numbers are out of order`,
+      {
+        hint: "wolf needs strictly increasing sequence numbers per domain in the binlog: turn gtid_strict_mode on and do not SET gtid_seq_no backwards",
+      },
+    );
+  });
 }
 
 /**

@@ -20,17 +20,20 @@ import { logger } from "../common/log.ts";
 import { sleep, waitUntil } from "../common/wait.ts";
 import { Applier, ApplyError, PROGRESS_DB } from "./apply/applier.ts";
 import { formatGtid } from "./binlog/events.ts";
+import { positionOf } from "./binlog/gtid-set.ts";
 import { type CapturedTxn, decodeTxn } from "./binlog/txn.ts";
 import { decodeMarker, isMarker, type LeaderMarker } from "./marker.ts";
 import { type ConnectOptions, MysqlConnection, ServerError } from "./mysql/connection.ts";
 import {
   type Baseline,
+  coverOf,
   describeExtras,
-  type Extra,
   extrasOf,
   formatOwn,
+  type OriginCheck,
   type OwnRef,
   type OwnState,
+  originMessage,
   ownFromBinlogState,
   readBaseline,
   scanOwnRef,
@@ -95,6 +98,8 @@ export class ScaleFsm implements FSM {
   private pauses = 0;
   private gateWaiters: Array<() => void> = [];
   private actual: OwnState = new Map();
+  /** This MariaDB's @@gtid_binlog_state as last read (all server ids: divergence compares it). */
+  private actualState = "";
   private actualAt = 0;
   private ref: OwnRef | undefined;
   private baseline: Baseline | undefined;
@@ -112,16 +117,17 @@ export class ScaleFsm implements FSM {
     fsm.dbLsn = fsm.appliedLsnValue = fsm.applier.applied.lsn;
     const conn = await MysqlConnection.connect(opts.connect);
     try {
-      const row = (
-        await conn.queryObjects("SELECT @@server_id AS id, @@gtid_binlog_state AS st, @@gtid_binlog_pos AS pos")
-      )[0]!;
+      const row = (await conn.queryObjects("SELECT @@server_id AS id, @@gtid_binlog_state AS st"))[0]!;
       fsm.serverId = Number(row.id);
-      fsm.actual = ownFromBinlogState(row.st ?? "", fsm.serverId);
-      fsm.actualAt = Date.now();
+      fsm.noteBinlogState(row.st ?? "");
       fsm.baseline = readBaseline(opts.baselineFile);
       if (!fsm.baseline) {
         // First start of this node: what its binlog holds now is its starting point.
-        fsm.baseline = { lsn: opts.store.lastLsn(), own: formatOwn(fsm.actual), pos: row.pos ?? "" };
+        fsm.baseline = {
+          lsn: opts.store.lastLsn(),
+          own: formatOwn(coverOf(fsm.actualState)),
+          pos: positionOf(fsm.actualState),
+        };
         writeBaseline(opts.baselineFile, fsm.baseline);
       }
     } finally {
@@ -339,8 +345,7 @@ export class ScaleFsm implements FSM {
       try {
         this.probe ??= await MysqlConnection.connect(this.opts.connect);
         const row = (await this.probe.queryObjects("SELECT @@gtid_binlog_state AS st"))[0]!;
-        this.actual = ownFromBinlogState(row.st ?? "", this.serverId);
-        this.actualAt = Date.now();
+        this.noteBinlogState(row.st ?? "");
       } catch (err) {
         this.probe?.destroy();
         this.probe = undefined;
@@ -352,6 +357,12 @@ export class ScaleFsm implements FSM {
     return p;
   }
   private probe: MysqlConnection | undefined;
+
+  private noteBinlogState(state: string): void {
+    this.actualState = state;
+    this.actual = ownFromBinlogState(state, this.serverId);
+    this.actualAt = Date.now();
+  }
   private probing: Promise<void> = Promise.resolve();
 
   /** The log changed under our own entries (truncation, leadership): recompute the reference. */
@@ -359,16 +370,16 @@ export class ScaleFsm implements FSM {
     this.ref = undefined;
   }
 
-  /** Own transactions in this MariaDB that the log does not have (re-reads the binlog state). */
-  async originCheck(): Promise<{ extras: Extra[]; ref: OwnRef; message: string | null }> {
-    await this.refreshActual();
+  /**
+   * Transactions in this MariaDB that the log does not have: against `binlogState` (a leader
+   * starting capture passes the state its start position was read with), else a fresh read.
+   */
+  async originCheck(binlogState?: string): Promise<OriginCheck> {
+    if (binlogState === undefined) await this.refreshActual();
+    else this.noteBinlogState(binlogState);
     this.ref ??= scanOwnRef(this.opts.store, this.opts.nodeId, this.serverId, this.baseline);
-    const extras = extrasOf(this.actual, this.ref.own);
-    const message =
-      extras.length === 0
-        ? null
-        : `this node's MariaDB holds ${describeExtras(extras, this.serverId)} that the cluster never received`;
-    return { extras, ref: this.ref, message };
+    const extras = extrasOf(this.actualState, this.ref);
+    return { extras, ref: this.ref, message: originMessage(extras) };
   }
 
   private async refuseIfDiverged(txn: CapturedTxn): Promise<void> {
@@ -376,11 +387,10 @@ export class ScaleFsm implements FSM {
     // reference only after the log changed under our own entries.
     const fresh = this.ref !== undefined && Date.now() - this.actualAt < 1000;
     const { extras, message } = fresh
-      ? { extras: extrasOf(this.actual, this.ref!.own), message: null }
+      ? { extras: extrasOf(this.actualState, this.ref!), message: null }
       : await this.originCheck();
-    if (extras.length > 0) {
-      const what =
-        message ?? `this node's MariaDB holds ${describeExtras(extras, this.serverId)} that the cluster never received`;
+    if (!extras.isEmpty()) {
+      const what = message ?? `this node's MariaDB holds ${describeExtras(extras)} that the cluster never received`;
       const msg = `${what}, while the cluster moved on without them (next: ${formatGtid(txn.gtid)}): it diverged and needs a migration`;
       this.opts.onDiverged?.(msg);
       throw new DivergedError(msg);
@@ -395,8 +405,8 @@ export class ScaleFsm implements FSM {
     this.baselineAt = Date.now();
     this.baseline = {
       lsn: this.appliedLsnValue,
-      own: formatOwn(this.actual),
-      pos: this.ref?.pos ?? this.baseline?.pos ?? "",
+      own: formatOwn(coverOf(this.actualState)),
+      pos: positionOf(this.actualState),
     };
     writeBaseline(this.opts.baselineFile, this.baseline);
   }

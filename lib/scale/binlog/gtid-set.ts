@@ -212,6 +212,22 @@ export class GtidSet {
 }
 
 /**
+ * The replica position of a GTID state: per domain its highest GTID, which is the domain's last
+ * in binlog order (seqs increase along a binlog).
+ */
+export function positionOf(state: string): string {
+  const last = new Map<number, Gtid>();
+  for (const g of parseGtidList(state)) {
+    const prev = last.get(g.domainId);
+    if (!prev || g.seqNo > prev.seqNo) last.set(g.domainId, g);
+  }
+  return [...last.values()]
+    .sort((a, b) => a.domainId - b.domainId)
+    .map((g) => `${g.domainId}-${g.serverId}-${g.seqNo}`)
+    .join(",");
+}
+
+/**
  * Whether `pos` (`@@gtid_binlog_pos`) and `state` (`@@gtid_binlog_state`) describe the same
  * moment: each domain has one position GTID, it is in the state, and it is the domain's highest.
  * A transaction committed between reading the two breaks one of these, whichever was read first.
