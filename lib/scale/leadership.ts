@@ -15,12 +15,12 @@ import { WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { waitUntil } from "../common/wait.ts";
 import type { ScaleConfig } from "./config.ts";
-import { gtidAtBinlogPosition, gtidBinlogPos } from "./db.ts";
+import { binlogSnapshot, gtidAtBinlogPosition, gtidBinlogPos } from "./db.ts";
 import type { ScaleFsm } from "./fsm.ts";
 import { LeaderCapture } from "./leader-capture.ts";
 import { encodeMarker, type LeaderMarker } from "./marker.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
-import { formatOwn } from "./origin.ts";
+import { coverOf, formatOwn, planCaptureStart } from "./origin.ts";
 import type { WalLogStore } from "./wal-logstore.ts";
 
 const log = logger("scale");
@@ -81,13 +81,16 @@ export class Leadership {
       );
       if (outcome === "lost") return;
       if (!this.host.dbUp) return node.stepDown(`its MariaDB is down: ${this.host.dbError}`);
-      // 2. Our MariaDB must hold nothing the cluster lacks, unless we can still capture it now.
-      const origin = await fsm.originCheck();
+      // 2. Our MariaDB must hold nothing the cluster lacks, unless we can still capture it now. The
+      // check and the start position come from one reading of the binlog (binlogSnapshot): a
+      // direct write committed meanwhile is after the start and captured, never in between.
+      const snap = await binlogSnapshot(this.host.connect);
+      const origin = await fsm.originCheck(snap.state);
       if (!this.isLeaderIn(gen)) return;
-      if (origin.message && origin.ref.foreignAfter) return this.host.markDiverged(`${origin.message}: it diverged`);
-      const pos = await gtidBinlogPos(this.host.connect);
-      let resume = origin.message ? origin.ref.pos : pos;
-      const own = formatOwn(origin.message ? origin.ref.own : fsm.actualOwn);
+      const plan = planCaptureStart(snap, origin);
+      if ("diverged" in plan) return this.host.markDiverged(plan.diverged);
+      let resume = plan.resume;
+      let own = plan.own;
       if (cfg.replication.mode === "binlog" && cfg.replication.binlog_file && !this.logHasData()) {
         resume =
           (await gtidAtBinlogPosition(
@@ -95,13 +98,13 @@ export class Leadership {
             cfg.replication.binlog_file,
             cfg.replication.binlog_position,
           )) ?? "";
+        own = formatOwn(coverOf(resume));
         log.info(
           `binlog mode: first capture starts at ${cfg.replication.binlog_file}:${cfg.replication.binlog_position} (GTID ${resume || "beginning"})`,
         );
       }
       if (!this.isLeaderIn(gen)) return;
-      if (origin.message)
-        log.warn(`${origin.message}; capturing them now (this node leads again and nobody else wrote)`);
+      if (plan.warning) log.warn(plan.warning);
       // 3. Marker, then capture.
       const marker: LeaderMarker = {
         v: 1,
