@@ -5,6 +5,8 @@
  *     ack = one are acknowledged; kill -9 of the leader's wolf → the other database node leads and
  *     acknowledges writes (the witness holds them); nothing acknowledged is lost once the old leader
  *     is back; the witness never leads for more than a moment; it refuses writes naming the leader.
+ *     Then the witness alone holds the newest acknowledged write (node 2 was down, node 1 dies): it
+ *     leads just long enough to bring node 2 up to date and hands over; the write survives.
  *  2. 2 nodes, default quorum: kill -9 of node 1 → a write to node 2 is refused, never "ok".
  *  3. 2 nodes, quorum = "never": kill -9 of node 1 → node 2 leads; a write with ack = one fails after
  *     ack_timeout_ms with the shortfall named; with ack_fallback = "async" it succeeds with
@@ -271,6 +273,45 @@ describe.skipIf(!haveMariaDB)("wolf scale: 2 database nodes + a witness", () => 
       );
     });
   }, 420_000);
+
+  test("a witness holding the newest write leads only to bring the other database node up to date", async () => {
+    await withLogs(c, async () => {
+      // Node 1 leads (the lowest ID gets leadership back); node 2 goes down: only the witness
+      // holds the next acknowledged write besides node 1, and then node 1 dies too.
+      await waitUntil(async () => (await c.status(1))?.writable === true, {
+        timeoutMs: 60_000,
+        what: "node 1 to lead again",
+      });
+      await c.waitConverged(60_000, [1, 2, 3]);
+      await killWolf(c, 2);
+      const only = await expectOk(sql(c, 1, { sql: "INSERT INTO app.acked (k, at) VALUES ('witness-only', NOW(6))" }));
+      expect(only.ack).toBe("one");
+      expect((await c.status(3))!.lastLsn).toBeGreaterThanOrEqual(only.lsn!);
+      await killWolf(c, 1);
+      const witnessLogBefore = c.node(3).proc!.output().length;
+      // Node 2 lacks that entry: it cannot win without the witness's vote, which goes only to a log
+      // as complete as the witness's. So the witness leads, sends it over, and hands leadership on.
+      const t0 = Date.now();
+      await c.startNode(2);
+      expect(await c.waitLeader([2, 3], 60_000)).toBe(2);
+      const tookMs = Date.now() - t0;
+      const witnessLog = c.node(3).proc!.output().slice(witnessLogBefore);
+      expect(witnessLog).toMatch(/handing leadership over to node 2 \(this node is a witness/);
+      expect((await c.status(3))?.role).not.toBe("leader");
+      await waitUntil(
+        async () =>
+          (await c.node(2).db.query<unknown[]>("SELECT k FROM app.acked WHERE k = 'witness-only'")).length === 1,
+        { timeoutMs: 30_000, what: "node 2 to apply the write only the witness held" },
+      );
+      expect((await expectOk(sql(c, 2, { sql: "INSERT INTO app.acked VALUES ('after', NOW(6))" }))).ack).toBe("one");
+      await c.startNode(1);
+      await c.waitConverged(120_000, [1, 2, 3]);
+      for (const id of [1, 2]) await expectNoAckedLost(c, ["witness-only", "after"], id);
+      console.error(
+        `[scale-witness] witness led to bring node 2 up to date; node 2 writable ${tookMs} ms after its start`,
+      );
+    });
+  }, 300_000);
 });
 
 // ---- 2. two nodes, default quorum -----------------------------------------------------------------
