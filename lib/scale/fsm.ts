@@ -27,7 +27,6 @@ import { type ConnectOptions, MysqlConnection, ServerError } from "./mysql/conne
 import {
   type Baseline,
   coverOf,
-  describeExtras,
   extrasOf,
   formatOwn,
   type OriginCheck,
@@ -100,7 +99,6 @@ export class ScaleFsm implements FSM {
   private actual: OwnState = new Map();
   /** This MariaDB's @@gtid_binlog_state as last read (all server ids: divergence compares it). */
   private actualState = "";
-  private actualAt = 0;
   private ref: OwnRef | undefined;
   private baseline: Baseline | undefined;
   private baselineAt = 0;
@@ -361,7 +359,6 @@ export class ScaleFsm implements FSM {
   private noteBinlogState(state: string): void {
     this.actualState = state;
     this.actual = ownFromBinlogState(state, this.serverId);
-    this.actualAt = Date.now();
   }
   private probing: Promise<void> = Promise.resolve();
 
@@ -383,19 +380,15 @@ export class ScaleFsm implements FSM {
   }
 
   private async refuseIfDiverged(txn: CapturedTxn): Promise<void> {
-    // The binlog is re-read at most once a second (a follower's binlog does not change); the
-    // reference only after the log changed under our own entries.
-    const fresh = this.ref !== undefined && Date.now() - this.actualAt < 1000;
-    const { extras, message } = fresh
-      ? { extras: extrasOf(this.actualState, this.ref!), message: null }
-      : await this.originCheck();
-    if (!extras.isEmpty()) {
-      const what = message ?? `this node's MariaDB holds ${describeExtras(extras)} that the cluster never received`;
-      const msg = `${what}, while the cluster moved on without them (next: ${formatGtid(txn.gtid)}): it diverged and needs a migration`;
+    // The binlog is re-read every time (one query on a kept connection): a client may write into a
+    // follower's MariaDB at any moment. The reference only after the log changed under our own entries.
+    const { message } = await this.originCheck();
+    if (message) {
+      const msg = `${message}, while the cluster moved on without them (next: ${formatGtid(txn.gtid)}): it diverged and needs a migration`;
       this.opts.onDiverged?.(msg);
       throw new DivergedError(msg);
     }
-    if (!fresh) this.maybeAdvanceBaseline();
+    this.maybeAdvanceBaseline();
   }
 
   /** Keeps the baseline recent so the origin scan stays short (only when nothing is in doubt). */
