@@ -42,7 +42,7 @@ export function formatNodes(nodes: NodeView[]): string {
     rows.push([
       `${n.id}${n.self ? "*" : ""}`,
       String(n.state),
-      n.witness ? `${n.role ?? "-"} (witness)` : (n.role ?? "-"),
+      n.witness ? `${n.role ?? "-"} (witness)` : `${n.role ?? "-"}${n.preferred ? " (preferred)" : ""}`,
       n.addr || "?",
       n.api ?? "-",
       String(n.lsn),
@@ -60,6 +60,7 @@ export function formatScaleStatus(s: StatusView): string {
       ? `witness     ${WITNESS_ROLE}`
       : `database    ${s.database.up ? "up" : `DOWN (${s.database.error})`}, MariaDB ${s.database.version}, server_id ${s.database.serverId}`,
     `replication ack=${s.ack}, mode=${s.mode}${s.writable ? ", accepting writes" : ""}`,
+    `leadership  preferred ${s.preferredLeader === null ? "lowest eligible ID" : `node ${s.preferredLeader}`}, failback ${s.failback}`,
   ];
   if (s.capture)
     lines.push(

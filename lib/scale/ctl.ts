@@ -29,8 +29,11 @@ export const ctlScaleCommands = {
     },
     async run({ args: a }) {
       if (a.what !== "servers") throw new UsageError(`cannot list "${a.what}"`, "try: wolf ctl scale list servers");
-      const nodes = await client(a).get<NodeView[]>("/cluster/nodes");
-      out(a.json ? JSON.stringify(nodes, null, 2) : formatNodes(nodes));
+      const c = client(a);
+      const [nodes, s] = await Promise.all([c.get<NodeView[]>("/cluster/nodes"), c.get<StatusView>("/status")]);
+      if (a.json) return out(JSON.stringify(nodes, null, 2));
+      const preferred = s.preferredLeader === null ? "none (lowest eligible ID)" : `node ${s.preferredLeader}`;
+      out(`${formatNodes(nodes)}\npreferred leader: ${preferred}; failback = ${s.failback}`);
     },
   }),
   status: defineCommand({
@@ -97,17 +100,28 @@ export const ctlScaleCommands = {
   promote: defineCommand({
     meta: {
       name: "promote",
-      description: "Make this node the leader (the current leader hands over once it is caught up)",
+      description:
+        "Make node <id> (default: this node) the preferred leader and move leadership to it now. The preference is\nreplicated (every node agrees, it survives restarts): with [cluster] failback = auto leadership returns to it\nwhenever it is back and caught up. --clear: no preferred leader, the lowest eligible ID leads again.\nWaits until the node leads, or says why the move is pending.",
     },
-    args,
+    args: {
+      ...args,
+      id: { type: "positional", description: "Node ID to prefer as leader (default: this node)", required: false },
+      clear: { type: "boolean", description: "Clear the preferred leader (back to the lowest eligible ID)" },
+    },
     async run({ args: a }) {
-      out((await client(a).post<{ message: string }>("/admin/promote")).message);
+      if (a.clear && a.id !== undefined) throw new UsageError("give a node ID or --clear, not both");
+      const to = a.id === undefined ? undefined : Number(a.id);
+      if (to !== undefined && !(Number.isInteger(to) && to > 0))
+        throw new UsageError(`promote takes a node ID, got "${a.id}"`);
+      const body = a.clear ? { clear: true } : { to };
+      out((await client(a).post<{ message: string }>("/admin/promote", body, 180_000)).message);
     },
   }),
   demote: defineCommand({
     meta: {
       name: "demote",
-      description: "This node, if it leads, drains writes and hands leadership to a caught-up follower",
+      description:
+        "This node, if it leads, drains writes and hands leadership to --to (default: the most caught-up follower\nthat may lead); that node becomes the preferred leader, so the automatic handback does not undo it\n(`promote --clear` returns to the lowest-ID rule).",
     },
     args: {
       ...args,
@@ -116,7 +130,7 @@ export const ctlScaleCommands = {
     async run({ args: a }) {
       const to = a.to === undefined ? undefined : Number(a.to);
       if (to !== undefined && !Number.isInteger(to)) throw new UsageError(`--to takes a node ID, got "${a.to}"`);
-      out((await client(a).post<{ message: string }>("/admin/demote", { to })).message);
+      out((await client(a).post<{ message: string }>("/admin/demote", { to }, 180_000)).message);
     },
   }),
   "check-config": defineCommand({

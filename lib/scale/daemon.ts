@@ -397,9 +397,14 @@ export class ScaleDaemon implements ApiBackend {
     return this.directory.all();
   }
 
-  promote(): Promise<string> {
-    if (this.witness) return Promise.reject(this.refuse("as leader (promote a database node instead)"));
-    return this.leadership.promote();
+  promote(to: number | undefined, clear: boolean): Promise<string> {
+    if (this.witness && !clear && (to === undefined || to === this.nodeId))
+      return Promise.reject(this.refuse("as leader (promote a database node instead)"));
+    return this.leadership.promote(to, clear);
+  }
+
+  demote(to: number | undefined): Promise<string> {
+    return this.leadership.demote(to);
   }
 
   handOver(to: number | undefined, holdMs: number): Promise<string> {

@@ -173,25 +173,101 @@ export class Leadership {
     }
   }
 
-  /** Make this node the leader (the current leader hands over once this node is caught up). */
-  async promote(): Promise<string> {
+  /**
+   * `wolf ctl scale promote [<id>]` (default: this node): `target` becomes the preferred leader in
+   * the replicated config (every node agrees, it survives restarts, the automatic handback goes to
+   * it) and leadership moves to it now. `clear`: no preferred leader, back to the lowest eligible
+   * ID. Runs on the leader; a follower forwards it there. The answer says what is true: the target
+   * leads, or the preference is set and the move is pending (and why).
+   */
+  async promote(target: number | undefined, clear: boolean): Promise<string> {
     const { node, nodeId } = this.host;
-    node.setEligible(true, "demoted");
-    if (node.getRole() === "leader") return `node ${nodeId} already leads`;
+    const to = clear ? null : (target ?? nodeId);
+    if (to === nodeId) node.setEligible(true, "demoted");
+    if (node.getRole() === "leader") return this.lead(to, undefined);
     const api = this.host.leaderApi();
     if (!api) throw new WolfError("state", "no leader right now; retry shortly");
-    const res = await new DaemonClient({ base: api, token: this.host.cfg.api.admin_token }).send(
-      "POST",
-      "/admin/handover",
-      { body: { to: nodeId }, timeoutMs: 10_000 },
+    const body = await this.askLeader(api, "/admin/promote", clear ? { clear: true } : { to });
+    if (to !== null && body.leads)
+      await waitUntil(() => node.leader() === to, { timeoutMs: 10_000, what: `node ${nodeId} to follow node ${to}` });
+    return body.message;
+  }
+
+  /**
+   * `wolf ctl scale demote [--to <id>]` on the leader: leadership moves to `to` (default: the most
+   * caught-up voter that may lead), and that node becomes the preferred leader, so the automatic
+   * handback does not undo it (`promote --clear` goes back to the lowest-ID rule).
+   */
+  async demote(to: number | undefined): Promise<string> {
+    const { node, nodeId } = this.host;
+    if (node.getRole() !== "leader") throw new WolfError("state", `node ${nodeId} is not the leader`);
+    return this.lead(undefined, to);
+  }
+
+  /**
+   * On the leader: sets the preferred leader to `prefer` (null: none) or, with `prefer` undefined,
+   * to the node the handover goes to (`to`, or the core's choice), and hands over to it now.
+   */
+  private async lead(prefer: number | null | undefined, to: number | undefined): Promise<string> {
+    const { node, nodeId } = this.host;
+    const manual = this.host.cfg.cluster.failback === "manual";
+    const target = prefer === undefined ? to : prefer;
+    let moving: number | null = null;
+    let refused: string | null = null;
+    if (target !== null && target !== nodeId) {
+      try {
+        moving = node.transferLeadership(target);
+      } catch (err) {
+        if (prefer === undefined) throw err; // demote: nobody to hand over to
+        refused = (err as Error).message;
+      }
+    }
+    const want = prefer === undefined ? moving : prefer;
+    // Written now (appends are still accepted while the application drains), so it travels with
+    // the handover: the target holds it before it takes over.
+    const preferred = node.setPreferredLeader(want).then(
+      () => null,
+      (err: Error) => err.message,
     );
-    const body = (await res.json()) as { ok: boolean; error?: string };
-    if (!body.ok) throw new WolfError("state", `the leader refused the handover: ${body.error}`);
-    await waitUntil(() => node.getRole() === "leader", {
+    if (moving === null) {
+      const failed = await withTimeout(preferred, 30_000);
+      if (failed !== null) throw new WolfError("state", `the preferred leader was not changed: ${failed}`);
+      if (want === null)
+        return `preferred leader cleared: the lowest eligible ID leads${manual ? " (failback = manual: leadership moves only on a failure or promote/demote)" : " (failback = auto: it takes over by itself once caught up)"}; node ${nodeId} leads now`;
+      if (want === nodeId) return `node ${nodeId} leads and is the preferred leader`;
+      return `node ${want} is the preferred leader, but leadership did not move: ${refused}; ${manual ? "run promote again once it may lead (failback = manual)" : "it takes over by itself once it may lead and is caught up (failback = auto)"}`;
+    }
+    const outcome = await waitUntil(
+      () => (node.getRole() !== "leader" ? "moved" : node.status().handoverTo === moving ? undefined : "abandoned"),
+      { timeoutMs: 60_000, intervalMs: 10, what: `the handover to node ${moving}` },
+    );
+    const failed = await withTimeout(preferred, 10_000);
+    const prefText =
+      node.preferredLeader() === want
+        ? `node ${want} is the preferred leader`
+        : `the preferred leader was not changed (${failed ?? "pending"})`;
+    if (outcome === "abandoned")
+      return `${prefText}, but the handover was abandoned (node ${moving} did not catch up in time, or the drain failed); node ${nodeId} keeps leading${manual ? "; run promote again (failback = manual)" : "; it is retried automatically (failback = auto)"}`;
+    const led = await waitUntil(() => (node.leader() === moving ? true : undefined), {
       timeoutMs: 10_000,
-      what: `node ${nodeId} to become leader`,
+      intervalMs: 10,
+      what: `node ${moving} to lead`,
+    }).catch(() => false);
+    return led
+      ? `node ${moving} leads (term ${node.currentTerm()}); ${prefText}`
+      : `node ${nodeId} handed leadership to node ${moving}, which has not taken over yet; ${prefText}`;
+  }
+
+  /** Sends an admin request to the leader's API and returns its answer (an error answer throws). */
+  private async askLeader(api: string, path: string, body: unknown): Promise<{ message: string; leads?: boolean }> {
+    const res = await new DaemonClient({ base: api, token: this.host.cfg.api.admin_token }).send("POST", path, {
+      body,
+      timeoutMs: 120_000,
     });
-    return `node ${nodeId} leads (term ${node.currentTerm()})`;
+    const answer = (await res.json()) as { ok: boolean; message?: string; error?: string };
+    if (!answer.ok) throw new WolfError("state", `the leader refused: ${answer.error}`);
+    const message = answer.message ?? "";
+    return { message, leads: / leads \(term \d+\)/.test(message) };
   }
 
   /**
@@ -266,4 +342,9 @@ export class Leadership {
     this.ready = false;
     await this.capture?.stop().catch(() => {});
   }
+}
+
+/** The promise's value, or "timed out" once `ms` passed. */
+function withTimeout(p: Promise<string | null>, ms: number): Promise<string | null> {
+  return Promise.race([p, new Promise<string>((r) => setTimeout(() => r("timed out"), ms).unref?.())]);
 }

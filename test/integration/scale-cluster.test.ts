@@ -11,8 +11,9 @@
  *  3. kill -9 of the leader's MariaDB under load: the node steps down, another leads, nothing
  *     acknowledged is lost; the MariaDB comes back and the node catches up (or is migrated).
  *  4. kill -9 of a follower mid-apply, three times: every transaction applied exactly once.
- *  5. Handover under load (an operator's demote, then the core's automatic handback to the lowest
- *     ID): the leader drains first, so no transaction is stranded in its MariaDB and nobody diverges.
+ *  5. Handover under load (an operator's demote, which sticks, then `promote --clear` and the core's
+ *     automatic handback to the lowest ID): the leader drains first, so no transaction is stranded
+ *     in its MariaDB and nobody diverges.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
@@ -341,11 +342,12 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split("\n");
     expect(lines[0]).toMatch(/^ID\s+STATUS\s+ROLE\s+ADDRESS\s+API\s+LSN\s+LAG$/);
-    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 3))).toEqual([
+    expect(lines.slice(1, 4).map((l) => l.split(/\s+/).slice(0, 3))).toEqual([
       ["1", "Active", "leader"],
       ["2*", "Active", "follower"],
       ["3", "Active", "follower"],
     ]);
+    expect(lines[4]).toBe("preferred leader: none (lowest eligible ID); failback = auto");
     const bad = await runWolfOnce(["ctl", "scale", "status", "--config", c.node(1).config], { env: { NO_COLOR: "1" } });
     expect(bad.code).toBe(0);
     expect(bad.stdout).toContain("accepting writes");
@@ -357,17 +359,15 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
     expect(Number((BigInt(id.body.ids[0]!) >> 12n) & 1023n)).toBe(3);
   }, 60_000);
 
-  test("handover under load: demote drains, the automatic handback to the lowest ID drains too; nothing stranded or lost", async () => {
+  test("handover under load: demote drains and sticks, after promote --clear the automatic handback to the lowest ID drains too; nothing stranded or lost", async () => {
     await withLogs(async () => {
       expect(await c.waitLeader()).toBe(1);
       const load = ackedLoad("h");
       await waitAcked(load, 30, "writes before the handover");
-      // Operator: node 1 hands over to node 2 and stays out of the running for 2 s.
-      const r = await c.api<{ ok: boolean; message?: string; error?: string }>(1, "POST", "/admin/demote", {
-        to: 2,
-        hold_ms: 2000,
-      });
+      // Operator: node 1 hands over to node 2, which becomes the preferred leader.
+      const r = await c.api<{ ok: boolean; message?: string; error?: string }>(1, "POST", "/admin/demote", { to: 2 });
       expect(r.body).toMatchObject({ ok: true });
+      expect(r.body.message).toMatch(/^node 2 leads \(term \d+\); node 2 is the preferred leader$/);
       expect(
         await c.waitLeader(
           c.running().map((n) => n.id),
@@ -375,7 +375,12 @@ describe.skipIf(!haveMariaDB)("wolf scale: 3 nodes, real MariaDB", () => {
         ),
       ).toBe(2);
       await waitAcked(load, load.acked.length + 30, "writes acknowledged by node 2");
-      // Then the cluster core hands leadership back to node 1 by itself, after node 2 drained.
+      expect((await c.status(1))?.role).toBe("follower"); // the demote sticks: no handback to node 1
+      // Back to the lowest-ID rule: the cluster core hands leadership back to node 1 by itself,
+      // after node 2 drained.
+      const clear = await c.api<{ ok: boolean; message?: string }>(3, "POST", "/admin/promote", { clear: true });
+      expect(clear.body).toMatchObject({ ok: true });
+      expect(clear.body.message).toContain("preferred leader cleared");
       await waitUntil(async () => (await c.status(1))?.role === "leader" && (await c.status(1))?.writable, {
         timeoutMs: 30_000,
         what: "node 1 to lead again",

@@ -8,8 +8,13 @@
  *  - log-level switches the running daemon to debug (its own debug line appears in its log) and
  *    back; a bad level is a usage error (exit 2) even with no daemon; no daemon is the clear
  *    "not running" error of the other verbs.
+ *  - promote/demote on a 3-node cluster (issue 10): `wolf ctl scale promote 2` (sent to a follower,
+ *    forwarded to the leader) answers once node 2 leads, and node 2 still leads 5 s later (no
+ *    handback to node 1) and after node 1 restarted; list servers/status show the preference;
+ *    `promote --clear` brings node 1 back; `demote --to 3` sticks too.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { waitUntil } from "../../lib/common/wait.ts";
 import { ensureBuilt, runWolfOnce } from "../harness/index.ts";
 import { LocalScaleCluster } from "../bench/scale-replication/local-cluster.ts";
 
@@ -146,4 +151,91 @@ describe.skipIf(!haveMariaDB)("wolf ctl scale log-level", () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error).toContain('"level" must be one of');
   });
+});
+
+describe.skipIf(!haveMariaDB)("wolf ctl scale promote / demote (3 nodes)", () => {
+  let c3: LocalScaleCluster;
+  const ctl3 = (node: number, args: string[]) =>
+    runWolfOnce(["ctl", "scale", ...args, "--config", c3.node(node).config], {
+      env: { NO_COLOR: "1" },
+      timeoutMs: 120_000,
+    });
+
+  /** Polls every running node for `ms`: each must name `leader` as leader the whole time. */
+  async function keepsLeading(leader: number, ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      const all = await Promise.all(c3.running().map((n) => c3.status(n.id)));
+      for (const s of all) {
+        if (s && s.leader !== leader) throw new Error(`node ${s.id} says node ${s.leader} leads, expected ${leader}`);
+      }
+      await Bun.sleep(100); // the polling interval of this observation, not a synchronisation
+    }
+  }
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    c3 = await LocalScaleCluster.create({ nodes: 3, heartbeatMs: 200 });
+    await c3.startAll();
+  }, 300_000);
+
+  afterAll(async () => {
+    await c3?.close();
+  });
+
+  test("promote 2 sticks: node 2 still leads 5 s later and after node 1 restarts; --clear gives it back to node 1", async () => {
+    try {
+      expect(await c3.waitLeader()).toBe(1);
+      const r = await ctl3(3, ["promote", "2"]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^node 2 leads \(term \d+\); node 2 is the preferred leader$/m);
+      expect(await c3.waitLeader()).toBe(2);
+      await keepsLeading(2, 5_000);
+
+      const list = await ctl3(1, ["list", "servers"]);
+      expect(list.code).toBe(0);
+      expect(list.stdout).toMatch(/^2\s+Active\s+leader \(preferred\)/m);
+      expect(list.stdout).toContain("preferred leader: node 2; failback = auto");
+      const status = await ctl3(3, ["status"]);
+      expect(status.stdout).toContain("leadership  preferred node 2, failback auto");
+      expect((await c3.api<{ preferredLeader: number }>(1, "GET", "/cluster")).body.preferredLeader).toBe(2);
+
+      // Node 1 restarts: it reads the preference from its own log and does not take leadership back.
+      await c3.node(1).proc!.stop();
+      await c3.startNode(1);
+      await waitUntil(async () => (await c3.status(1))?.leader === 2, {
+        timeoutMs: 30_000,
+        what: "the restarted node 1 to follow node 2",
+      });
+      await keepsLeading(2, 5_000);
+      expect((await c3.api<{ preferredLeader: number }>(1, "GET", "/status")).body.preferredLeader).toBe(2);
+
+      const clear = await ctl3(2, ["promote", "--clear"]);
+      expect(clear.code).toBe(0);
+      expect(clear.stdout).toContain("preferred leader cleared");
+      await waitUntil(async () => (await c3.status(1))?.role === "leader", {
+        timeoutMs: 30_000,
+        what: "node 1 to lead again (automatic handback to the lowest ID)",
+      });
+      expect(await c3.waitLeader()).toBe(1);
+    } catch (err) {
+      for (const n of c3.nodes) console.error(`--- node ${n.id} ---\n${n.proc?.output().slice(-4000) ?? ""}`);
+      throw err;
+    }
+  }, 180_000);
+
+  test("demote --to 3 sticks (node 3 becomes the preferred leader); bad input is a usage error", async () => {
+    expect(await c3.waitLeader()).toBe(1);
+    const r = await ctl3(1, ["demote", "--to", "3"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^node 3 leads \(term \d+\); node 3 is the preferred leader$/m);
+    await keepsLeading(3, 5_000);
+    const bad = await ctl3(1, ["promote", "two"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('promote takes a node ID, got "two"');
+    const both = await ctl3(1, ["promote", "2", "--clear"]);
+    expect(both.code).toBe(2);
+  }, 120_000);
 });

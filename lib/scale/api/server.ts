@@ -8,7 +8,9 @@
  *   POST /write/insert|update|delete|upsert|ddl   structured, parameterised (statements.ts)
  *        (writes take an optional header X-Wolf-Ack: none|one|majority|all instead of replication.ack)
  *   POST /sql     {sql, params?, database?, read_only?}  read_only runs locally in a read-only txn
- *   POST /admin/promote | /admin/demote | /admin/reset | /admin/migrate {from}
+ *   POST /admin/promote {to?, clear?}   preferred leader (replicated) + hand over now; clear: lowest ID
+ *   POST /admin/demote {to?}            leader hands over to `to` (default: most caught up), preferred from then on
+ *   POST /admin/reset | /admin/migrate {from}
  *   POST /admin/log-level {level}         this daemon's log level until it restarts; answers {old, level}
  *   GET  /dump                            consistent dump with its LSN (for migrate)
  */
@@ -45,7 +47,10 @@ export interface ApiBackend {
   read(sql: string, params: unknown[], database?: string): Promise<unknown>;
   /** A consistent dump with its LSN (headers X-Wolf-LSN/-Term/-Members). */
   dump(after: number): Promise<Response>;
-  promote(): Promise<string>;
+  /** Prefer `to` (default this node) as leader and move leadership there; `clear`: back to the lowest ID. */
+  promote(to: number | undefined, clear: boolean): Promise<string>;
+  /** Leader: hand over to `to` (default the most caught-up) and make that node the preferred leader. */
+  demote(to: number | undefined): Promise<string>;
   handOver(to: number | undefined, holdMs: number): Promise<string>;
   reset(): string;
   migrateFrom(from: string): Promise<string>;
@@ -282,10 +287,15 @@ export function startApi(d: ApiBackend): Server<undefined> {
         }
         return json({ ok: true, nodes: d.knownNodes() });
       }
-      if (path === "/admin/promote") return json({ ok: true, message: await d.promote() });
+      if (path === "/admin/promote") {
+        if (body.to !== undefined && !(Number.isInteger(body.to) && (body.to as number) > 0))
+          throw new UsageError(`"to" must be a node ID, got ${JSON.stringify(body.to)}`);
+        if (body.clear === true && body.to !== undefined) throw new UsageError(`give "to" or "clear", not both`);
+        return json({ ok: true, message: await d.promote(body.to as number | undefined, body.clear === true) });
+      }
       if (path === "/admin/demote") {
         const to = typeof body.to === "number" ? body.to : undefined;
-        return json({ ok: true, message: await d.handOver(to, Number(body.hold_ms ?? 30_000)) });
+        return json({ ok: true, message: await d.demote(to) });
       }
       if (path === "/admin/handover") {
         if (typeof body.to !== "number") throw new UsageError(`"to" (node id) is required`);

@@ -46,6 +46,8 @@ export interface NodeView {
   voter: boolean;
   /** A witness: votes and stores the log, has no database, never serves. */
   witness: boolean;
+  /** The operator's preferred leader (wolf ctl scale promote). */
+  preferred: boolean;
   lsn: number;
   lag: number;
   lastSeenMsAgo: number | null;
@@ -70,6 +72,8 @@ export function statusView(d: NodeSnapshot) {
     appliedLsn: s.appliedLsn,
     voters: s.voters,
     quorum: s.quorum,
+    preferredLeader: s.preferredLeader,
+    failback: s.failback,
     applyError: s.applyError,
     diverged: d.diverged,
     held: d.held,
@@ -114,6 +118,7 @@ export function nodesView(d: NodeSnapshot): NodeView[] {
       role: s.role,
       voter: s.voters.includes(s.id),
       witness: d.witness,
+      preferred: s.preferredLeader === s.id,
       lsn: s.appliedLsn,
       lag: selfLag,
       lastSeenMsAgo: 0,
@@ -129,6 +134,7 @@ export function nodesView(d: NodeSnapshot): NodeView[] {
       role: p.role,
       voter: p.voter,
       witness: d.witnesses.has(p.id),
+      preferred: s.preferredLeader === p.id,
       lsn: p.lsn,
       lag: p.lag,
       lastSeenMsAgo: p.lastSeenMsAgo,

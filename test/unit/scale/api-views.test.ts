@@ -20,6 +20,8 @@ function snapshot(over: Partial<NodeSnapshot> = {}): NodeSnapshot {
       neverLeader: false,
       heldBack: [],
       handoverTo: null,
+      preferredLeader: 3,
+      failback: "auto",
       applyError: null,
       peers: [
         {
@@ -95,6 +97,8 @@ test("nodes: sorted by id, self marked, lag against the leader, API from the dir
     [3, false, null, 2],
   ]);
   expect(nodes[1]!.state).toBe("Active (db down)");
+  expect(nodes.map((n) => n.preferred)).toEqual([false, false, true]);
+  expect(statusView(snapshot())).toMatchObject({ preferredLeader: 3, failback: "auto" });
 });
 
 test("metrics: counters and gauges from the snapshot", () => {
