@@ -143,7 +143,7 @@ export class NodeMigration {
     return dumpResponse(this.host.cfg.database, this.host.connect, { atSnapshot }, () => {});
   }
 
-  /** Voters with their cluster addresses (a migrated node starts from them). */
+  /** Voters with their cluster addresses and the preferred leader (a migrated node starts from them). */
   private membersView(): ClusterMembers {
     const s = this.host.node.status();
     return {
@@ -151,6 +151,7 @@ export class NodeMigration {
         id,
         addr: id === this.host.nodeId ? this.host.address : (s.peers.find((p) => p.id === id)?.addr ?? ""),
       })),
+      ...(s.preferredLeader === null ? {} : { preferred: s.preferredLeader }),
     };
   }
 
