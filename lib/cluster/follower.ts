@@ -27,7 +27,7 @@ export interface FollowerHost {
   migrationReason(): string | null;
   requireMigration(reason: string): void;
   updateSelfState(): void;
-  /** This node's log reached a commit point its leader sent (ends recovering after a wipe). */
+  /** This node's log reached the end of its leader's log (ends recovering after a wipe). */
   caughtUp(): void;
 }
 
@@ -108,7 +108,10 @@ export class Follower {
     this.match = result.matchLsn;
     const commit = Math.min(req.commitLsn, result.matchLsn);
     if (commit > host.commitLsn()) host.commitTo(commit);
-    if (result.matchLsn >= req.commitLsn) host.caughtUp();
+    // Caught up with the leader's whole log, not just its commit point: a new leader's commit LSN can
+    // lag entries that were committed (counting this node's lost copy) before it was elected, but
+    // every committed entry is in its log.
+    if (result.matchLsn >= req.leaderLastLsn) host.caughtUp();
     host.updateSelfState();
     reply({
       type: "append_reply",

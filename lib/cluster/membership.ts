@@ -16,8 +16,9 @@
  *     Lagging         was Active, now more than `lag_entries` behind
  *
  * A node silent for `dead_after_ms` is removed from the view, and the leader removes it from the
- * voter set (a config entry, one change at a time), so quorum sizes follow the live cluster. A
- * removed node that comes back is caught up as a learner and re-added when it has caught up.
+ * voter set (a config entry, one change at a time) while more than `min_voters` remain; quorum is a
+ * majority of whatever the voter set is. A removed node that comes back (found again by discovery
+ * or a static peer) is caught up as a learner and re-added when it has caught up.
  * Because states are self-reported and liveness thresholds are the same everywhere, every node
  * converges on the same view within a few heartbeats of the last change.
  */

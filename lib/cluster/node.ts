@@ -177,7 +177,7 @@ export class ClusterNode {
         if (!this.recovering) return;
         this.recovering = false;
         this.persist();
-        this.log.info(`node ${this.id}: caught up with the leader's commit point; voting normally again`);
+        this.log.info(`node ${this.id}: caught up with the leader's log; voting normally again`);
       },
       vote: (id) => {
         this.votedFor = id;

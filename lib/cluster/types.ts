@@ -75,8 +75,8 @@ export interface HardState {
   /** The most recent committed config entry, so a node restarting after pruning still knows the voters. */
   committedConfig: { lsn: Lsn; members: ClusterMembers } | null;
   /**
-   * Started with nothing (an empty data directory) and not yet caught up to a commit point a leader
-   * sent: its log may lack what its old disk held, so its vote needs backing (Campaign.won).
+   * Started with nothing (an empty data directory) and not yet caught up with a leader's whole log:
+   * its log may lack what its old disk held, so its vote needs backing (Campaign.won).
    */
   recovering?: boolean;
 }

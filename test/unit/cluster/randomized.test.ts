@@ -218,6 +218,7 @@ async function runSchedule(seed: number, family: Family): Promise<Outcome> {
   sim.net.lossRate = 0;
   sim.net.maxDelayMs = 5;
   for (const id of ids) if (!sim.isUp(id)) sim.restart(id);
+  sim.rediscover();
   sim.propose("all");
   // Removed voters come back through auto-join once caught up: allow for dead_after_ms + catching up.
   const converged = sim.converged(600 * H);

@@ -213,6 +213,15 @@ export class SimCluster {
     this.net.transport(id).close(); // in-flight messages to the old endpoint are lost
   }
 
+  /**
+   * Every running node hears of every other again, as discovery beacons (or static peers) make
+   * them do: a node that forgot a peer silent for dead_after_ms finds it again.
+   */
+  rediscover(): void {
+    for (const id of this.up())
+      for (const other of this.ids) if (other !== id) this.node(id).addPeer(other, `sim:${other}`);
+  }
+
   restart(id: NodeId): ClusterNode {
     if (this.isUp(id)) this.crash(id);
     return this.startNode(id);
@@ -360,7 +369,15 @@ export class SimCluster {
         this.electableReported.add(key);
         this.violation(
           `node ${n.id} lacks acknowledged ${lacks.payload} at lsn ${lacks.lsn} (${lacks.how}, term ${lacks.ackTerm}) but could be elected: ` +
-            `its log (last term ${n.lastTerm}, lsn ${n.lastLsn}) is at least as up to date as those of nodes ${granting.map((v) => v.id).join(", ")}`,
+            `its log (last term ${n.lastTerm}, lsn ${n.lastLsn}) is at least as up to date as those of nodes ${granting.map((v) => v.id).join(", ")} ` +
+            `(voters ${voters.join(",")}${
+              recovering
+                ? `; recovering ${logs
+                    .filter((v) => v.recovering)
+                    .map((v) => v.id)
+                    .join(",")}`
+                : ""
+            })`,
         );
       }
     }
