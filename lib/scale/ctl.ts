@@ -101,12 +101,17 @@ export const ctlScaleCommands = {
     meta: {
       name: "promote",
       description:
-        "Make node <id> (default: this node) the preferred leader and move leadership to it now. The preference is\nreplicated (every node agrees, it survives restarts): with [cluster] failback = auto leadership returns to it\nwhenever it is back and caught up. --clear: no preferred leader, the lowest eligible ID leads again.\nWaits until the node leads, or says why the move is pending.",
+        "Prefer node <id> (default: this node) as leader, replicated and kept across restarts, and move leadership to it now",
     },
     args: {
       ...args,
-      id: { type: "positional", description: "Node ID to prefer as leader (default: this node)", required: false },
-      clear: { type: "boolean", description: "Clear the preferred leader (back to the lowest eligible ID)" },
+      id: {
+        type: "positional",
+        description:
+          "Node ID to prefer as leader (default: this node). Answers once it leads, or says why the move is pending; with [cluster] failback = auto leadership returns to it whenever it is back and caught up",
+        required: false,
+      },
+      clear: { type: "boolean", description: "No preferred leader: back to the lowest eligible ID" },
     },
     async run({ args: a }) {
       if (a.clear && a.id !== undefined) throw new UsageError("give a node ID or --clear, not both");
@@ -121,11 +126,16 @@ export const ctlScaleCommands = {
     meta: {
       name: "demote",
       description:
-        "This node, if it leads, drains writes and hands leadership to --to (default: the most caught-up follower\nthat may lead); that node becomes the preferred leader, so the automatic handback does not undo it\n(`promote --clear` returns to the lowest-ID rule).",
+        "Leader: hand over to --to (default: the most caught-up follower) and make it the preferred leader, so no handback undoes it",
     },
     args: {
       ...args,
-      to: { type: "string", description: "Node ID to hand over to (default: the most caught-up)", valueHint: "NODE" },
+      to: {
+        type: "string",
+        description:
+          "Node ID to hand over to (default: the most caught-up that may lead); it becomes the preferred leader (wolf ctl scale promote --clear goes back to the lowest-ID rule)",
+        valueHint: "NODE",
+      },
     },
     async run({ args: a }) {
       const to = a.to === undefined ? undefined : Number(a.to);

@@ -4,9 +4,13 @@
  * leading (no handback to the lowest ID), every node agrees on the preference and keeps it across
  * restarts, a preferred node that fails gets leadership back when it returns (failback auto) or
  * not (manual), clearing it brings back the lowest-ID rule, voter changes keep it, and an
- * ineligible preferred node is skipped.
+ * ineligible preferred node is skipped. Then randomized schedules (crashes, restarts, partitions,
+ * loss) with preference changes and transfers mixed in: the safety checks of sim.ts after every
+ * event, and after healing the cluster converges on the final preference (failback auto).
+ * PREFERRED_SCHEDULES=<n> changes their number (default 300); PREFERRED_SEED=<seed> runs one.
  */
 import { describe as group, expect, test } from "bun:test";
+import { seededRng } from "../../../lib/cluster/clock.ts";
 import { NotLeaderError, type NodeId } from "../../../lib/cluster/types.ts";
 import { microtasks, SimCluster, track } from "./sim.ts";
 
@@ -210,3 +214,87 @@ group("preferred leader", () => {
     expect(s.error).toBeInstanceOf(NotLeaderError);
   });
 });
+
+const SCHEDULES = Number(process.env.PREFERRED_SCHEDULES ?? 300);
+const ONLY_SEED = process.env.PREFERRED_SEED ? Number(process.env.PREFERRED_SEED) : undefined;
+
+/** One randomized schedule; returns what went wrong (empty: nothing). */
+async function schedule(seed: number): Promise<string[]> {
+  const rng = seededRng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
+  const ids = rng() < 0.6 ? [1, 2, 3] : [1, 2, 3, 4, 5];
+  const failback = rng() < 0.7 ? "auto" : "manual";
+  const sim = new SimCluster({
+    ids,
+    seed,
+    heartbeatMs: H,
+    net: { minDelayMs: 1, maxDelayMs: 5, lossRate: rng() < 0.3 ? 0.05 : 0, codec: true },
+    node: { failback },
+  });
+  const problems: string[] = [];
+  for (let step = 0; step < 40; step++) {
+    const r = rng();
+    const up = sim.up();
+    if (r < 0.15 && up.length > Math.floor(ids.length / 2) + 1) sim.crash(pick(up), rng() < 0.5);
+    else if (r < 0.3) {
+      const down = ids.filter((id) => !sim.isUp(id));
+      if (down.length) sim.startNode(pick(down));
+    } else if (r < 0.4) sim.net.partition(...splitInTwo(ids, rng));
+    else if (r < 0.55) sim.net.heal();
+    else if (r < 0.75) {
+      for (const l of sim.leaders()) {
+        sim
+          .node(l)
+          .setPreferredLeader(rng() < 0.2 ? null : pick(ids))
+          .catch(() => {});
+      }
+    } else if (r < 0.85) {
+      for (const l of sim.leaders()) {
+        try {
+          sim.node(l).transferLeadership(pick(ids.filter((id) => id !== l)));
+        } catch {
+          // not a target right now (down, not a voter it replicates to): nothing to check
+        }
+      }
+    }
+    sim.propose(pick(["none", "one", "majority"] as const));
+    sim.run(H * (1 + rng() * 8));
+    await microtasks();
+  }
+  sim.net.heal();
+  for (const id of ids) if (!sim.isUp(id)) sim.startNode(id);
+  const leader = sim.stableLeader(60 * H);
+  if (leader === undefined) problems.push("no stable leader after healing");
+  else {
+    sim.propose("majority");
+    if (!sim.converged(60 * H)) problems.push("did not converge after healing");
+    const prefs = new Set(sim.up().map((id) => sim.node(id).preferredLeader()));
+    if (prefs.size !== 1) problems.push(`nodes disagree on the preferred leader: ${[...prefs].join(", ")}`);
+    const want = [...prefs][0] ?? null;
+    if (failback === "auto" && prefs.size === 1) {
+      const expected = want ?? Math.min(...ids);
+      if (sim.stableLeader(60 * H, expected) !== expected)
+        problems.push(
+          `failback auto: node ${expected} (preferred ${want ?? "none"}) does not lead; ${sim.leaders()} does`,
+        );
+    }
+  }
+  return [...sim.violations, ...sim.net.malformed.map((m) => `malformed: ${m}`), ...problems];
+}
+
+function splitInTwo(ids: number[], rng: () => number): [number[], number[]] {
+  const a = ids.filter(() => rng() < 0.5);
+  const b = ids.filter((id) => !a.includes(id));
+  return a.length && b.length ? [a, b] : [ids.slice(0, 1), ids.slice(1)];
+}
+
+test(`randomized schedules with preference changes (${ONLY_SEED === undefined ? SCHEDULES : 1} seeds): safe, and the preference wins after healing`, async () => {
+  const seeds = ONLY_SEED === undefined ? Array.from({ length: SCHEDULES }, (_, i) => 9000 + i) : [ONLY_SEED];
+  const failed: string[] = [];
+  for (const seed of seeds) {
+    const problems = await schedule(seed);
+    if (problems.length) failed.push(`seed ${seed}: ${problems.slice(0, 3).join("; ")}`);
+    if (failed.length >= 5) break;
+  }
+  expect(failed).toEqual([]);
+}, 300_000);
