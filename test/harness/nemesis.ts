@@ -247,13 +247,17 @@ export class SmallDisk {
     return n;
   }
 
-  /** Takes every free byte; returns how many it took. */
+  /** Takes every free byte (writes zeros until ENOSPC, racing whatever else writes there); returns how many. */
   async fill(): Promise<number> {
-    const free = await this.free();
-    if (free <= 0) return 0;
-    const r = await execArgv(["fallocate", "-l", String(free), this.fillFile]);
-    if (r.code !== 0) throw new Error(`fallocate on ${this.dir} failed: ${r.stderr.trim()}`);
-    return free;
+    const before = await this.free();
+    const r = await execArgv(["dd", "if=/dev/zero", `of=${this.fillFile}`, "bs=64k", "conv=notrunc", "oflag=append"], {
+      timeoutMs: 60_000,
+    });
+    if (r.code !== 0 && !/No space left/.test(r.stderr))
+      throw new Error(`filling ${this.dir} failed: ${r.stderr.trim()}`);
+    const left = await this.free();
+    if (left >= 64 * 1024) throw new Error(`filling ${this.dir} left ${left} bytes free`);
+    return before - left;
   }
 
   unfill(): void {
