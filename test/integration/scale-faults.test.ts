@@ -63,11 +63,10 @@ describe.skipIf(skip !== undefined)(`wolf scale under faults${skip ? ` (skipped:
     expect(result.verdict.acknowledged).toBeGreaterThan(CYCLES * 3);
   }, 900_000);
 
-  // TODO(lead): the cluster core takes a follower's copy as non-durable only when its LogStore says
-  // `durable: false` (lib/cluster/follower.ts → AppendReply.volatile), but scale's WalLogStore
-  // (lib/scale/wal-logstore.ts) does not set `durable` from `wal.fsync` yet, so a follower with
-  // wal.fsync = false still counts towards acks and commits. Run with `bun test --todo` to check.
-  test.todo("a follower with wal.fsync = false is not counted in acknowledgements (needs scale's WalLogStore to report durable = wal.fsync)", async () => {
+  // The core counts a follower's copy only when its log fsyncs (AppendReply.volatile, from
+  // scale's WalLogStore.durable = wal.fsync): with the only durable follower stopped, nothing is
+  // acknowledged, even though a follower that does not fsync holds the write.
+  test("a follower with wal.fsync = false is not counted in acknowledgements", async () => {
     const cl = c!;
     const leader = await cl.waitLeader();
     const [volatile, durable] = cl.ids.filter((id) => id !== leader);
