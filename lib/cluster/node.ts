@@ -3,9 +3,9 @@
  * This file holds the term, vote and role, the public API and the role changes; the parts own their
  * state and reach back through a host interface declared on their side: elections in campaign.ts
  * (rules in election.ts), a leadership in leader.ts (with acks.ts and handover.ts; log shipping
- * rules in replication.ts), the follower's side in follower.ts, pings in pings.ts (membership.ts),
- * the voter set in configuration.ts, applying in apply-loop.ts. Everything runs from timers and
- * message callbacks on the injected clock, so a SimClock drives it deterministically.
+ * rules in replication.ts; voter-set and preferred-leader changes in membership-changes.ts), the
+ * follower's side in follower.ts, pings in pings.ts (membership.ts), the voter set in
+ * configuration.ts, applying in apply-loop.ts. All runs from timers and messages on the injected clock.
  *
  * Use (wolf scale):
  *   const node = new ClusterNode(options, { transport, logStore, stableStore, fsm });
@@ -314,14 +314,15 @@ export class ClusterNode {
   }
 
   /**
-   * Keeps this node from leading while any reason holds (`eligible` false adds `reason`, true
-   * removes it): it does not campaign, ignores TimeoutNow, and its pings say never_leader, so no
-   * leader hands over to it and lower-ID ranking skips it. A leader that becomes ineligible keeps
-   * leading (it may have work to finish); call stepDown() or transferLeadership() as well.
+   * Keeps this node from leading while any reason holds (false adds `reason`, true removes it): it
+   * does not campaign, ignores TimeoutNow, and its pings (one at once) say never_leader, so no leader
+   * hands over to it. A leader that becomes ineligible keeps leading; call stepDown() as well.
    */
   setEligible(eligible: boolean, reason: string): void {
+    const before = this.holds.size;
     if (eligible) this.holds.delete(reason);
     else this.holds.add(reason);
+    if (this.holds.size !== before && this.started && !this.stopped) this.pings.announce();
   }
 
   /** The reasons that currently keep this node from leading (setEligible). */
@@ -360,10 +361,9 @@ export class ClusterNode {
 
   /**
    * Leader: makes `id` the preferred leader (null: none, the lowest eligible ID) in a config entry
-   * (ClusterMembers.preferred: replicated, survives restarts), under the rules of voter changes
+   * (ClusterMembers.preferred: replicated, survives restarts) under the rules of voter changes
    * (membership-changes.ts). Resolves once committed; rejects with NotLeaderError on a follower or
-   * if leadership ends first, with a WolfError if `id` is no voter. Moving leadership now is a
-   * separate step (transferLeadership).
+   * if leadership ends first, a WolfError if `id` is no voter. Moving now: transferLeadership.
    */
   setPreferredLeader(id: NodeId | null): Promise<void> {
     if (!this.leading) return Promise.reject(new NotLeaderError(`node ${this.id} is not the leader`, this.leaderId));

@@ -88,6 +88,12 @@ export class Pings {
     };
   }
 
+  /** Something peers act on changed (eligibility): tell them now rather than at the next heartbeat. */
+  announce(): void {
+    this.update();
+    this.send();
+  }
+
   /** Once per heartbeat: tells every node we know (and every voter) about ourselves. */
   send(): void {
     const { host } = this;

@@ -400,6 +400,10 @@ export class ScaleDaemon implements ApiBackend {
   promote(to: number | undefined, clear: boolean): Promise<string> {
     if (this.witness && !clear && (to === undefined || to === this.nodeId))
       return Promise.reject(this.refuse("as leader (promote a database node instead)"));
+    if (!clear && to !== undefined && this.directory.all().some((e) => e.id === to && e.witness === true))
+      return Promise.reject(
+        new WolfError("state", `node ${to} is a witness: it never leads (promote a database node)`),
+      );
     return this.leadership.promote(to, clear);
   }
 

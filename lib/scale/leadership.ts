@@ -211,6 +211,14 @@ export class Leadership {
   private async lead(prefer: number | null | undefined, to: number | undefined): Promise<string> {
     const { node, nodeId } = this.host;
     const manual = this.host.cfg.cluster.failback === "manual";
+    const settle = (p: Promise<void>) =>
+      p.then(
+        () => null,
+        (err: Error) => err.message,
+      );
+    // promote: the preference is written first (at once, in the normal case), so it is in the log
+    // before any handover can finish and travels with it: the target holds it when it takes over.
+    let preferred = prefer === undefined ? null : settle(node.setPreferredLeader(prefer));
     const target = prefer === undefined ? to : prefer;
     let moving: number | null = null;
     let refused: string | null = null;
@@ -223,12 +231,9 @@ export class Leadership {
       }
     }
     const want = prefer === undefined ? moving : prefer;
-    // Written now (appends are still accepted while the application drains), so it travels with
-    // the handover: the target holds it before it takes over.
-    const preferred = node.setPreferredLeader(want).then(
-      () => null,
-      (err: Error) => err.message,
-    );
+    // demote: the target is known now; the handover first drains the application (appends are
+    // still accepted meanwhile), so the entry is written before leadership moves.
+    preferred ??= settle(node.setPreferredLeader(want));
     if (moving === null) {
       const failed = await withTimeout(preferred, 30_000);
       if (failed !== null) throw new WolfError("state", `the preferred leader was not changed: ${failed}`);

@@ -11,7 +11,9 @@
  *  - promote/demote on a 3-node cluster (issue 10): `wolf ctl scale promote 2` (sent to a follower,
  *    forwarded to the leader) answers once node 2 leads, and node 2 still leads 5 s later (no
  *    handback to node 1) and after node 1 restarted; list servers/status show the preference;
- *    `promote --clear` brings node 1 back; `demote --to 3` sticks too.
+ *    `promote --clear` brings node 1 back; `demote --to 3` sticks too; promoting a node whose
+ *    MariaDB is down says the move is pending and why (node 1, lowest among the rest, leads meanwhile),
+ *    and node 2 takes over by itself once its database is back.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { waitUntil } from "../../lib/common/wait.ts";
@@ -238,4 +240,30 @@ describe.skipIf(!haveMariaDB)("wolf ctl scale promote / demote (3 nodes)", () =>
     const both = await ctl3(1, ["promote", "2", "--clear"]);
     expect(both.code).toBe(2);
   }, 120_000);
+
+  test("promote to a node whose MariaDB is down: the preference is set, the answer says the move is pending and why; it takes over once its database is back", async () => {
+    expect(await c3.waitLeader()).toBe(3);
+    await c3.node(2).db.kill();
+    await waitUntil(async () => ((await c3.api<{ held: string[] }>(2, "GET", "/status")).body.held?.length ?? 0) > 0, {
+      timeoutMs: 30_000,
+      what: "node 2 to hold itself back (database down)",
+    });
+    const r = await ctl3(1, ["promote", "2"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /^node 2 is the preferred leader, but leadership did not move: node 2 may not lead right now/m,
+    );
+    expect(r.stdout).toContain("it takes over by itself once it may lead and is caught up (failback = auto)");
+    // Node 2 may not lead: the lowest-ID rule applies among the rest, so node 1 takes over.
+    await waitUntil(async () => (await c3.status(1))?.role === "leader", {
+      timeoutMs: 30_000,
+      what: "node 1 to lead while the preferred node 2 may not",
+    });
+    await c3.node(2).db.restart();
+    await waitUntil(async () => (await c3.status(2))?.role === "leader", {
+      timeoutMs: 60_000,
+      what: "node 2 to take over by itself once its MariaDB is back",
+    });
+    expect(await c3.waitLeader()).toBe(2);
+  }, 180_000);
 });

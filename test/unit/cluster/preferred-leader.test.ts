@@ -164,6 +164,16 @@ group("preferred leader", () => {
     expectClean(sim);
   });
 
+  test("a hold reaches the leader at once (a ping on the change): a transfer to that node is refused a network delay later", () => {
+    const sim = cluster([1, 2, 3]);
+    expect(sim.stableLeader(10 * H)).toBe(1);
+    sim.run(H); // past the tick that just pinged
+    sim.node(2).setEligible(false, "database down");
+    sim.run(H / 20); // 5 ms: a few network delays, far less than a heartbeat
+    expect(() => sim.node(1).transferLeadership(2)).toThrow("node 2 may not lead right now");
+    expect(sim.leaders()).toEqual([1]);
+  });
+
   test("voter changes keep the preference: a dead voter is removed, a new node added, node 2 still preferred", async () => {
     const sim = cluster([1, 2, 3, 4], { node: { deadAfterMs: 20 * H, minVoters: 3 } });
     expect(sim.stableLeader(10 * H)).toBe(1);
