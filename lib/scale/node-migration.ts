@@ -12,7 +12,7 @@ import { UsageError, WolfError } from "../common/errors.ts";
 import { logger } from "../common/log.ts";
 import { waitUntil } from "../common/wait.ts";
 import type { ScaleConfig } from "./config.ts";
-import { binlogSnapshot, gtidAtBinlogPosition } from "./db.ts";
+import { gtidAtBinlogPosition } from "./db.ts";
 import type { Directory } from "./directory.ts";
 import type { ScaleFsm } from "./fsm.ts";
 import type { LeaderCapture } from "./leader-capture.ts";
@@ -62,18 +62,7 @@ export class NodeMigration {
     if (this.host.diverged || s.state === "NeedsMigration")
       throw new WolfError("state", `node ${nodeId} needs a migration itself`);
     if (s.applyError) throw new WolfError("state", `node ${nodeId} stopped applying: ${s.applyError}`);
-    if (s.role === "leader") {
-      const { leadership } = this.host;
-      const settled = () =>
-        (leadership.ready && leadership.capture) || node.getRole() !== "leader" || this.host.stopped;
-      await waitUntil(settled, { timeoutMs: 3000, intervalMs: 10, what: "this leader to start capturing" }).catch(
-        () => {},
-      );
-      if (node.getRole() !== "leader")
-        throw new NotLeaderError(`node ${nodeId} stopped leading; take the dump from another node`, node.leader());
-      if (leadership.ready && leadership.capture) return this.leaderDump();
-      return this.inactiveLeaderDump();
-    }
+    if (s.role === "leader") return this.leaderDump();
     const need = Math.min(after, node.lastLsn());
     await waitUntil(() => node.applied() >= need, {
       timeoutMs: 30_000,
@@ -88,33 +77,6 @@ export class NodeMigration {
         },
       );
     });
-    return this.appliedDump();
-  }
-
-  /**
-   * A leader that does not capture yet: it starts once its own entries commit, and the followers it
-   * needs for that may be the very nodes asking for this dump (two of three NeedsMigration: the
-   * fault suite's deadlock). Until it captures, its MariaDB changes only by applying committed
-   * entries, so if it holds nothing the cluster lacks, its applied state is a committed prefix of
-   * the log and serves as a dump like a follower's.
-   */
-  private async inactiveLeaderDump(): Promise<Response> {
-    const { nodeId } = this.host;
-    const snap = await binlogSnapshot(this.host.connect);
-    const origin = await this.host.fsm.originCheck(snap.state);
-    if (origin.message)
-      throw new WolfError(
-        "state",
-        `node ${nodeId} leads but does not capture yet, and its MariaDB holds transactions the cluster lacks (${origin.message})`,
-        { hint: "migrate this node from another one first, or wait until it captures" },
-      );
-    log.info(`node ${nodeId}: dump from the applied state (leading, not capturing yet)`);
-    return this.appliedDump();
-  }
-
-  /** A dump of what this node's MariaDB applied (the FSM paused, so it names one LSN exactly). */
-  private async appliedDump(): Promise<Response> {
-    const { nodeId } = this.host;
     const release = await this.host.fsm.pause();
     try {
       const lsn = await this.host.fsm.syncProgress();
@@ -145,6 +107,14 @@ export class NodeMigration {
    */
   private async leaderDump(): Promise<Response> {
     const { node, nodeId, leadership } = this.host;
+    await waitUntil(
+      () => (leadership.ready && leadership.capture) || node.getRole() !== "leader" || this.host.stopped,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 10,
+        what: "this leader to start capturing",
+      },
+    );
     const capture = leadership.capture;
     if (!capture || node.getRole() !== "leader")
       throw new NotLeaderError(`node ${nodeId} stopped leading; take the dump from another node`, node.leader());
