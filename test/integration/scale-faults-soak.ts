@@ -2,7 +2,9 @@
  * Long fault runs: the same cluster, nemesis and checker as scale-faults.test.ts, for as many
  * cycles as fit in --minutes (--cpu-hogs: the whole soak beside CPU-bound processes).
  *
- *   npm run soak -- --minutes 30 [--writers 4] [--cpu-hogs] [--kinds kill-wolf,disk-full,…]
+ *   npm run soak -- --minutes 30 [--writers 4] [--cpu-hogs] [--kinds kill-wolf,disk-full,…] [--overlap]
+ *   (--overlap: strike again once writable, without waiting for every node to recover; see
+ *   FaultRunOptions.overlap)
  *   SCALE_FAULTS_SEED=<n> npm run soak -- --minutes 30     (replay a seed's schedule)
  *
  * Ends with the one-line verdict (exit 0) or the failure (exit 1); the steps and every node's log
@@ -28,6 +30,7 @@ function numArg(name: string, def: number): number {
 const minutes = numArg("minutes", 10);
 const writers = numArg("writers", 4);
 const hogs = args.includes("--cpu-hogs");
+const overlap = args.includes("--overlap");
 const kindsArg = args.indexOf("--kinds") >= 0 ? (args[args.indexOf("--kinds") + 1] ?? "") : undefined;
 const kinds = kindsArg?.split(",").filter((k): k is FaultKind => (FAULT_KINDS as readonly string[]).includes(k));
 if (kindsArg !== undefined && (!kinds || kinds.length === 0 || kinds.length !== kindsArg.split(",").length)) {
@@ -53,6 +56,7 @@ try {
     seed,
     untilMs: Date.now() + minutes * 60_000,
     writers,
+    overlap,
     cpuHogCycles: hogs ? [1, Number.MAX_SAFE_INTEGER] : undefined,
     kinds,
   });
