@@ -90,7 +90,7 @@ test.skipIf(skip !== undefined)(
       expect(w.ok).toBe(true);
       const sb = await b[0]!.status();
       expect(sb.voters).toEqual([1, 2]);
-      expect(sb.quorum).toBe(false); // two nodes: one survivor keeps serving
+      expect(sb.quorum).toBe(true); // majority rule with two voters too: both must hold a commit
       // It hears cluster "itest"'s beacons (one per heartbeat) and ignores them; B may form before
       // the first one arrives, so wait for it rather than expect it already.
       await waitUntil(
