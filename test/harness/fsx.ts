@@ -3,6 +3,8 @@
  * offsets against an in-memory model, seeded so a failure replays exactly. The same engine drives
  * lib/disk/fs directly (unit test) and a real mount through node:fs (integration test).
  */
+import { seededRng } from "../../lib/cluster/clock.ts";
+
 export interface FsxTarget {
   create(name: string): Promise<void> | void;
   write(name: string, offset: number, data: Buffer): Promise<void> | void;
@@ -160,17 +162,10 @@ export async function runFsx(target: FsxTarget, opts: FsxOptions): Promise<{ ops
   return { ops: counts };
 }
 
-/** mulberry32: deterministic, seedable, fast. */
+/** The cluster's seeded PRNG (mulberry32), with helpers for ints and bytes: deterministic per seed. */
 export function prng(seed: number): { next: () => number; int: (n: number) => number; bytes: (n: number) => Buffer } {
-  let a = seed >>> 0;
-  const u32 = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-  const next = () => u32() / 2 ** 32;
+  const next = seededRng(seed);
+  const u32 = () => next() * 2 ** 32; // exact: next() is a 32-bit integer over 2^32
   const int = (n: number) => Math.floor(next() * n);
   const bytes = (n: number) => {
     const b = Buffer.allocUnsafe(n);

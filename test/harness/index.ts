@@ -13,6 +13,7 @@ export { NodeProc, clusterNodeArgv, type AppendResult, type Entry } from "./clus
 export { mariadbTemplate, startMariaDB, type MariaDBInstance, type MariaDBOptions, type Row } from "./mariadb.ts";
 export { freePort, freePorts, freeUdpPort } from "./ports.ts";
 export {
+  apiRequest,
   REPO_ROOT,
   WOLF_BIN,
   WolfProcess,

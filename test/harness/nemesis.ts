@@ -11,6 +11,7 @@
  */
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { seededRng } from "../../lib/cluster/clock.ts";
 import type { MariaDBInstance } from "./mariadb.ts";
 import type { Host } from "./netns.ts";
 import { dieWithParentPrefix, execArgv, onExitCleanup, runSync, signalPid, trackPid, untrackPid } from "./procs.ts";
@@ -57,18 +58,6 @@ export interface ActiveFault {
   heal(): Promise<void>;
 }
 
-/** mulberry32: a small seeded PRNG, so a schedule is reproducible from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * `cycles` faults from `seed`: every kind appears in turn in a shuffled order (so a short run
  * still tries each), holding each for `minHoldMs`..`maxHoldMs` (a pause always exceeds `pauseMs`).
@@ -78,7 +67,7 @@ export function nemesisSchedule(
   cycles: number,
   opts: { minHoldMs: number; maxHoldMs: number; pauseMs: number; kinds?: readonly FaultKind[] },
 ): FaultPlan[] {
-  const rnd = seededRandom(seed);
+  const rnd = seededRng(seed); // reproducible from the seed
   const kinds = opts.kinds ?? FAULT_KINDS;
   const out: FaultPlan[] = [];
   let bag: FaultKind[] = [];

@@ -306,3 +306,31 @@ export async function runWolfOnce(
     if (proc.running) await proc.stop(1000);
   }
 }
+
+/** A JSON request to a node's HTTP API (over TCP, or a unix socket): the status and the parsed body. */
+export async function apiRequest<T = Record<string, unknown>>(opts: {
+  url: string;
+  token: string;
+  method: string;
+  body?: unknown;
+  timeoutMs: number;
+  headers?: Record<string, string>;
+  /** Reach the API through this unix socket (the URL's host is then ignored). */
+  unix?: string;
+}): Promise<{ status: number; body: T }> {
+  const res = await fetch(opts.url, {
+    ...(opts.unix ? { unix: opts.unix } : {}),
+    method: opts.method,
+    headers: { authorization: `Bearer ${opts.token}`, "content-type": "application/json", ...opts.headers },
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    signal: AbortSignal.timeout(opts.timeoutMs),
+  });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: res.status, body: parsed as T };
+}

@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { waitUntil } from "../../lib/common/wait.ts";
 import type { NodeStatusView } from "../bench/scale-replication/local-cluster.ts";
 import {
+  apiRequest,
   type Host,
   type MariaDBInstance,
   runDir,
@@ -221,21 +222,8 @@ enabled = false
     body?: unknown,
     timeoutMs = 10_000,
   ): Promise<{ status: number; body: T }> {
-    const res = await fetch(`http://wolf${path}`, {
-      unix: this.node(id).apiSocket,
-      method,
-      headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = { raw: text };
-    }
-    return { status: res.status, body: parsed as T };
+    const unix = this.node(id).apiSocket;
+    return apiRequest<T>({ url: `http://wolf${path}`, unix, token: this.token, method, body, timeoutMs });
   }
 
   async status(id: number, timeoutMs = 2000): Promise<NodeStatusView | undefined> {

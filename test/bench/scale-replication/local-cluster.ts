@@ -7,7 +7,14 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitUntil } from "../../../lib/common/wait.ts";
-import { freePort, runWolf, startMariaDB, type MariaDBInstance, type WolfProcess } from "../../harness/index.ts";
+import {
+  apiRequest,
+  freePort,
+  runWolf,
+  startMariaDB,
+  type MariaDBInstance,
+  type WolfProcess,
+} from "../../harness/index.ts";
 import { runDir } from "../../harness/procs.ts";
 
 export interface LocalNode {
@@ -199,20 +206,7 @@ enabled = false
     timeoutMs = 15_000,
     headers: Record<string, string> = {},
   ): Promise<{ status: number; body: T }> {
-    const res = await fetch(`${this.node(id).api}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json", ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = { raw: text };
-    }
-    return { status: res.status, body: parsed as T };
+    return apiRequest<T>({ url: `${this.node(id).api}${path}`, token: this.token, method, body, timeoutMs, headers });
   }
 
   async status(id: number): Promise<NodeStatusView | undefined> {
