@@ -26,6 +26,8 @@ export interface FollowerHost {
   /** Why this node needs a migration (null: it does not). */
   migrationReason(): string | null;
   requireMigration(reason: string): void;
+  /** Needs a migration for its application state only: it still stores entries (markNeedsMigration). */
+  storesWhileMigrating(): boolean;
   updateSelfState(): void;
   /** This node's log reached the end of its leader's log (ends recovering after a wipe). */
   caughtUp(): void;
@@ -89,7 +91,7 @@ export class Follower {
       host.becomeFollower(req.term, from);
     this.lastLeaderContact = host.clock.now();
     this.leaderLastLsn = req.leaderLastLsn;
-    if (host.migrationReason() !== null) {
+    if (host.migrationReason() !== null && !host.storesWhileMigrating()) {
       host.updateSelfState();
       return fail(store.lastLsn(), true);
     }
@@ -101,7 +103,7 @@ export class Follower {
         host.requireMigration(`entries this node already committed conflict with leader ${from}`);
       }
       host.updateSelfState();
-      return fail(result.hintLsn, host.migrationReason() !== null);
+      return fail(result.hintLsn, host.migrationReason() !== null && !host.storesWhileMigrating());
     }
     if (result.truncatedAfter !== null) host.config.onTruncated(result.truncatedAfter);
     host.config.onEntriesAppended(result.appended);

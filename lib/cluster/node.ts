@@ -11,15 +11,13 @@
  *   const node = new ClusterNode(options, { transport, logStore, stableStore, fsm });
  *   node.start();                       // node.bootstrap([...]) once for a brand new cluster
  *   const entry = node.append(bytes);   // leader only; { lsn, term }; throws NotLeaderError elsewhere
- *   await node.waitFor(entry, "one");   // none | one | majority | all
- *   node.status();                      // plain object for `wolf ctl`
- *
+ *   await node.waitFor(entry, "one");   // none | one | majority | all; node.status() for `wolf ctl`
  * Control, for applications with their own view of health (scale: MariaDB down, divergence):
  *   node.setEligible(false, "database down")  // keep this node from leading (peers see never_leader)
  *   node.stepDown("why")                      // leader: stop now; the best follower takes over at once
  *   node.transferLeadership(to?)              // leader: clean handover (drains via events.prepareHandover)
  *   await node.setPreferredLeader(id | null)  // leader: replicated preference (ranks first, handback to it)
- *   node.markNeedsMigration("why")            // stop applying/accepting entries until migrated()
+ *   node.markNeedsMigration("why", keepLog?)  // stop applying (and storing, unless keepLog) until migrated()
  *   node.retryApply()                         // after an apply error's cause was fixed
  */
 import { WolfError } from "../common/errors.ts";
@@ -29,6 +27,7 @@ import { Campaign, type CampaignHost } from "./campaign.ts";
 import { Follower, type FollowerHost } from "./follower.ts";
 import type { NodeDeps, NodeEvents, NodeOptions } from "./node-options.ts";
 import { Pings, type PingHost } from "./pings.ts";
+import { Recovery } from "./recovery.ts";
 import { realClock } from "./clock.ts";
 import { Configuration, encodeMembers } from "./configuration.ts";
 import { quorumOn, timings, type Timings } from "./election.ts";
@@ -85,8 +84,6 @@ export class ClusterNode {
   // Persistent (mirrored in the StableStore, with config.committed).
   private term: Term = 0;
   private votedFor: NodeId | null = null;
-  /** HardState.recovering: started with an empty data directory, not caught up yet. */
-  private recovering = false;
 
   // Volatile.
   private role: Role = "follower";
@@ -94,6 +91,9 @@ export class ClusterNode {
   private commitLsn: Lsn = 0;
   /** Why this node needs a migration (null: it does not). */
   private migrationReason: string | null = null;
+  private readonly recovery: Recovery;
+  /** markNeedsMigration(…, keepLog): the log is sound, only the application's state is not. */
+  private migrationKeepsLog = false;
   private started = false;
   private stopped = false;
   private tickTimer: TimerHandle | null = null;
@@ -127,11 +127,7 @@ export class ClusterNode {
     const hs = this.stable.get();
     this.term = hs.term;
     this.votedFor = hs.votedFor;
-    // Nothing at all, not even a term: a new node or a wiped data directory. Remembered durably,
-    // so a crash half-way through catching up does not make the partial log look whole.
-    const blank =
-      hs.term === 0 && hs.committedConfig === null && this.store.lastLsn() === 0 && this.store.base().lsn === 0;
-    this.recovering = hs.recovering === true || blank;
+    this.recovery = new Recovery(this.id, hs, this.store, this.log, () => this.persist());
     this.config = new Configuration(this.id, hs.committedConfig, this.store, (m) => this.knowVoters(m));
     this.host = {
       id: this.id,
@@ -152,7 +148,9 @@ export class ClusterNode {
       lastLeaderContact: () => this.follower.lastLeaderContact,
       applied: () => this.applier.applied,
       migrationReason: () => this.migrationReason,
+      storesWhileMigrating: () => this.migrationKeepsLog,
       requireMigration: (reason) => {
+        this.migrationKeepsLog = false;
         this.migrationReason = reason;
         this.log.warn(`node ${this.id}: ${reason}; it needs a migration`);
       },
@@ -171,14 +169,9 @@ export class ClusterNode {
       mayApply: () => !this.stopped && this.migrationReason === null,
       mayCampaign: () => this.canCampaign(),
       inLease: (from) => this.inLease(from),
-      recovering: () => this.recovering,
+      recovering: () => this.recovery.active,
       witness: this.opts.witness,
-      caughtUp: () => {
-        if (!this.recovering) return;
-        this.recovering = false;
-        this.persist();
-        this.log.info(`node ${this.id}: caught up with the leader's log; voting normally again`);
-      },
+      caughtUp: () => this.recovery.caughtUp(),
       vote: (id) => {
         this.votedFor = id;
         this.persist();
@@ -204,7 +197,7 @@ export class ClusterNode {
   start(): void {
     if (this.started) return;
     this.started = true;
-    if (this.recovering && this.stable.get().recovering !== true) this.persist();
+    this.recovery.start(this.stable.get());
     this.transport.setHandler((from, msg, reply) => this.onMessage(from, msg, reply));
     // A sole voter has nobody to wait for.
     this.campaign.resetTimer(this.config.isVoter() && this.config.voterIds().all.length === 1);
@@ -228,7 +221,7 @@ export class ClusterNode {
   bootstrap(voters: { id: NodeId; addr: string }[]): boolean {
     if (this.store.lastLsn() !== 0 || this.store.base().lsn !== 0 || this.term > 1) return false;
     const members: ClusterMembers = { voters: [...voters].sort((a, b) => a.id - b.id) };
-    this.recovering = false; // this node's log defines the cluster: there is nothing to recover
+    this.recovery.end();
     this.term = Math.max(this.term, 1);
     this.persist();
     const entry: LogEntry = { lsn: 1, term: 1, kind: "config", data: encodeMembers(members) };
@@ -383,12 +376,15 @@ export class ClusterNode {
 
   /**
    * This node's applied state cannot continue from the log (the application found divergence):
-   * it stops applying and accepting entries and cannot lead until migrated() is called. A leader
-   * steps down first (stepDown).
+   * it stops applying and cannot lead until migrated() is called (a leader steps down first). With
+   * `keepLog` (the log itself is sound: scale's MariaDB diverged) it goes on storing and
+   * acknowledging entries, so the leader can still commit, and the dump this node will be restored
+   * from can be taken, even when most followers need a migration at once; without, it refuses them.
    */
-  markNeedsMigration(reason: string): void {
+  markNeedsMigration(reason: string, keepLog = false): void {
     if (this.role === "leader") this.stepDown(`it needs a migration: ${reason}`);
     if (this.migrationReason === null) this.log.warn(`node ${this.id}: needs a migration (${reason})`);
+    this.migrationKeepsLog = keepLog && (this.migrationReason === null || this.migrationKeepsLog);
     this.migrationReason = reason;
     this.pings.update();
   }
@@ -437,6 +433,7 @@ export class ClusterNode {
     this.applier.resetTo(lsn);
     this.commitLsn = lsn;
     this.migrationReason = null;
+    this.migrationKeepsLog = false;
     this.pings.reset();
   }
 
@@ -572,7 +569,7 @@ export class ClusterNode {
       term: this.term,
       votedFor: this.votedFor,
       committedConfig: this.config.committed,
-      ...(this.recovering ? { recovering: true } : {}),
+      ...this.recovery.hardState(),
     });
   }
 

@@ -241,7 +241,9 @@ export class ScaleDaemon implements ApiBackend {
     if (this.diverged === null)
       log.error(`node ${this.nodeId}: ${message}. Run: wolf ctl scale migrate --from <healthy node>`);
     this.diverged = message;
-    this.node?.markNeedsMigration(message);
+    // Its WAL is sound, only its MariaDB holds what the cluster lacks: it keeps storing entries, so
+    // the others can commit (and serve its dump) even when most nodes diverged at once.
+    this.node?.markNeedsMigration(message, true);
   }
 
   /** The leader's API URL, if known. */

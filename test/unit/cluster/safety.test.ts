@@ -212,6 +212,27 @@ group("a follower whose log does not fsync", () => {
   });
 });
 
+group("followers that need a migration", () => {
+  test("whose application state diverged (keepLog) still store entries, so the leader commits; otherwise it cannot", async () => {
+    for (const keepLog of [true, false]) {
+      const sim = cluster([1, 2, 3]);
+      expect(sim.stableLeader(10 * H)).toBe(1);
+      sim.propose("all");
+      expect(sim.converged(10 * H)).toBe(true);
+      sim.node(2).markNeedsMigration("its database diverged", keepLog);
+      sim.node(3).markNeedsMigration("its database diverged", keepLog);
+      const node = sim.node(1);
+      const ref = node.append(enc.encode("after both diverged"));
+      const acked = track(node.waitFor(ref, "majority", 10 * H));
+      sim.run(12 * H);
+      await microtasks();
+      expect(acked.done).toBe(keepLog); // the dump they need can only be taken from a committed log
+      expect(sim.node(2).applied()).toBeLessThan(ref.lsn); // either way, nothing applied there
+      expectClean(sim);
+    }
+  });
+});
+
 group("witness", () => {
   test("a witness holding entries the surviving node lacks leads only to bring it up to date, then hands over", async () => {
     const sim = new SimCluster({
