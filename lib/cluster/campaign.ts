@@ -43,8 +43,8 @@ export interface CampaignHost {
   quorum(): boolean;
   /** Voter, not never_leader or held back, no migration needed, no apply error. */
   mayCampaign(): boolean;
-  /** NodeOptions.witness: campaigns only as a last resort (see lowerEligible). */
-  readonly witness: boolean;
+  /** May lead only to hand over (ClusterNode.isStandIn): campaigns only as a last resort. */
+  standIn(): boolean;
   /** Started with an empty data directory and not caught up yet (HardState.recovering). */
   recovering(): boolean;
   /** Within the lease of a live leader (this one, or the one it follows, if not `from`). */
@@ -100,7 +100,8 @@ export class Campaign {
   /**
    * Rank: voters ahead of this one (the preferred leader of the current config, then lower IDs:
    * handover.ts leadershipOrder) that are alive, may lead, and have a log at least as up to date as
-   * ours. A witness counts such voters of any ID: it only campaigns when none of them could win.
+   * ours. A stand-in (a witness, or a voter held back or needing a migration of its application
+   * state) counts such voters of any ID: it only campaigns when none of them could win.
    */
   private lowerEligible(now: number): number {
     const { host } = this;
@@ -109,10 +110,9 @@ export class Campaign {
     const preferredVoter = preferred !== null && host.config.isVoter(preferred);
     // Ahead of this node: the preferred voter (unless that is this node), then lower IDs (unless
     // this node is the preferred one).
+    const standIn = host.standIn();
     const ahead = (id: NodeId) =>
-      host.witness ||
-      (preferredVoter && preferred === id) ||
-      (id < host.id && !(preferredVoter && preferred === host.id));
+      standIn || (preferredVoter && preferred === id) || (id < host.id && !(preferredVoter && preferred === host.id));
     let rank = 0;
     for (const id of host.config.otherVoters()) {
       // The leader we follow does not count: the timer only fires once it went silent, and
@@ -142,7 +142,9 @@ export class Campaign {
       this.resetTimer();
       return;
     }
-    if (this.deferrals < 2 && this.lowerEligible(now) > 0) {
+    // A stand-in waits as long as some voter that may lead could win; others defer at most twice
+    // in a row, so an unreachable "alive" node cannot block elections.
+    if ((host.standIn() || this.deferrals < 2) && this.lowerEligible(now) > 0) {
       this.deferrals++;
       this.resetTimer();
       return;

@@ -31,8 +31,8 @@ export interface HandoverHost {
   /** Still the leader (this handover's leadership has not ended). */
   leading(): boolean;
   stopped(): boolean;
-  /** NodeOptions.witness: hand over to any voter that may lead, as soon as one is caught up. */
-  readonly witness: boolean;
+  /** Leading only to hand over (ClusterNode.isStandIn): to any voter that may lead, once caught up. */
+  standIn(): boolean;
   /** NodeOptions.failback: manual = no automatic handover (a witness still hands over). */
   readonly failback: "auto" | "manual";
   /** The preferred leader of the current config (null: none, the lowest ID is preferred). */
@@ -75,7 +75,7 @@ export class Handovers {
     leaderSince: number,
   ) {
     this.backoffMs = host.t.handoverBackoffMinMs;
-    this.nextAt = host.witness ? leaderSince : leaderSince + host.t.handoverStableMs;
+    this.nextAt = host.standIn() ? leaderSince : leaderSince + host.t.handoverStableMs;
   }
 
   /** The node the leadership is being handed to (null: none). */
@@ -106,18 +106,19 @@ export class Handovers {
       return;
     }
     if (now < this.nextAt || !host.isVoter()) return;
-    if (host.failback === "manual" && !host.witness) return;
+    const standIn = host.standIn();
+    if (host.failback === "manual" && !standIn) return;
     const order = leadershipOrder(host.otherVoters(), host.preferred());
     const mine = leadershipOrder([...host.otherVoters(), host.id], host.preferred()).indexOf(host.id);
     for (const [i, id] of order.entries()) {
-      if (!host.witness && i >= mine) break;
+      if (!standIn && i >= mine) break;
       const pr = host.progressOf(id);
       if (!pr || !host.mayLead(id)) continue;
-      const stableMs = host.witness ? 0 : host.t.handoverStableMs;
+      const stableMs = standIn ? 0 : host.t.handoverStableMs;
       if (pr.caughtUpSince === null || now - pr.caughtUpSince < stableMs) continue;
       if (now - pr.lastReplyAt > host.t.heartbeatMs * 2) continue;
       host.log.info(
-        `node ${host.id}: handing leadership over to node ${id} (${host.witness ? "this node is a witness" : id === host.preferred() ? "preferred leader" : "lower ID"}, caught up)`,
+        `node ${host.id}: handing leadership over to node ${id} (${standIn ? "this node only stands in" : id === host.preferred() ? "preferred leader" : "lower ID"}, caught up)`,
       );
       this.start(id);
       return;

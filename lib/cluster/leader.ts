@@ -45,8 +45,8 @@ export interface LeaderHost {
   readonly limits: ReplicationLimits;
   readonly t: Timings;
   readonly log: Logger;
-  /** NodeOptions.witness. */
-  readonly witness: boolean;
+  /** ClusterNode.isStandIn: leading only to hand over. */
+  standIn(): boolean;
   readonly opts: {
     lagEntries: number;
     autoJoin: boolean;
@@ -111,7 +111,7 @@ export class LeaderState {
         log: host.log,
         t: host.t,
         drainTimeoutMs: host.opts.handoverDrainTimeoutMs,
-        witness: host.witness,
+        standIn: () => host.standIn(),
         failback: host.opts.failback,
         preferred: () => host.config.members().preferred ?? null,
         leading: () => !this.dropped,

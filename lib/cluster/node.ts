@@ -170,7 +170,7 @@ export class ClusterNode {
       mayCampaign: () => this.canCampaign(),
       inLease: (from) => this.inLease(from),
       recovering: () => this.recovery.active,
-      witness: this.opts.witness,
+      standIn: () => this.isStandIn(),
       caughtUp: () => this.recovery.caughtUp(),
       vote: (id) => {
         this.votedFor = id;
@@ -485,14 +485,17 @@ export class ClusterNode {
     this.tickTimer = this.clock.setTimeout(() => this.tick(), this.t.heartbeatMs);
   }
 
+  /**
+   * Leads only to bring a voter that may lead up to date, then hands over: a witness, or a voter held
+   * back, failing to apply or needing a migration of its application state (its log is sound).
+   */
+  isStandIn(): boolean {
+    return this.opts.witness || this.holds.size > 0 || this.migrationReason !== null || this.applier.error !== null;
+  }
+
+  /** never_leader and a log that needs a migration rule a node out; anything else may stand in. */
   private canCampaign(): boolean {
-    return (
-      this.config.isVoter() &&
-      !this.opts.neverLeader &&
-      this.holds.size === 0 &&
-      this.migrationReason === null &&
-      this.applier.error === null
-    );
+    return this.config.isVoter() && !this.opts.neverLeader && (this.migrationReason === null || this.migrationKeepsLog);
   }
 
   /** Within the lease of a live leader we refuse to help anyone else become leader. */

@@ -74,9 +74,16 @@ export class Leadership {
     const { node, fsm, cfg, nodeId } = this.host;
     const t0 = Date.now();
     try {
-      // 1. Everything before this term (and our own noop) applied here first.
+      // 1. Everything before this term (and our own noop) applied here first. A stand-in leader
+      // (held back, e.g. its MariaDB down, or diverged) only catches a node that may lead up and
+      // hands over (cluster core); should it become eligible meanwhile, it goes on from here.
       const outcome = await waitUntil(
-        () => (!this.isLeaderIn(gen) ? "lost" : node.applied() >= node.lastLsn() && !fsm.busy ? "applied" : undefined),
+        () =>
+          !this.isLeaderIn(gen)
+            ? "lost"
+            : !node.isStandIn() && node.applied() >= node.lastLsn() && !fsm.busy
+              ? "applied"
+              : undefined,
         { timeoutMs: 120_000, intervalMs: 10, what: "the new leader to apply every entry it holds" },
       );
       if (outcome === "lost") return;

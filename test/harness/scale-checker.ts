@@ -78,6 +78,11 @@ export interface NodeHoldings {
   rows: number;
   tally: number;
   checksums: Record<string, unknown>;
+  /**
+   * Set when the run did not converge: the node's applied LSN. A write acknowledged at a higher LSN
+   * is durable on the majority that acknowledged it, not yet on this node: not counted as lost here.
+   */
+  appliedLsn?: number;
 }
 
 export interface RunVerdict {
@@ -107,7 +112,9 @@ export function checkRun(history: History, nodes: NodeHoldings[], stuck?: string
   const acked = history.acknowledged;
   const lost = new Map<string, number[]>();
   for (const w of acked) {
-    const lacking = nodes.filter((n) => !n.keys.has(w.key)).map((n) => n.id);
+    const lacking = nodes
+      .filter((n) => !n.keys.has(w.key) && !(n.appliedLsn !== undefined && w.lsn !== undefined && w.lsn > n.appliedLsn))
+      .map((n) => n.id);
     if (lacking.length > 0) lost.set(w.key, lacking);
   }
   const duplicated = new Map<string, string[]>();

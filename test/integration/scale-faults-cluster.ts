@@ -543,7 +543,14 @@ export async function runFaults(c: NetScaleCluster, opts: FaultRunOptions): Prom
   const checked = converged
     ? c.ids
     : c.ids.filter((_id, i) => statuses[i] && statuses[i]!.state === "Active" && !statuses[i]!.applyError);
-  const holdings = await Promise.all(checked.map((id) => c.holdings(id)));
+  const holdings = await Promise.all(
+    checked.map(async (id) => {
+      const h = await c.holdings(id);
+      // Not converged: a checked node may not have applied writes a majority acknowledged yet.
+      if (!converged) h.appliedLsn = statuses[c.ids.indexOf(id)]?.appliedLsn;
+      return h;
+    }),
+  );
   const verdict = checkRun(history, holdings, stuck);
   const line = verdictLine(opts.seed, cycles, verdict);
   return {

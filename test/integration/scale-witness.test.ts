@@ -296,7 +296,7 @@ describe.skipIf(!haveMariaDB)("wolf scale: 2 database nodes + a witness", () => 
       expect(await c.waitLeader([2, 3], 60_000)).toBe(2);
       const tookMs = Date.now() - t0;
       const witnessLog = c.node(3).proc!.output().slice(witnessLogBefore);
-      expect(witnessLog).toMatch(/handing leadership over to node 2 \(this node is a witness/);
+      expect(witnessLog).toMatch(/handing leadership over to node 2 \(this node only stands in/);
       expect((await c.status(3))?.role).not.toBe("leader");
       await waitUntil(
         async () =>
