@@ -325,7 +325,8 @@ export class Leadership {
     const resume = this.host.writes.block();
     try {
       // A leadership still starting (applying, origin check) finishes first: it appends a marker.
-      await waitUntil(() => this.ready || node.getRole() !== "leader" || this.host.stopped, {
+      // A stand-in never starts (activate waits while it stands in): it has nothing to drain.
+      await waitUntil(() => this.ready || node.isStandIn() || node.getRole() !== "leader" || this.host.stopped, {
         timeoutMs: 30_000,
         intervalMs: 5,
         what: "this leader to start capturing",
