@@ -286,6 +286,9 @@ export class ScaleDaemon implements ApiBackend {
     this.node.setEligible(up, "database down");
     if (up) {
       log.info(`node ${this.nodeId}: MariaDB is back`);
+      // An apply that failed because the server went away (e.g. a connection reset outside the
+      // apply's own retry loop) is tried again now; a divergence is not retried (it needs a migration).
+      if (this.diverged === null && this.node.status().applyError !== null) this.node.retryApply();
       return;
     }
     log.error(`node ${this.nodeId}: MariaDB is down (${error}); this node will not lead until it is back`);
