@@ -9,7 +9,7 @@ import type { EntryRef } from "../cluster/types.ts";
 import { WolfError } from "../common/errors.ts";
 import { BinlogCapture, type CaptureStats } from "./binlog/capture.ts";
 import { formatGtid } from "./binlog/events.ts";
-import { parseGtidState } from "./binlog/grouper.ts";
+import { parseGtidList } from "./binlog/gtid-set.ts";
 import type { CapturedTxn } from "./binlog/txn.ts";
 import type { ConnectOptions } from "./mysql/connection.ts";
 
@@ -62,7 +62,7 @@ export class LeaderCapture {
    */
   startAt(pos: string, serverId: number, entry: EntryRef): void {
     this.startEntry = entry;
-    for (const g of parseGtidState(pos)) {
+    for (const g of parseGtidList(pos)) {
       this.startPos.set(g.domainId, g.seqNo);
       if (g.serverId === serverId) this.reached.set(g.domainId, { seq: g.seqNo, entry });
     }
@@ -81,7 +81,7 @@ export class LeaderCapture {
   async entryThrough(pos: string, timeoutMs: number): Promise<EntryRef> {
     if (!this.startEntry) throw new WolfError("internal", "capture has no start entry (startAt was not called)");
     let last = this.startEntry;
-    for (const g of parseGtidState(pos)) {
+    for (const g of parseGtidList(pos)) {
       const start = this.startPos.get(g.domainId);
       if (start !== undefined && g.seqNo <= start) continue; // in the database before capture started
       const gtid = formatGtid(g);

@@ -20,6 +20,8 @@ import {
   parseQuery,
   parseRotate,
 } from "./events.ts";
+// The text form ("0-1-10,1-2-5"); events.ts parseGtidList reads the binary GTID_LIST event.
+import { parseGtidList as parseGtidText } from "./gtid-set.ts";
 import { type CapturedTxn, TXN_STANDALONE } from "./txn.ts";
 
 interface Open {
@@ -41,7 +43,7 @@ export class TxnGrouper {
   heartbeats = 0;
 
   constructor(initialState = "") {
-    for (const g of parseGtidState(initialState)) this.state.set(g.domainId, g);
+    for (const g of parseGtidText(initialState)) this.state.set(g.domainId, g);
   }
 
   get gtidState(): string {
@@ -137,19 +139,6 @@ export class TxnGrouper {
   reset(): void {
     this.open = undefined;
   }
-}
-
-export function parseGtidState(s: string): Gtid[] {
-  const out: Gtid[] = [];
-  for (const part of s
-    .split(",")
-    .map((p) => p.trim())
-    .filter(Boolean)) {
-    const m = /^(\d+)-(\d+)-(\d+)$/.exec(part);
-    if (!m) throw new ProtocolError(`invalid GTID "${part}" (want domain-server-seq)`);
-    out.push({ domainId: Number(m[1]), serverId: Number(m[2]), seqNo: BigInt(m[3]!) });
-  }
-  return out;
 }
 
 export function formatGtidState(gtids: Gtid[]): string {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { checksumOk, EventType, parseEventHeader, parseQueryStatus } from "../../../lib/scale/binlog/events.ts";
-import { formatGtidState, parseGtidState, TxnGrouper } from "../../../lib/scale/binlog/grouper.ts";
+import { formatGtidState, TxnGrouper } from "../../../lib/scale/binlog/grouper.ts";
+import { parseGtidList } from "../../../lib/scale/binlog/gtid-set.ts";
 import { decodeTxn, encodeTxn, TXN_STANDALONE } from "../../../lib/scale/binlog/txn.ts";
 import { Reader, Writer } from "../../../lib/scale/mysql/codec.ts";
 
@@ -75,9 +76,9 @@ describe("scale binlog codec", () => {
   });
 
   test("GTID states parse and print in domain order; garbage is refused", () => {
-    expect(formatGtidState(parseGtidState("3-1-9, 0-2-5"))).toBe("0-2-5,3-1-9");
-    expect(parseGtidState("")).toEqual([]);
-    expect(() => parseGtidState("0-1")).toThrow(/invalid GTID/);
+    expect(formatGtidState(parseGtidList("3-1-9, 0-2-5"))).toBe("0-2-5,3-1-9");
+    expect(parseGtidList("")).toEqual([]);
+    expect(() => parseGtidList("0-1")).toThrow(/invalid GTID/);
   });
 
   test("the grouper refuses events outside a transaction and corrupt events", () => {
