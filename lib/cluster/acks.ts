@@ -121,26 +121,24 @@ export class AckWaiters {
     return host.otherVoters().filter((id) => host.matchOf(id) >= lsn).length;
   }
 
-  private ackSatisfied(w: Waiter): boolean {
+  /** Entry `lsn` reached `level`: durable here, and for a follower level committed and held by enough. */
+  private met(lsn: Lsn, level: AckLevel): boolean {
     const { host } = this;
-    if (w.lsn > host.store.lastLsn()) return false;
-    if (w.level === "none") return true;
-    if (host.commitLsn() < w.lsn) return false;
-    return this.holders(w.lsn) >= this.followersNeeded(w.level, host.otherVoters().length);
+    if (lsn > host.store.lastLsn()) return false;
+    if (level === "none") return true;
+    if (host.commitLsn() < lsn) return false;
+    return this.holders(lsn) >= this.followersNeeded(level, host.otherVoters().length);
   }
 
   /**
    * The highest level entry `lsn` has reached now (what a write that gives up waiting may report,
    * under replication.ack_fallback = "async"); undefined if not even the leader holds it durably.
+   * A follower level is only named when a follower holds it (never for a single-voter cluster).
    */
   reached(lsn: Lsn): AckLevel | undefined {
-    const { host } = this;
-    if (lsn > host.store.lastLsn()) return undefined;
-    const followers = host.otherVoters().length;
-    const holders = host.commitLsn() >= lsn ? this.holders(lsn) : 0;
-    for (const level of ["all", "majority", "one"] as const) {
-      if (holders >= this.followersNeeded(level, followers) && holders > 0) return level;
-    }
+    if (!this.met(lsn, "none")) return undefined;
+    if (this.host.otherVoters().length > 0)
+      for (const level of ["all", "majority", "one"] as const) if (this.met(lsn, level)) return level;
     return "none";
   }
 
@@ -172,7 +170,7 @@ export class AckWaiters {
             host.leader(),
           ),
         );
-      } else if (this.ackSatisfied(w)) {
+      } else if (this.met(w.lsn, w.level)) {
         if (w.timer) host.clock.clearTimeout(w.timer);
         w.resolve();
       } else keep.push(w);

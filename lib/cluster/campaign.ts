@@ -41,7 +41,7 @@ export interface CampaignHost {
   lastLeaderContact(): number;
   stopped(): boolean;
   quorum(): boolean;
-  /** Voter, not never_leader or held back, no migration needed, no apply error. */
+  /** A voter, not never_leader, and not needing a migration of its log (a stand-in may campaign). */
   mayCampaign(): boolean;
   /** May lead only to hand over (ClusterNode.isStandIn): campaigns only as a last resort. */
   standIn(): boolean;

@@ -197,7 +197,7 @@ export class ClusterNode {
   start(): void {
     if (this.started) return;
     this.started = true;
-    this.recovery.start(this.stable.get());
+    this.recovery.start();
     this.transport.setHandler((from, msg, reply) => this.onMessage(from, msg, reply));
     // A sole voter has nobody to wait for.
     this.campaign.resetTimer(this.config.isVoter() && this.config.voterIds().all.length === 1);

@@ -10,6 +10,8 @@ import type { HardState, LogStore, NodeId } from "./types.ts";
 
 export class Recovery {
   private on: boolean;
+  /** The StableStore already says so (a restart while recovering): nothing to write at start. */
+  private readonly stored: boolean;
 
   constructor(
     private readonly id: NodeId,
@@ -20,7 +22,8 @@ export class Recovery {
     private readonly persist: () => void,
   ) {
     const blank = hs.term === 0 && hs.committedConfig === null && store.lastLsn() === 0 && store.base().lsn === 0;
-    this.on = hs.recovering === true || blank;
+    this.stored = hs.recovering === true;
+    this.on = this.stored || blank;
   }
 
   get active(): boolean {
@@ -28,8 +31,8 @@ export class Recovery {
   }
 
   /** The node starts: a blank start is remembered before anything else happens. */
-  start(stored: HardState): void {
-    if (this.on && stored.recovering !== true) this.persist();
+  start(): void {
+    if (this.on && !this.stored) this.persist();
   }
 
   /** This node bootstrapped the cluster: its log defines it, there is nothing to recover. */
