@@ -55,6 +55,11 @@ export class Follower {
     this.logEpoch = e;
   }
 
+  /** Needs a migration of its log (not only of its application state): it takes no entries. */
+  private refusesEntries(): boolean {
+    return this.host.migrationReason() !== null && !this.host.storesWhileMigrating();
+  }
+
   /** Tells the leader not to count this node's copy (AppendReply.volatile) when its log does not fsync. */
   private volatile(): { volatile?: true } {
     return this.host.store.durable === false ? { volatile: true } : {};
@@ -91,7 +96,7 @@ export class Follower {
       host.becomeFollower(req.term, from);
     this.lastLeaderContact = host.clock.now();
     this.leaderLastLsn = req.leaderLastLsn;
-    if (host.migrationReason() !== null && !host.storesWhileMigrating()) {
+    if (this.refusesEntries()) {
       host.updateSelfState();
       return fail(store.lastLsn(), true);
     }
@@ -103,7 +108,7 @@ export class Follower {
         host.requireMigration(`entries this node already committed conflict with leader ${from}`);
       }
       host.updateSelfState();
-      return fail(result.hintLsn, host.migrationReason() !== null && !host.storesWhileMigrating());
+      return fail(result.hintLsn, this.refusesEntries());
     }
     if (result.truncatedAfter !== null) host.config.onTruncated(result.truncatedAfter);
     host.config.onEntriesAppended(result.appended);
